@@ -1,0 +1,66 @@
+# The one door in. `make` alone lists the targets.
+# Downloads and builds are cached in $(SP_CACHE); the local stack's state lives in .local-stack/.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export SP_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/sensor-pipeline
+VENV := .venv
+BIN := $(VENV)/bin
+ENV ?= dev
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "; printf "Targets (cache: $(SP_CACHE)):\n"} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: pyproject.toml scripts/bootstrap-venv.sh
+	@bash scripts/bootstrap-venv.sh
+	@touch $@
+
+.PHONY: venv
+venv: $(BIN)/.installed ## Create .venv and install the project with pinned dependencies
+
+# --- local stack ---------------------------------------------------------------------------------
+.PHONY: local-up local-infra-up local-down local-status local-clean
+local-up: venv ## Start the whole pipeline locally (Kafka, MongoDB-wire server, moto, Spark, API, producer, dashboard)
+	@$(BIN)/sensor-pipeline stack up
+
+local-infra-up: venv ## Start only Kafka, the MongoDB-wire server and the AWS emulator
+	@$(BIN)/sensor-pipeline stack up --infra-only
+
+local-down: venv ## Stop everything local-up started
+	@$(BIN)/sensor-pipeline stack down
+
+local-status: venv ## Show the state of each local service
+	@$(BIN)/sensor-pipeline stack status
+
+local-clean: venv ## Stop the local stack and delete its data, logs and checkpoints
+	@$(BIN)/sensor-pipeline stack clean
+
+# --- quality -------------------------------------------------------------------------------------
+.PHONY: lint typecheck fmt test unit integration test-infra bench
+lint: venv ## ruff check + format check, compose file up to date
+	@$(BIN)/ruff check src jobs tests
+	@$(BIN)/ruff format --check src jobs tests
+	@$(BIN)/sensor-pipeline stack compose --check
+
+fmt: venv ## Format the code
+	@$(BIN)/ruff format src jobs tests && $(BIN)/ruff check --fix src jobs tests
+
+typecheck: venv ## mypy (strict) on src/ and jobs/
+	@$(BIN)/mypy
+
+unit: venv ## Unit tests only (no services)
+	@$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv ## Integration tests (start the local stack's services if they are not running)
+	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+test-infra: venv ## Terraform fmt/validate/test and checkov, offline
+	@$(BIN)/pytest tests/infra $(PYTEST_ARGS)
+
+test: venv lint typecheck ## The whole suite: lint, types, unit, integration (real services), infra
+	@$(BIN)/pytest tests $(PYTEST_ARGS)
+
+bench: venv ## Benchmarks: pipeline throughput and latency against the original design's baseline
+	@$(BIN)/python -m benchmarks.run

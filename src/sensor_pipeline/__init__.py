@@ -1,0 +1,1 @@
+"""Real-time beach water-quality pipeline."""

@@ -1,0 +1,113 @@
+"""One typed settings object for every component, read from the environment (prefix ``SP_``).
+
+Local defaults match the contract ports (Kafka 9092, MongoDB 27017, API 3030, dashboard 5006, AWS
+emulator 4566). On AWS the ECS task definitions and the EMR job run set the same variables; secrets
+arrive as environment variables injected by ECS from Secrets Manager, never baked into images.
+
+Nothing is read at import time: call :func:`load_settings` (or build ``Settings(...)`` in tests).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KafkaSecurity = Literal["PLAINTEXT", "SSL", "SASL_SSL"]
+
+
+class Settings(BaseSettings):
+    """Pipeline settings. Every field maps to ``SP_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SP_", extra="ignore", frozen=True)
+
+    # --- Kafka / MSK -----------------------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="comma-separated host:port list")
+    kafka_security_protocol: KafkaSecurity = Field(
+        "PLAINTEXT", description="PLAINTEXT locally; SASL_SSL with AWS_MSK_IAM on Amazon MSK"
+    )
+    kafka_sasl_mechanism: Literal["AWS_MSK_IAM", ""] = ""
+    raw_topic: str = "RawSensorData"
+    clean_topic: str = "CleanSensorData"
+    invalid_topic: str = "InvalidSensorData"
+    topic_partitions: int = Field(3, ge=1, le=1000)
+    topic_replication: int = Field(1, ge=1, le=5)
+
+    # --- MongoDB / DocumentDB ----------------------------------------------------------------------
+    mongo_uri: str = "mongodb://127.0.0.1:27017/"
+    mongo_database: str = "water_quality"
+    mongo_collection: str = "sensor_readings"
+    mongo_secret_arn: str = Field("", description="DocumentDB secret (JSON username/password/host/port)")
+    mongo_tls_ca_file: str = ""
+
+    # --- sensor API / producer -------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(3030, ge=1, le=65535)
+    api_url: str = "http://127.0.0.1:3030"
+    sim_mode: Literal["simulate", "replay"] = "simulate"
+    sim_seed: int | None = None
+    sim_speed: float = Field(
+        3600.0, gt=0, description="simulated seconds per real second (3600: one hourly reading per second)"
+    )
+    sim_fault_rate: float = Field(0.0, ge=0, le=1, description="share of malformed/out-of-range/duplicate")
+    producer_batch: int = Field(60, ge=1, le=10_000, description="readings fetched per API request")
+    producer_rate: float = Field(6.0, ge=0, description="max readings/s sent; 0 = unlimited")
+    producer_log_every: float = Field(10.0, gt=0, description="seconds between progress log lines")
+
+    # --- Spark job --------------------------------------------------------------------------------
+    checkpoint_location: str = ".local-stack/checkpoints/structure_validate_store"
+    trigger_seconds: float = Field(2.0, ge=0, description="micro-batch trigger; 0 = as fast as possible")
+    max_offsets_per_trigger: int = Field(200_000, ge=1)
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    future_tolerance_seconds: int = Field(300, ge=0, description="how far ahead a timestamp may be")
+
+    # --- dashboard --------------------------------------------------------------------------------
+    dashboard_port: int = Field(5006, ge=1, le=65535)
+    dashboard_rollover: int = Field(500, ge=10, description="points kept per beach and metric")
+    dashboard_allow_origin: str = Field("*", description="bokeh --allow-websocket-origin value")
+
+    # --- AWS --------------------------------------------------------------------------------------
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str = Field("", description="e.g. http://127.0.0.1:4566 for the local emulator")
+    artifacts_bucket: str = Field("", description="S3 bucket for job artifacts and checkpoints")
+
+    @cached_property
+    def topics(self) -> tuple[str, str, str]:
+        return (self.raw_topic, self.clean_topic, self.invalid_topic)
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Connection options shared by every kafka-python client (producer, consumer, admin)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap.split(","),
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+        return options
+
+    def spark_kafka_options(self) -> dict[str, str]:
+        """The same connection as Spark's Kafka source/sink options (``kafka.``-prefixed)."""
+        options = {
+            "kafka.bootstrap.servers": self.kafka_bootstrap,
+            "kafka.security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism == "AWS_MSK_IAM":
+            # Needs software.amazon.msk:aws-msk-iam-auth on the classpath (shipped to S3 for EMR).
+            options |= {
+                "kafka.sasl.mechanism": "AWS_MSK_IAM",
+                "kafka.sasl.jaas.config": "software.amazon.msk.auth.iam.IAMLoginModule required;",
+                "kafka.sasl.client.callback.handler.class": ("software.amazon.msk.auth.iam.IAMClientCallbackHandler"),
+            }
+        return options
+
+
+def settings_from_env_map(values: dict[str, str]) -> Settings:
+    """Settings from a mapping of ``SP_*`` variables (the local stack definition), not the environment."""
+    return Settings(**{k.removeprefix("SP_").lower(): v for k, v in values.items() if k.startswith("SP_")})
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit overrides (from command-line flags) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,161 @@
+"""The rule set of :mod:`sensor_pipeline.rules`, compiled into Spark column expressions.
+
+Pure ``DataFrame -> DataFrame`` functions built only from Spark's built-in functions (no Python
+UDF on the hot path). The session must run with ``spark.sql.session.timeZone=UTC`` so that a
+timestamp without offset means UTC, as the contract says; :func:`utc_session_conf` gives it.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from sensor_pipeline import rules
+
+#: Session settings the transforms rely on.
+utc_session_conf: dict[str, str] = {"spark.sql.session.timeZone": "UTC"}
+
+_DOUBLE_INF = float("inf")
+
+
+def _finite(column: Column) -> Column:
+    return ~F.isnan(column) & (column != F.lit(_DOUBLE_INF)) & (column != F.lit(-_DOUBLE_INF))
+
+
+def _in_range(column: Column, allowed: rules.Range) -> Column:
+    low = column >= allowed.low if allowed.low_inclusive else column > allowed.low
+    high = column <= allowed.high if allowed.high_inclusive else column < allowed.high
+    return low & high
+
+
+def _number(text: Column) -> Column:
+    return F.when(text.rlike(rules.NUMBER_PATTERN), text.try_cast("double"))
+
+
+def validate(lines: DataFrame, now: Column | None = None, future_tolerance_seconds: int = 300) -> DataFrame:
+    """Add the verdict of each ``value`` line: ``reason`` (null when valid), ``detail`` and the typed fields.
+
+    Output columns added: ``fields`` (array), ``TimeStamp`` (timestamp), ``WaterTemperature``,
+    ``Turbidity``, ``BatteryLife`` (double), ``Beach`` (string, spaces restored), ``MeasurementID``
+    (long), ``reason``, ``detail``.
+    """
+    now = now if now is not None else F.current_timestamp()
+    stripped = F.regexp_replace(F.col("value"), f"^{rules.SPLIT_PATTERN}|{rules.SPLIT_PATTERN}$", "")
+    df = lines.withColumn("fields", F.when(stripped == "", F.array()).otherwise(F.split(stripped, rules.SPLIT_PATTERN)))
+    field = {name: F.get(F.col("fields"), i) for i, name in enumerate(rules.FIELDS)}
+    shape_ok = F.size("fields") == rules.FIELD_COUNT
+    ts_text = field["TimeStamp"]
+    timestamp = F.when(ts_text.rlike(rules.TIMESTAMP_PATTERN), ts_text.try_cast("timestamp"))
+    numbers = {name: _number(field[name]) for name in rules.RANGES}
+    id_text = field["MeasurementID"]
+    measurement_id = F.when(id_text.rlike(rules.ID_PATTERN), id_text.try_cast("long"))
+    df = df.select(
+        "*",
+        timestamp.alias("TimeStamp"),
+        *(value.alias(name) for name, value in numbers.items()),
+        F.regexp_replace(field["Beach"], "_", " ").alias("Beach"),
+        measurement_id.alias("MeasurementID"),
+    )
+
+    # The checks, in rules.CHECKS order: the first failing one names the reason.
+    col = F.col
+    numbers_ok = F.lit(True)
+    for name in rules.RANGES:
+        numbers_ok = numbers_ok & col(name).isNotNull() & _finite(col(name))
+    ranges_ok = F.lit(True)
+    for name, allowed in rules.RANGES.items():
+        ranges_ok = ranges_ok & _in_range(col(name), allowed)
+    failures: dict[str, tuple[Column, Column]] = {
+        "bad_shape": (
+            ~shape_ok,
+            F.format_string(f"expected {rules.FIELD_COUNT} fields, got %d", F.size("fields")),
+        ),
+        "bad_timestamp": (
+            col("TimeStamp").isNull(),
+            F.format_string("not an ISO 8601 date-time: '%s'", ts_text),
+        ),
+        "future_timestamp": (
+            col("TimeStamp") > now + F.make_dt_interval(secs=F.lit(future_tolerance_seconds)),
+            F.format_string("%s is ahead of processing time", ts_text),
+        ),
+        "bad_number": (~numbers_ok, F.lit("a numeric field is not a finite number")),
+        "out_of_range": (
+            ~ranges_ok,
+            F.lit("outside the valid ranges: " + ", ".join(f"{n} {r.describe()}" for n, r in rules.RANGES.items())),
+        ),
+        "bad_beach": (
+            ~field["Beach"].rlike(rules.BEACH_PATTERN),
+            F.format_string(f"beach must match {rules.BEACH_PATTERN}: '%s'", field["Beach"]),
+        ),
+        "bad_id": (
+            col("MeasurementID").isNull() | (col("MeasurementID") < rules.ID_MIN),
+            F.format_string("MeasurementID must be an integer in [1, 2^63-1]: '%s'", id_text),
+        ),
+    }
+    assert tuple(failures) == rules.CHECKS, "spark_rules is out of step with rules.CHECKS"
+    reason: Column = F.lit(None).cast("string")
+    detail: Column = F.lit(None).cast("string")
+    for code in reversed(rules.CHECKS):
+        failed, text = failures[code]
+        reason = F.when(failed, F.lit(code)).otherwise(reason)
+        detail = F.when(failed, text).otherwise(detail)
+    return df.withColumn("reason", reason).withColumn("detail", detail)
+
+
+def clean_documents(validated: DataFrame) -> DataFrame:
+    """Valid rows in the stored document's shape (contract), plus ``_id`` = MeasurementID."""
+    return validated.where(F.col("reason").isNull()).select(
+        F.col("MeasurementID").alias("_id"),
+        "Beach",
+        "MeasurementID",
+        "BatteryLife",
+        F.col("value").alias("RawData"),
+        "WaterTemperature",
+        "Turbidity",
+        # BSON dates hold milliseconds: truncate here so the topic and the store agree exactly.
+        F.date_trunc("millisecond", F.col("TimeStamp")).alias("TimeStamp"),
+    )
+
+
+def clean_messages(documents: DataFrame) -> DataFrame:
+    """CleanSensorData records: key = beach (underscored, as on the raw topic), value = JSON document."""
+    value = F.to_json(
+        F.struct(
+            "Beach",
+            "MeasurementID",
+            "BatteryLife",
+            "RawData",
+            "WaterTemperature",
+            "Turbidity",
+            F.date_format("TimeStamp", "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").alias("TimeStamp"),
+        )
+    )
+    return documents.select(F.regexp_replace("Beach", " ", "_").alias("key"), value.alias("value"))
+
+
+def dead_letters(validated: DataFrame) -> DataFrame:
+    """InvalidSensorData records: key = beach where known, value = RawData/Reason/Detail/Source/RejectedAt."""
+    beach = F.get(F.col("fields"), 4)
+    value = F.to_json(
+        F.struct(
+            F.col("value").alias("RawData"),
+            F.col("reason").alias("Reason"),
+            F.col("detail").alias("Detail"),
+            F.struct(
+                F.col("topic").alias("topic"),
+                F.col("partition").alias("partition"),
+                F.col("offset").alias("offset"),
+            ).alias("Source"),
+            F.date_format(F.current_timestamp(), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").alias("RejectedAt"),
+        )
+    )
+    key = F.when(F.size("fields") == rules.FIELD_COUNT, beach)
+    return validated.where(F.col("reason").isNotNull()).select(key.alias("key"), value.alias("value"))
+
+
+def first_copies(documents: DataFrame) -> DataFrame:
+    """One row per MeasurementID within a batch: the first copy (lowest partition, offset) wins."""
+    from pyspark.sql.window import Window
+
+    order = Window.partitionBy("MeasurementID").orderBy("partition", "offset")
+    return documents.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")

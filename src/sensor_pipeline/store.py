@@ -1,0 +1,87 @@
+"""The document store (MongoDB locally, Amazon DocumentDB on AWS): connection, indexes, idempotent writes.
+
+Documents are keyed by ``_id`` = MeasurementID, so every write is idempotent: a reading delivered twice
+is stored once and the first copy wins. Writes are unordered ``insert_many`` batches; duplicate-key
+errors (code 11000) count as "already stored", any other error fails the batch so that Spark retries
+it. This is an upsert with ``$setOnInsert`` semantics that every MongoDB-wire server runs fast
+(upserts are slow or broken on FerretDB, and DocumentDB bills per I/O).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, MongoClient
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
+
+from sensor_pipeline.config import Settings
+
+DUPLICATE_KEY = 11000
+
+
+class StoreError(RuntimeError):
+    """A write failed for a reason other than a duplicate key; the batch must be retried."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    inserted: int
+    duplicates: int
+
+
+def _documentdb_uri(settings: Settings) -> str:
+    """Build a DocumentDB URI from the Secrets Manager secret (username/password/host/port)."""
+    import boto3
+
+    client = boto3.client(
+        "secretsmanager", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url or None
+    )
+    secret = json.loads(client.get_secret_value(SecretId=settings.mongo_secret_arn)["SecretString"])
+    from urllib.parse import quote_plus
+
+    return (
+        f"mongodb://{quote_plus(secret['username'])}:{quote_plus(secret['password'])}"
+        f"@{secret['host']}:{secret.get('port', 27017)}/?tls=true&replicaSet=rs0"
+        "&readPreference=secondaryPreferred&retryWrites=false"
+    )
+
+
+def connect(settings: Settings, **options: Any) -> MongoClient[dict[str, Any]]:
+    """A client for the configured store; on AWS the credentials come from the secret, by ARN."""
+    uri = _documentdb_uri(settings) if settings.mongo_secret_arn else settings.mongo_uri
+    if settings.mongo_tls_ca_file:
+        options.setdefault("tlsCAFile", settings.mongo_tls_ca_file)
+    options.setdefault("serverSelectionTimeoutMS", 10_000)
+    return MongoClient(uri, tz_aware=True, **options)
+
+
+def readings(client: MongoClient[dict[str, Any]], settings: Settings) -> Collection[dict[str, Any]]:
+    return client[settings.mongo_database][settings.mongo_collection]
+
+
+def ensure_indexes(collection: Collection[dict[str, Any]]) -> None:
+    """Idempotent: a unique index on MeasurementID and one on (Beach, TimeStamp) for queries."""
+    collection.create_index([("MeasurementID", ASCENDING)], unique=True, name="MeasurementID_unique")
+    collection.create_index([("Beach", ASCENDING), ("TimeStamp", ASCENDING)], name="Beach_TimeStamp")
+
+
+def insert_new(collection: Collection[dict[str, Any]], documents: Iterable[Mapping[str, Any]]) -> WriteResult:
+    """Insert documents unordered; duplicates (E11000) count as already stored, anything else raises."""
+    batch = list(documents)
+    if not batch:
+        return WriteResult(0, 0)
+    try:
+        result = collection.insert_many(batch, ordered=False)
+        return WriteResult(len(result.inserted_ids), 0)
+    except BulkWriteError as error:
+        details = error.details
+        others = [e for e in details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
+        if others or details.get("writeConcernErrors"):
+            first = (others or details["writeConcernErrors"])[0]
+            raise StoreError(f"insert failed ({len(others)} errors), first: {first.get('errmsg')}") from error
+        duplicates = len(details.get("writeErrors", []))
+        return WriteResult(details.get("nInserted", len(batch) - duplicates), duplicates)
