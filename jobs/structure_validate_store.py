@@ -50,9 +50,12 @@ def main(argv: list[str]) -> int:
         max_offsets_per_trigger=args.max_offsets_per_trigger,
     )
     builder = SparkSession.builder.appName("structure_validate_store")
-    for key, value in {**utc_session_conf, "spark.sql.shuffle.partitions": "8"}.items():
+    for key, value in utc_session_conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    if not spark.sparkContext.getConf().contains("spark.sql.shuffle.partitions"):
+        # Batches are small and frequent: a few shuffle partitions, not Spark's default 200.
+        spark.conf.set("spark.sql.shuffle.partitions", str(spark.sparkContext.defaultParallelism))
     spark.sparkContext.setLogLevel("WARN")
 
     # Source: the raw topic. Offsets live in the checkpoint, so a restart resumes where it stopped.

@@ -105,7 +105,8 @@ class Settings(BaseSettings):
 
 def settings_from_env_map(values: dict[str, str]) -> Settings:
     """Settings from a mapping of ``SP_*`` variables (the local stack definition), not the environment."""
-    return Settings(**{k.removeprefix("SP_").lower(): v for k, v in values.items() if k.startswith("SP_")})
+    fields: dict[str, Any] = {k.removeprefix("SP_").lower(): v for k, v in values.items() if k.startswith("SP_")}
+    return Settings(**fields)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -60,7 +60,7 @@ def aws_client(settings: Settings, service: str) -> Any:
         return session.client(service)
     import boto3
 
-    return boto3.client(service, region_name=settings.aws_region)
+    return boto3.client(service, region_name=settings.aws_region)  # type: ignore[call-overload]
 
 
 def ensure_bucket(settings: Settings, bucket: str) -> None:

@@ -23,9 +23,10 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bson.int64 import Int64
 from pymongo import MongoClient
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
@@ -39,6 +40,38 @@ INSERT_CHUNK = 1000
 LOOKUP_CHUNK = 10_000
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class PhaseTimer:
+    """Wall time per phase of a batch, for the job's log."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.laps: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps.append((name, now - self.last))
+        self.last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.laps)
+
+
+def to_document(row: Row) -> dict[str, Any]:
+    """A Spark row (TimeStamp as epoch milliseconds) as the stored document with the contract's BSON types.
+
+    Ids are wrapped in Int64 so that small values are still stored as BSON long, and the timestamp is
+    rebuilt from epoch milliseconds, independent of the executor's local time zone.
+    """
+    document = row.asDict()
+    document["_id"] = Int64(document["_id"])
+    document["MeasurementID"] = Int64(document["MeasurementID"])
+    document["TimeStamp"] = EPOCH + timedelta(milliseconds=document["TimeStamp"])
+    return document
+
+
 def _insert_partition(settings_json: str) -> Any:
     """An executor-side writer: one client per partition, unordered inserts in chunks."""
 
@@ -50,7 +83,7 @@ def _insert_partition(settings_json: str) -> Any:
             collection = store.readings(client, settings)
             chunk: list[dict[str, Any]] = []
             for row in rows:
-                chunk.append(row.asDict())
+                chunk.append(to_document(row))
                 if len(chunk) >= INSERT_CHUNK:
                     result = store.insert_new(collection, chunk)
                     inserted, duplicates = inserted + result.inserted, duplicates + result.duplicates
@@ -83,14 +116,11 @@ class BatchWriter:
     def _ledger(self, client: MongoClient[dict[str, Any]]) -> Any:
         return client[self.settings.mongo_database][f"{self.settings.mongo_collection}_batches"]
 
-    def _write_kafka(self, df: DataFrame, topic: str) -> None:
-        df.write.format("kafka").options(**self.kafka_options).option("topic", topic).save()
-
     def _already_stored(self, collection: Any, ids: list[int]) -> list[int]:
         found: list[int] = []
         for start in range(0, len(ids), LOOKUP_CHUNK):
             chunk = ids[start : start + LOOKUP_CHUNK]
-            found.extend(d["_id"] for d in collection.find({"_id": {"$in": chunk}}, {"_id": 1}))
+            found.extend(int(d["_id"]) for d in collection.find({"_id": {"$in": chunk}}, {"_id": 1}))
         return found
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
@@ -123,50 +153,68 @@ class BatchWriter:
         ledger: Any,
         client: MongoClient[dict[str, Any]],
     ) -> None:
+        # Three Spark jobs per batch, whatever its size: verdict summary, store insert, one Kafka write.
+        phases = PhaseTimer()
+        verdicts = validated.select("reason", "MeasurementID").collect()
+        invalid = sum(1 for v in verdicts if v["reason"] is not None)
+        ids = sorted({v["MeasurementID"] for v in verdicts if v["reason"] is None})
+        if entry is None:
+            existing = self._already_stored(store.readings(client, self.settings), ids)
+            ledger.insert_one(
+                {"_id": key, "batch": batch_id, "existing": existing, "done": False, "at": datetime.now(UTC)}
+            )
+        else:
+            existing = [int(i) for i in entry.get("existing", [])]
+
+        phases.lap("verdicts")
         documents = spark_rules.clean_documents(
             spark_rules.first_copies(validated.where(F.col("reason").isNull()))
-        ).persist()
+        ).persist()  # read by the insert and by the clean-topic write
         try:
-            ids = [row["_id"] for row in documents.select("_id").collect()]
-            if entry is None:
-                existing = self._already_stored(store.readings(client, self.settings), ids)
-                ledger.insert_one(
-                    {
-                        "_id": key,
-                        "batch": batch_id,
-                        "existing": existing,
-                        "done": False,
-                        "at": datetime.now(UTC),
-                    }
-                )
-            else:
-                existing = list(entry.get("existing", []))
-
-            dead = spark_rules.dead_letters(validated)
-            invalid = dead.count()
-            if invalid:
-                self._write_kafka(dead, self.settings.invalid_topic)
-
-            counts = documents.rdd.mapPartitions(_insert_partition(self.settings_json)).collect()
-            stored = sum(c[0] for c in counts)
-            already = sum(c[1] for c in counts)
-
-            new = documents
-            if existing:
-                spark = documents.sparkSession
-                known = spark.createDataFrame([(i,) for i in existing], "_id long")
-                new = documents.join(F.broadcast(known), "_id", "left_anti")
-            published = len(ids) - len(existing)
-            if published:
-                self._write_kafka(spark_rules.clean_messages(new), self.settings.clean_topic)
-
-            ledger.update_one({"_id": key}, {"$set": {"done": True, "published": published}})
-            t = self.totals
-            t["batches"] += 1
-            t["valid"] += len(ids)
-            t["invalid"] += invalid
-            t["stored"] += stored
-            t["already_stored"] += already
-            t["published"] += published
+            self._store_and_publish(validated, documents, ids, existing, invalid, phases)
         finally:
             documents.unpersist()
+        ledger.update_one({"_id": key}, {"$set": {"done": True, "published": len(ids) - len(existing)}})
+        log.info("batch %d phases: %s", batch_id, phases)
+
+    def _store_and_publish(
+        self,
+        validated: DataFrame,
+        documents: DataFrame,
+        ids: list[int],
+        existing: list[int],
+        invalid: int,
+        phases: PhaseTimer,
+    ) -> None:
+        stored = already = 0
+        if ids:
+            rows = documents.withColumn("TimeStamp", F.unix_millis("TimeStamp"))
+            counts = rows.rdd.mapPartitions(_insert_partition(self.settings_json)).collect()
+            stored, already = sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+        phases.lap("store")
+        new = documents
+        if existing:
+            known = documents.sparkSession.createDataFrame([(i,) for i in existing], "_id long")
+            new = documents.join(F.broadcast(known), "_id", "left_anti")
+        published = len(ids) - len(existing)
+        outputs = []
+        if invalid:
+            outputs.append(spark_rules.dead_letters(validated).withColumn("topic", F.lit(self.settings.invalid_topic)))
+        if published:
+            outputs.append(spark_rules.clean_messages(new).withColumn("topic", F.lit(self.settings.clean_topic)))
+        if outputs:
+            combined = outputs[0] if len(outputs) == 1 else outputs[0].unionByName(outputs[1])
+            # One write for both topics: the Kafka sink routes each row by its `topic` column.
+            combined.write.format("kafka").options(**self.kafka_options).save()
+
+        phases.lap("kafka")
+        for name, value in (
+            ("batches", 1),
+            ("valid", len(ids)),
+            ("invalid", invalid),
+            ("stored", stored),
+            ("already_stored", already),
+            ("published", published),
+        ):
+            self.totals[name] += value

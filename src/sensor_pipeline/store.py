@@ -10,7 +10,7 @@ it. This is an upsert with ``$setOnInsert`` semantics that every MongoDB-wire se
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +69,7 @@ def ensure_indexes(collection: Collection[dict[str, Any]]) -> None:
     collection.create_index([("Beach", ASCENDING), ("TimeStamp", ASCENDING)], name="Beach_TimeStamp")
 
 
-def insert_new(collection: Collection[dict[str, Any]], documents: Iterable[Mapping[str, Any]]) -> WriteResult:
+def insert_new(collection: Collection[dict[str, Any]], documents: Iterable[dict[str, Any]]) -> WriteResult:
     """Insert documents unordered; duplicates (E11000) count as already stored, anything else raises."""
     batch = list(documents)
     if not batch:

@@ -55,7 +55,7 @@ class Hub:
         with self._lock:
             fresh = []
             for message in messages:
-                mid = message.get("MeasurementID")
+                mid = int(message["MeasurementID"])
                 if mid in self._seen_set:
                     continue
                 if len(self._seen) == self._seen.maxlen:

@@ -8,7 +8,8 @@ from functools import partial
 from typing import Any
 
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, DataTable, Div, HoverTool, TableColumn
+from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.models.widgets import DataTable, Div, TableColumn
 from bokeh.palettes import Category10_10
 from bokeh.plotting import curdoc, figure
 
@@ -79,7 +80,8 @@ def ensure_beach(beach: str) -> ColumnDataSource:
 def apply(messages: list[dict[str, Any]]) -> None:
     """Runs on the document's event loop (scheduled by the hub's thread)."""
     for beach, columns in series_by_beach(messages).items():
-        ensure_beach(beach).stream(columns, rollover=rollover)
+        new_data: dict[str, Any] = dict(columns)
+        ensure_beach(beach).stream(new_data, rollover=rollover)
     table_source.data = latest_table(hub.latest)
     status.text = (
         f"<b>{hub.received}</b> clean readings received; last update "

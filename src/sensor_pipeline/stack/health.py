@@ -22,9 +22,7 @@ def kafka_ready(port: int) -> bool:
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=[f"127.0.0.1:{port}"], request_timeout_ms=3000
-        )
+        admin = KafkaAdminClient(bootstrap_servers=[f"127.0.0.1:{port}"], request_timeout_ms=3000)
     except (KafkaError, OSError, ValueError):
         return False
     try:

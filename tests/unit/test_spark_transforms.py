@@ -1,0 +1,99 @@
+"""The job's pure transformations, on a local SparkSession."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sensor_pipeline import spark_rules
+
+pytestmark = pytest.mark.spark
+
+LINES = [
+    "2020-02-17T11:12:58.765969 26.04 540.1 13.12 Montrose_Beach 758028",  # valid
+    "2020-02-17T11:12:58.765969 26.04 540.1 13.12 Montrose_Beach 758028",  # duplicate (later offset)
+    "2020-02-17T12:00:00 99 1 1 Ohio_Street_Beach 5",  # out of range
+    "garbage",  # bad shape
+    "2020-02-17T13:00:00Z 20.5 1.25 11.5 Calumet_Beach 7",  # valid
+]
+
+
+@pytest.fixture
+def validated(spark: Any) -> Any:
+    frame = spark.createDataFrame(
+        [(line, "RawSensorData", 1, 100 + i) for i, line in enumerate(LINES)],
+        "value string, topic string, partition int, offset long",
+    )
+    return spark_rules.validate(frame)
+
+
+def test_clean_documents_have_the_contract_schema(validated: Any) -> None:
+    from pyspark.testing import assertSchemaEqual
+
+    documents = spark_rules.clean_documents(spark_rules.first_copies(validated.where("reason IS NULL")))
+    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
+
+    assertSchemaEqual(
+        documents.schema,
+        StructType(
+            [
+                StructField("_id", LongType()),
+                StructField("Beach", StringType()),
+                StructField("MeasurementID", LongType()),
+                StructField("BatteryLife", DoubleType()),
+                StructField("RawData", StringType()),
+                StructField("WaterTemperature", DoubleType()),
+                StructField("Turbidity", DoubleType()),
+                StructField("TimeStamp", TimestampType()),
+            ]
+        ),
+        ignoreNullable=True,
+    )
+    rows = {r["_id"]: r for r in documents.collect()}
+    assert sorted(rows) == [7, 758028], "the duplicate is dropped, invalid lines are not documents"
+    first = rows[758028]
+    assert first["Beach"] == "Montrose Beach" and first["RawData"] == LINES[0]
+    # milliseconds, as a BSON date holds them
+    assert first["TimeStamp"] == datetime(2020, 2, 17, 11, 12, 58, 765000)
+
+
+def test_first_copy_wins_by_partition_then_offset(spark: Any) -> None:
+    frame = spark.createDataFrame(
+        [("a", 1, 2, 9), ("b", 1, 1, 50), ("c", 0, 7, 9)],
+        "value string, partition int, offset long, MeasurementID long",
+    )
+    kept = spark_rules.first_copies(frame).collect()
+    assert [(r.value, r.MeasurementID) for r in sorted(kept, key=lambda r: r.MeasurementID)] == [("c", 9), ("b", 50)]
+
+
+def test_clean_messages_are_keyed_json_with_utc_z_timestamps(validated: Any) -> None:
+    documents = spark_rules.clean_documents(spark_rules.first_copies(validated.where("reason IS NULL")))
+    messages = {r.key: json.loads(r.value) for r in spark_rules.clean_messages(documents).collect()}
+    assert set(messages) == {"Montrose_Beach", "Calumet_Beach"}
+    calumet = messages["Calumet_Beach"]
+    assert calumet == {
+        "Beach": "Calumet Beach",
+        "MeasurementID": 7,
+        "BatteryLife": 11.5,
+        "RawData": LINES[4],
+        "WaterTemperature": 20.5,
+        "Turbidity": 1.25,
+        "TimeStamp": "2020-02-17T13:00:00.000Z",
+    }
+    assert isinstance(messages["Montrose_Beach"]["MeasurementID"], int)
+
+
+def test_dead_letters_carry_reason_detail_and_source(validated: Any) -> None:
+    letters = [(r.key, json.loads(r.value)) for r in spark_rules.dead_letters(validated).collect()]
+    by_reason = {value["Reason"]: (key, value) for key, value in letters}
+    assert set(by_reason) == {"out_of_range", "bad_shape"}
+    key, value = by_reason["out_of_range"]
+    assert key == "Ohio_Street_Beach"
+    assert value["RawData"] == LINES[2]
+    assert value["Source"] == {"topic": "RawSensorData", "partition": 1, "offset": 102}
+    assert "WaterTemperature" in value["Detail"]
+    assert datetime.fromisoformat(value["RejectedAt"].replace("Z", "+00:00")) <= datetime.now(UTC)
+    assert by_reason["bad_shape"][0] is None, "no beach is known for a line of the wrong shape"
