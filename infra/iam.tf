@@ -1,0 +1,225 @@
+# --- IAM: one role per workload, least privilege, scoped to named ARNs ------------------------
+
+locals {
+  cluster_arn_for_iam = local.msk_cluster_arn
+  topic_arns          = { for k, t in local.topics : k => "${local.msk_topic_arn_prefix}/${t}" }
+}
+
+data "aws_iam_policy_document" "assume_ecs_tasks" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+# ECS task execution: pull the image, write logs, read the DocumentDB secret for injection.
+resource "aws_iam_role" "task_execution" {
+  name               = "${local.name}-task-execution"
+  assume_role_policy = data.aws_iam_policy_document.assume_ecs_tasks.json
+}
+
+data "aws_iam_policy_document" "task_execution" {
+  statement {
+    sid       = "PullImage"
+    actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
+    resources = [aws_ecr_repository.app.arn]
+  }
+  statement {
+    sid       = "EcrAuth"
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"] # this action has no resource-level permissions
+  }
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = [for k in ["api", "producer", "dashboard", "init"] : "${aws_cloudwatch_log_group.this[k].arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "task_execution" {
+  role   = aws_iam_role.task_execution.id
+  policy = data.aws_iam_policy_document.task_execution.json
+}
+
+# Task roles: what the application code itself may do.
+resource "aws_iam_role" "task" {
+  for_each           = toset(["api", "producer", "dashboard", "init"])
+  name               = "${local.name}-${each.key}"
+  assume_role_policy = data.aws_iam_policy_document.assume_ecs_tasks.json
+}
+
+data "aws_iam_policy_document" "producer" {
+  statement {
+    sid       = "Connect"
+    actions   = ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"]
+    resources = [local.cluster_arn_for_iam]
+  }
+  statement {
+    sid       = "WriteRaw"
+    actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"]
+    resources = [local.topic_arns.raw]
+  }
+  statement {
+    sid       = "IdempotentProducer"
+    actions   = ["kafka-cluster:WriteDataIdempotently"]
+    resources = [local.cluster_arn_for_iam]
+  }
+}
+
+data "aws_iam_policy_document" "dashboard" {
+  statement {
+    sid       = "Connect"
+    actions   = ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"]
+    resources = [local.cluster_arn_for_iam]
+  }
+  statement {
+    sid       = "ReadClean"
+    actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:ReadData"]
+    resources = [local.topic_arns.clean]
+  }
+}
+
+data "aws_iam_policy_document" "init" {
+  statement {
+    sid       = "Connect"
+    actions   = ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"]
+    resources = [local.cluster_arn_for_iam]
+  }
+  statement {
+    sid       = "CreateTopics"
+    actions   = ["kafka-cluster:CreateTopic", "kafka-cluster:DescribeTopic"]
+    resources = values(local.topic_arns)
+  }
+}
+
+resource "aws_iam_role_policy" "task" {
+  for_each = {
+    producer  = data.aws_iam_policy_document.producer.json
+    dashboard = data.aws_iam_policy_document.dashboard.json
+    init      = data.aws_iam_policy_document.init.json
+  }
+  role   = aws_iam_role.task[each.key].id
+  policy = each.value
+}
+
+# EMR Serverless job runtime role: Kafka in and out, the checkpoint and artifact prefixes, the secret.
+data "aws_iam_policy_document" "assume_emr" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["emr-serverless.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "emr_job" {
+  name               = "${local.name}-emr-job"
+  assume_role_policy = data.aws_iam_policy_document.assume_emr.json
+}
+
+data "aws_iam_policy_document" "emr_job" {
+  statement {
+    sid       = "KafkaConnect"
+    actions   = ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster", "kafka-cluster:WriteDataIdempotently"]
+    resources = [local.cluster_arn_for_iam]
+  }
+  statement {
+    sid       = "ReadRaw"
+    actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:ReadData"]
+    resources = [local.topic_arns.raw]
+  }
+  statement {
+    sid       = "WriteCleanAndDeadLetters"
+    actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"]
+    resources = [local.topic_arns.clean, local.topic_arns.invalid]
+  }
+  statement {
+    sid       = "ConsumerGroups"
+    actions   = ["kafka-cluster:AlterGroup", "kafka-cluster:DescribeGroup"]
+    resources = ["${local.msk_group_arn_prefix}/spark-kafka-source-*"]
+  }
+  statement {
+    sid       = "ReadArtifacts"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.artifacts.arn}/${local.s3_prefixes.jobs}*"]
+  }
+  statement {
+    sid       = "Checkpoints"
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    resources = ["${aws_s3_bucket.artifacts.arn}/${local.s3_prefixes.checkpoints}*", "${aws_s3_bucket.artifacts.arn}/${local.s3_prefixes.logs}*"]
+  }
+  statement {
+    sid       = "ListOwnPrefixes"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.artifacts.arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = [for p in values(local.s3_prefixes) : "${p}*"]
+    }
+  }
+  statement {
+    sid       = "DocumentDbSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [local.docdb_secret_arn]
+  }
+  statement {
+    sid       = "Kms"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.this.arn]
+  }
+  statement {
+    sid       = "Logs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["${aws_cloudwatch_log_group.this["emr"].arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "emr_job" {
+  role   = aws_iam_role.emr_job.id
+  policy = data.aws_iam_policy_document.emr_job.json
+}
+
+# VPC flow logs delivery.
+data "aws_iam_policy_document" "assume_flow_logs" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["vpc-flow-logs.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "flow_logs" {
+  count              = local.create_vpc ? 1 : 0
+  name               = "${local.name}-flow-logs"
+  assume_role_policy = data.aws_iam_policy_document.assume_flow_logs.json
+}
+
+resource "aws_iam_role_policy" "flow_logs" {
+  count = local.create_vpc ? 1 : 0
+  role  = aws_iam_role.flow_logs[0].id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect   = "Allow"
+      Action   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+      Resource = "${aws_cloudwatch_log_group.this["vpc-flow"].arn}:*"
+    }]
+  })
+}

@@ -1,0 +1,196 @@
+# --- VPC (created unless var.existing_vpc is given) -------------------------------------------
+
+locals {
+  create_vpc         = var.existing_vpc == null
+  vpc_id             = local.create_vpc ? aws_vpc.this[0].id : var.existing_vpc.vpc_id
+  private_subnet_ids = local.create_vpc ? aws_subnet.private[*].id : var.existing_vpc.private_subnet_ids
+  public_subnet_ids  = local.create_vpc ? aws_subnet.public[*].id : var.existing_vpc.public_subnet_ids
+  vpc_cidr           = local.create_vpc ? aws_vpc.this[0].cidr_block : data.aws_vpc.existing[0].cidr_block
+}
+
+data "aws_vpc" "existing" {
+  count = local.create_vpc ? 0 : 1
+  id    = var.existing_vpc.vpc_id
+}
+
+resource "aws_vpc" "this" {
+  count                = local.create_vpc ? 1 : 0
+  cidr_block           = var.vpc_cidr
+  enable_dns_support   = true
+  enable_dns_hostnames = true # interface endpoints and the MSK/DocumentDB names need private DNS
+  tags                 = { Name = local.name }
+}
+
+# Private subnets: MSK brokers, DocumentDB, EMR Serverless workers and the Fargate tasks.
+resource "aws_subnet" "private" {
+  count             = local.create_vpc ? var.az_count : 0
+  vpc_id            = aws_vpc.this[0].id
+  availability_zone = local.azs[count.index]
+  cidr_block        = cidrsubnet(var.vpc_cidr, 4, count.index)
+  tags              = { Name = "${local.name}-private-${local.azs[count.index]}", Tier = "private" }
+}
+
+# Public subnets: only the dashboard's load balancer (and a NAT gateway when enabled).
+resource "aws_subnet" "public" {
+  count                   = local.create_vpc ? var.az_count : 0
+  vpc_id                  = aws_vpc.this[0].id
+  availability_zone       = local.azs[count.index]
+  cidr_block              = cidrsubnet(var.vpc_cidr, 8, 200 + count.index)
+  map_public_ip_on_launch = false
+  tags                    = { Name = "${local.name}-public-${local.azs[count.index]}", Tier = "public" }
+}
+
+resource "aws_internet_gateway" "this" {
+  count  = local.create_vpc ? 1 : 0
+  vpc_id = aws_vpc.this[0].id
+  tags   = { Name = local.name }
+}
+
+resource "aws_route_table" "public" {
+  count  = local.create_vpc ? 1 : 0
+  vpc_id = aws_vpc.this[0].id
+  route {
+    cidr_block = "0.0.0.0/0"
+    gateway_id = aws_internet_gateway.this[0].id
+  }
+  tags = { Name = "${local.name}-public" }
+}
+
+resource "aws_route_table_association" "public" {
+  count          = local.create_vpc ? var.az_count : 0
+  subnet_id      = aws_subnet.public[count.index].id
+  route_table_id = aws_route_table.public[0].id
+}
+
+resource "aws_route_table" "private" {
+  count  = local.create_vpc ? 1 : 0
+  vpc_id = aws_vpc.this[0].id
+  tags   = { Name = "${local.name}-private" }
+}
+
+resource "aws_route_table_association" "private" {
+  count          = local.create_vpc ? var.az_count : 0
+  subnet_id      = aws_subnet.private[count.index].id
+  route_table_id = aws_route_table.private[0].id
+}
+
+resource "aws_eip" "nat" {
+  count  = local.create_vpc && var.enable_nat_gateway ? 1 : 0
+  domain = "vpc"
+  tags   = { Name = "${local.name}-nat" }
+}
+
+resource "aws_nat_gateway" "this" {
+  count         = local.create_vpc && var.enable_nat_gateway ? 1 : 0
+  allocation_id = aws_eip.nat[0].id
+  subnet_id     = aws_subnet.public[0].id
+  tags          = { Name = local.name }
+}
+
+resource "aws_route" "private_nat" {
+  count                  = local.create_vpc && var.enable_nat_gateway ? 1 : 0
+  route_table_id         = aws_route_table.private[0].id
+  destination_cidr_block = "0.0.0.0/0"
+  nat_gateway_id         = aws_nat_gateway.this[0].id
+}
+
+# The default security group of a new VPC allows nothing.
+resource "aws_default_security_group" "this" {
+  count  = local.create_vpc ? 1 : 0
+  vpc_id = aws_vpc.this[0].id
+}
+
+resource "aws_flow_log" "this" {
+  count                = local.create_vpc ? 1 : 0
+  vpc_id               = aws_vpc.this[0].id
+  traffic_type         = "REJECT"
+  log_destination_type = "cloud-watch-logs"
+  log_destination      = aws_cloudwatch_log_group.this["vpc-flow"].arn
+  iam_role_arn         = aws_iam_role.flow_logs[0].arn
+}
+
+# --- VPC endpoints: private access to AWS APIs without a NAT gateway ----------------------------
+
+resource "aws_vpc_endpoint" "s3" {
+  count             = local.create_vpc ? 1 : 0
+  vpc_id            = aws_vpc.this[0].id
+  service_name      = "com.amazonaws.${var.region}.s3"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = [aws_route_table.private[0].id]
+  tags              = { Name = "${local.name}-s3" }
+}
+
+resource "aws_vpc_endpoint" "interface" {
+  for_each            = local.create_vpc ? toset(["ecr.api", "ecr.dkr", "logs", "secretsmanager", "sts", "kms"]) : toset([])
+  vpc_id              = aws_vpc.this[0].id
+  service_name        = "com.amazonaws.${var.region}.${each.key}"
+  vpc_endpoint_type   = "Interface"
+  subnet_ids          = local.private_subnet_ids
+  security_group_ids  = [aws_security_group.endpoints.id]
+  private_dns_enabled = true
+  tags                = { Name = "${local.name}-${each.key}" }
+}
+
+# --- security groups ---------------------------------------------------------------------------
+
+resource "aws_security_group" "endpoints" {
+  name        = "${local.name}-endpoints"
+  description = "HTTPS to the VPC interface endpoints from inside the VPC"
+  vpc_id      = local.vpc_id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "endpoints_https" {
+  security_group_id = aws_security_group.endpoints.id
+  description       = "HTTPS from the VPC"
+  cidr_ipv4         = local.vpc_cidr
+  from_port         = 443
+  to_port           = 443
+  ip_protocol       = "tcp"
+}
+
+# One group per workload; data services admit only these groups.
+resource "aws_security_group" "workload" {
+  for_each    = toset(["emr", "api", "producer", "dashboard"])
+  name        = "${local.name}-${each.key}"
+  description = "Pipeline workload: ${each.key}"
+  vpc_id      = local.vpc_id
+}
+
+resource "aws_vpc_security_group_egress_rule" "workload_all" {
+  for_each          = aws_security_group.workload
+  security_group_id = each.value.id
+  description       = "Outbound to the VPC (brokers, DocumentDB, endpoints) and S3"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "-1"
+}
+
+resource "aws_security_group" "msk" {
+  name        = "${local.name}-msk"
+  description = "MSK brokers: IAM over TLS (9098) from pipeline workloads only"
+  vpc_id      = local.vpc_id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "msk_iam" {
+  for_each                     = toset(["emr", "producer", "dashboard"])
+  security_group_id            = aws_security_group.msk.id
+  description                  = "Kafka IAM/TLS from ${each.key}"
+  referenced_security_group_id = aws_security_group.workload[each.key].id
+  from_port                    = 9098
+  to_port                      = 9098
+  ip_protocol                  = "tcp"
+}
+
+resource "aws_security_group" "docdb" {
+  name        = "${local.name}-docdb"
+  description = "DocumentDB: TLS on 27017 from the Spark job only"
+  vpc_id      = local.vpc_id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "docdb_emr" {
+  security_group_id            = aws_security_group.docdb.id
+  description                  = "MongoDB wire protocol (TLS) from EMR Serverless"
+  referenced_security_group_id = aws_security_group.workload["emr"].id
+  from_port                    = 27017
+  to_port                      = 27017
+  ip_protocol                  = "tcp"
+}

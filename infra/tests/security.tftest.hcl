@@ -1,0 +1,280 @@
+# Security properties of the stack, checked offline: `terraform test` with a mocked AWS provider.
+
+mock_provider "aws" {
+  override_during = plan
+
+  mock_data "aws_availability_zones" {
+    defaults = { names = ["us-east-1a", "us-east-1b", "us-east-1c"] }
+  }
+  mock_data "aws_caller_identity" {
+    defaults = { account_id = "123456789012" }
+  }
+  mock_data "aws_partition" {
+    defaults = { partition = "aws" }
+  }
+  mock_data "aws_iam_policy_document" {
+    defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
+  }
+  mock_resource "aws_msk_cluster" {
+    defaults = {
+      arn                        = "arn:aws:kafka:us-east-1:123456789012:cluster/sensor-pipeline-dev/11111111-2222-3333-4444-555555555555-1"
+      bootstrap_brokers_sasl_iam = "b-1.msk.example:9098,b-2.msk.example:9098"
+    }
+  }
+  mock_resource "aws_docdb_cluster" {
+    defaults = {
+      endpoint = "docdb.example"
+      port     = 27017
+      master_user_secret = [{
+        secret_arn    = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!cluster-abc"
+        kms_key_id    = "arn:aws:kms:us-east-1:123456789012:key/abc"
+        secret_status = "active"
+      }]
+    }
+  }
+  # Every subnet is "subnet-private" unless overridden below: public ones are "subnet-public".
+  mock_resource "aws_subnet" {
+    defaults = { id = "subnet-private" }
+  }
+  mock_resource "aws_security_group" {
+    defaults = { id = "sg-workload" }
+  }
+  mock_resource "aws_s3_bucket" {
+    defaults = { arn = "arn:aws:s3:::sensor-pipeline-dev-artifacts-x", bucket = "sensor-pipeline-dev-artifacts-x" }
+  }
+  mock_resource "aws_kms_key" {
+    defaults = { arn = "arn:aws:kms:us-east-1:123456789012:key/abc" }
+  }
+  mock_resource "aws_cloudwatch_log_group" {
+    defaults = { arn = "arn:aws:logs:us-east-1:123456789012:log-group:/sensor-pipeline/dev/x" }
+  }
+  mock_resource "aws_ecr_repository" {
+    defaults = { arn = "arn:aws:ecr:us-east-1:123456789012:repository/sensor-pipeline-dev/app", repository_url = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sensor-pipeline-dev/app" }
+  }
+  mock_resource "aws_iam_role" {
+    defaults = { arn = "arn:aws:iam::123456789012:role/mock" }
+  }
+  mock_resource "aws_ecs_task_definition" {
+    defaults = { arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/mock:1" }
+  }
+  mock_resource "aws_lb_target_group" {
+    defaults = { arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/mock/1" }
+  }
+  mock_resource "aws_service_discovery_service" {
+    defaults = { arn = "arn:aws:servicediscovery:us-east-1:123456789012:service/srv-mock" }
+  }
+  mock_resource "aws_service_discovery_private_dns_namespace" {
+    defaults = { name = "dev.sensor-pipeline.internal" }
+  }
+}
+
+override_resource {
+  target          = aws_subnet.public
+  override_during = plan
+  values          = { id = "subnet-public" }
+}
+
+variables {
+  environment = "dev"
+}
+
+run "msk_accepts_only_iam_over_tls_and_encrypts_at_rest" {
+  command = plan
+
+  assert {
+    condition     = aws_msk_cluster.this[0].client_authentication[0].sasl[0].iam == true
+    error_message = "MSK must use IAM authentication"
+  }
+  assert {
+    condition     = aws_msk_cluster.this[0].client_authentication[0].unauthenticated == false
+    error_message = "MSK must not accept unauthenticated clients"
+  }
+  assert {
+    condition     = aws_msk_cluster.this[0].encryption_info[0].encryption_in_transit[0].client_broker == "TLS"
+    error_message = "MSK must not have a plaintext listener"
+  }
+  assert {
+    condition     = aws_msk_cluster.this[0].encryption_info[0].encryption_at_rest_kms_key_arn == aws_kms_key.this.arn
+    error_message = "MSK must encrypt at rest with the stack's KMS key"
+  }
+  assert {
+    condition     = aws_msk_cluster.this[0].logging_info[0].broker_logs[0].cloudwatch_logs[0].enabled
+    error_message = "MSK broker logs must go to CloudWatch"
+  }
+  assert {
+    condition     = aws_msk_cluster.this[0].kafka_version == "4.1.x"
+    error_message = "MSK must run the Kafka line of the local broker (4.1.x)"
+  }
+}
+
+run "data_services_live_in_private_subnets_only" {
+  command = plan
+
+  assert {
+    condition     = alltrue([for s in aws_subnet.public : s.map_public_ip_on_launch == false])
+    error_message = "no subnet may hand out public IPs"
+  }
+  assert {
+    condition     = toset(aws_msk_cluster.this[0].broker_node_group_info[0].client_subnets) == toset(["subnet-private"])
+    error_message = "MSK brokers must be in the private subnets"
+  }
+  assert {
+    condition     = toset(aws_docdb_subnet_group.this.subnet_ids) == toset(["subnet-private"])
+    error_message = "DocumentDB must be in the private subnets"
+  }
+  assert {
+    condition     = toset(aws_emrserverless_application.this.network_configuration[0].subnet_ids) == toset(["subnet-private"])
+    error_message = "EMR Serverless must run in the private subnets"
+  }
+  assert {
+    condition     = alltrue([for s in aws_ecs_service.this : s.network_configuration[0].assign_public_ip == false])
+    error_message = "Fargate tasks must not get public IPs"
+  }
+  assert {
+    condition     = alltrue([for s in aws_ecs_service.this : toset(s.network_configuration[0].subnets) == toset(["subnet-private"])])
+    error_message = "Fargate tasks must run in the private subnets"
+  }
+  assert {
+    condition     = toset(aws_lb.dashboard.subnets) == toset(["subnet-public"])
+    error_message = "only the dashboard's load balancer is in the public subnets"
+  }
+  assert {
+    condition     = length(aws_nat_gateway.this) == 0 && length(aws_vpc_endpoint.interface) == 6
+    error_message = "by default no NAT gateway: VPC endpoints reach the AWS APIs"
+  }
+}
+
+run "documentdb_requires_tls_is_encrypted_and_keeps_its_password_in_secrets_manager" {
+  command = plan
+
+  assert {
+    condition     = one([for p in aws_docdb_cluster_parameter_group.this.parameter : p.value if p.name == "tls"]) == "enabled"
+    error_message = "DocumentDB must require TLS"
+  }
+  assert {
+    condition     = aws_docdb_cluster.this.storage_encrypted && aws_docdb_cluster.this.kms_key_id == aws_kms_key.this.arn
+    error_message = "DocumentDB must be encrypted with the stack's KMS key"
+  }
+  assert {
+    condition     = aws_docdb_cluster.this.manage_master_user_password == true && aws_docdb_cluster.this.master_password == null
+    error_message = "the master password must be generated and kept by Secrets Manager, never set in Terraform"
+  }
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.docdb_emr.referenced_security_group_id == "sg-workload" && aws_vpc_security_group_ingress_rule.docdb_emr.cidr_ipv4 == null
+    error_message = "DocumentDB must admit only the pipeline's security group, not CIDR ranges"
+  }
+}
+
+run "no_secret_values_in_task_definitions" {
+  command = plan
+
+  assert {
+    condition = alltrue([
+      for td in aws_ecs_task_definition.this : alltrue([
+        for c in jsondecode(td.container_definitions) : alltrue([
+          for e in c.environment : !can(regex("(?i)password|secret_value", e.name))
+        ])
+      ])
+    ])
+    error_message = "task definitions must not carry secret values in their environment"
+  }
+  assert {
+    condition = alltrue([
+      for td in aws_ecs_task_definition.this : alltrue([for c in jsondecode(td.container_definitions) : c.user == "10001" && c.readonlyRootFilesystem])
+    ])
+    error_message = "containers must run as non-root with a read-only root filesystem"
+  }
+}
+
+run "storage_is_encrypted_private_and_versioned" {
+  command = plan
+
+  assert {
+    condition     = aws_s3_bucket_public_access_block.artifacts.block_public_acls && aws_s3_bucket_public_access_block.artifacts.restrict_public_buckets
+    error_message = "the artifacts bucket must block public access"
+  }
+  assert {
+    condition     = aws_s3_bucket_versioning.artifacts.versioning_configuration[0].status == "Enabled"
+    error_message = "the artifacts bucket must be versioned"
+  }
+  assert {
+    condition     = one(aws_s3_bucket_server_side_encryption_configuration.artifacts.rule).apply_server_side_encryption_by_default[0].sse_algorithm == "aws:kms"
+    error_message = "the artifacts bucket must be KMS-encrypted"
+  }
+  assert {
+    condition     = aws_kms_key.this.enable_key_rotation
+    error_message = "the KMS key must rotate"
+  }
+}
+
+run "every_log_group_has_retention" {
+  command = plan
+
+  assert {
+    condition     = alltrue([for g in aws_cloudwatch_log_group.this : g.retention_in_days == 30 && g.kms_key_id != null])
+    error_message = "every log group must have the configured retention and KMS encryption"
+  }
+}
+
+run "iam_is_scoped_to_named_arns" {
+  command = plan
+
+  assert {
+    condition     = data.aws_iam_policy_document.producer.statement[1].resources == toset(["arn:aws:kafka:us-east-1:123456789012:topic/sensor-pipeline-dev/11111111-2222-3333-4444-555555555555-1/RawSensorData"])
+    error_message = "the producer may write only RawSensorData"
+  }
+  assert {
+    condition     = data.aws_iam_policy_document.dashboard.statement[1].resources == toset(["arn:aws:kafka:us-east-1:123456789012:topic/sensor-pipeline-dev/11111111-2222-3333-4444-555555555555-1/CleanSensorData"])
+    error_message = "the dashboard may read only CleanSensorData"
+  }
+  assert {
+    condition = alltrue([
+      for s in data.aws_iam_policy_document.emr_job.statement : alltrue([for r in s.resources : r != "*" && !endswith(r, ":*:*")])
+    ])
+    error_message = "the Spark job's role must name its resources"
+  }
+  assert {
+    condition     = one([for s in data.aws_iam_policy_document.emr_job.statement : s.resources if s.sid == "DocumentDbSecret"]) == toset(["arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!cluster-abc"])
+    error_message = "the Spark job may read only the DocumentDB secret"
+  }
+}
+
+run "emr_runs_the_pinned_spark_release_with_bounded_capacity" {
+  command = plan
+
+  assert {
+    condition     = aws_emrserverless_application.this.release_label == "emr-spark-8.0.0" && aws_emrserverless_application.this.type == "SPARK"
+    error_message = "EMR Serverless must run emr-spark-8.0.0 (Spark 4.0.2, as pinned locally)"
+  }
+  assert {
+    condition     = aws_emrserverless_application.this.auto_stop_configuration[0].enabled && aws_emrserverless_application.this.maximum_capacity[0].cpu == "8 vCPU"
+    error_message = "EMR Serverless must auto-stop and have a maximum capacity"
+  }
+}
+
+run "serverless_msk_is_an_option" {
+  command = plan
+
+  variables {
+    msk_mode = "serverless"
+  }
+
+  assert {
+    condition     = length(aws_msk_cluster.this) == 0 && length(aws_msk_serverless_cluster.this) == 1
+    error_message = "msk_mode = serverless must create MSK Serverless instead of brokers"
+  }
+  assert {
+    condition     = aws_msk_serverless_cluster.this[0].client_authentication[0].sasl[0].iam[0].enabled
+    error_message = "MSK Serverless must use IAM authentication"
+  }
+}
+
+run "bad_variables_are_rejected" {
+  command = plan
+
+  variables {
+    msk_mode = "zookeeper"
+  }
+
+  expect_failures = [var.msk_mode]
+}
