@@ -38,7 +38,7 @@ local-clean: venv ## Stop the local stack and delete its data, logs and checkpoi
 	@$(BIN)/sensor-pipeline stack clean
 
 # --- quality -------------------------------------------------------------------------------------
-.PHONY: lint typecheck fmt test unit integration test-infra bench
+.PHONY: lint typecheck fmt test unit integration test-infra bench tools
 lint: venv ## ruff check + format check, compose file up to date
 	@$(BIN)/ruff check src jobs tests
 	@$(BIN)/ruff format --check src jobs tests
@@ -56,11 +56,25 @@ unit: venv ## Unit tests only (no services)
 integration: venv ## Integration tests (start the local stack's services if they are not running)
 	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-test-infra: venv ## Terraform fmt/validate/test and checkov, offline
+tools: venv ## Install the pinned infra tools (checkov) into the cache
+	@bash scripts/install-tools.sh
+
+test-infra: tools ## Terraform fmt/validate/test and checkov, offline
 	@$(BIN)/pytest tests/infra $(PYTEST_ARGS)
 
-test: venv lint typecheck ## The whole suite: lint, types, unit, integration (real services), infra
+test: venv tools lint typecheck ## The whole suite: lint, types, unit, integration (real services), infra
 	@$(BIN)/pytest tests $(PYTEST_ARGS)
 
 bench: venv ## Benchmarks: pipeline throughput and latency against the original design's baseline
-	@$(BIN)/python -m benchmarks.run
+	@$(BIN)/python benchmarks/pipeline.py
+
+# --- AWS ----------------------------------------------------------------------------------------
+.PHONY: plan deploy destroy
+plan: venv ## terraform plan for ENV (dev by default; ENV=local plans against the emulator on :4566)
+	@bash scripts/deploy.sh plan $(ENV)
+
+deploy: venv ## Build and push images, upload the job, terraform apply, submit the streaming job run (ENV=dev)
+	@bash scripts/deploy.sh deploy $(ENV)
+
+destroy: venv ## Cancel job runs, stop the EMR application, terraform destroy (ENV=dev)
+	@bash scripts/deploy.sh destroy $(ENV)

@@ -194,5 +194,92 @@ def stack_compose(check: bool) -> None:
     click.echo(f"wrote {target}")
 
 
+# --- EMR Serverless ------------------------------------------------------------------------------
+
+
+@main.group()
+def emr() -> None:
+    """EMR Serverless job runs of the streaming job (set SP_AWS_ENDPOINT_URL for the emulator)."""
+
+
+def _emr_call(action: str, *args: Any, **kwargs: Any) -> Any:
+    from sensor_pipeline import emr as emr_module
+
+    try:
+        return getattr(emr_module, action)(_settings(), *args, **kwargs)
+    except emr_module.EmrError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+
+
+application_option = click.option("--application-id", required=True, envvar="SP_EMR_APPLICATION_ID")
+bucket_option = click.option("--bucket", required=True, envvar="SP_ARTIFACTS_BUCKET", help="artifacts bucket")
+
+
+@emr.command("upload")
+@bucket_option
+@click.option("--archive", type=click.Path(dir_okay=False, path_type=Path), help="packed venv (make package-job)")
+def emr_upload(bucket: str, archive: Path | None) -> None:
+    """Upload the job file, the connector jars and the venv archive to S3."""
+    from sensor_pipeline.stack.artifacts import spark_jars
+    from sensor_pipeline.stack.definition import find_root, load
+
+    root = find_root()
+    jars = spark_jars(root, load(root).versions["spark"])
+    artifacts = _emr_call("upload", bucket, root / "jobs" / "structure_validate_store.py", jars, archive)
+    click.echo(json.dumps(artifacts.__dict__, indent=2))
+
+
+@emr.command("submit")
+@application_option
+@bucket_option
+@click.option("--role-arn", required=True, envvar="SP_EMR_JOB_ROLE_ARN", help="job runtime role")
+@click.option("--log-group", envvar="SP_EMR_LOG_GROUP", help="CloudWatch log group for the run")
+@click.option("--no-archive", is_flag=True, help="the application's image already has the dependencies")
+@click.option("--force", is_flag=True, help="start even if a run of the job is active")
+def emr_submit(
+    application_id: str, bucket: str, role_arn: str, log_group: str | None, no_archive: bool, force: bool
+) -> None:
+    """Start the streaming job run (STREAMING mode, retry policy, S3 + CloudWatch logs)."""
+    from sensor_pipeline.emr import Artifacts
+    from sensor_pipeline.stack.artifacts import spark_jars
+    from sensor_pipeline.stack.definition import find_root, load
+
+    root = find_root()
+    jars = [j.name for j in spark_jars(root, load(root).versions["spark"])]
+    artifacts = Artifacts.in_bucket(bucket, jars, with_archive=not no_archive)
+    run_id = _emr_call("submit", application_id, role_arn, artifacts, log_group=log_group, force=force)
+    click.echo(run_id)
+
+
+@emr.command("status")
+@application_option
+@click.option("--run-id")
+def emr_status(application_id: str, run_id: str | None) -> None:
+    """State of the job's runs, with the Spark UI link while a run is active."""
+    for run in _emr_call("status", application_id, run_id):
+        dashboard = run["dashboard"] or "(no dashboard link)"
+        click.echo(f"{run['id']}  {run['state']:<10} {run['name']}  {dashboard}  {run['details']}".rstrip())
+
+
+@emr.command("cancel")
+@application_option
+@click.option("--run-id", help="default: every active run of the job")
+def emr_cancel(application_id: str, run_id: str | None) -> None:
+    """Cancel the job's run(s)."""
+    cancelled = _emr_call("cancel", application_id, run_id)
+    click.echo("cancelled: " + (", ".join(cancelled) or "nothing was running"))
+
+
+@emr.command("logs")
+@application_option
+@bucket_option
+@click.option("--run-id", required=True)
+@click.option("--stream", type=click.Choice(["stdout", "stderr"]), default="stderr", show_default=True)
+def emr_logs(application_id: str, bucket: str, run_id: str, stream: str) -> None:
+    """Print the driver's log of a run from S3."""
+    click.echo(_emr_call("logs", application_id, run_id, bucket, stream=stream))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,113 @@
+"""The EMR job-run client and the deploy steps' AWS calls, for real against moto's server (port 4566)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sensor_pipeline import emr, provision
+from sensor_pipeline.config import Settings
+from sensor_pipeline.stack import artifacts
+from sensor_pipeline.stack.definition import find_root
+
+pytestmark = pytest.mark.integration
+ROOT = find_root(Path(__file__))
+CLI = str(Path(sys.executable).parent / "sensor-pipeline")
+ROLE = "arn:aws:iam::123456789012:role/sensor-pipeline-dev-emr-job"
+
+
+@pytest.fixture
+def aws(base_settings: Settings) -> Iterator[tuple[Settings, str, str]]:
+    """An EMR Serverless application and a bucket in the emulator.
+
+    moto accepts only release labels shaped emr-X.Y.0, so the emulator's application uses emr-7.0.0;
+    the client never depends on the label (infra/ pins emr-spark-8.0.0, checked by terraform test).
+    """
+    bucket = f"test-artifacts-{uuid.uuid4().hex[:10]}"
+    provision.ensure_bucket(base_settings, bucket)
+    client = provision.aws_client(base_settings, "emr-serverless")
+    application = client.create_application(name=f"test-{bucket}", releaseLabel="emr-7.0.0", type="SPARK")
+    yield base_settings, application["applicationId"], bucket
+    emr.cancel(base_settings, application["applicationId"])
+
+
+def env(settings: Settings) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "SP_AWS_ENDPOINT_URL": settings.aws_endpoint_url}
+
+
+def test_upload_puts_the_job_jars_and_archive_in_s3(aws: tuple[Settings, str, str], tmp_path: Path) -> None:
+    settings, _, bucket = aws
+    archive = tmp_path / "pyspark_venv.tar.gz"
+    archive.write_bytes(b"packed venv")
+    jars = artifacts.spark_jars(ROOT, "4.0.2")
+    uploaded = emr.upload(settings, bucket, ROOT / "jobs" / "structure_validate_store.py", jars, archive)
+    s3 = provision.aws_client(settings, "s3")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert "jobs/structure_validate_store.py" in keys and "jobs/pyspark_venv.tar.gz" in keys
+    assert {f"jobs/jars/{j.name}" for j in jars} <= keys
+    assert any("spark-sql-kafka-0-10_2.13-4.0.2" in j for j in uploaded.jars)
+
+
+def test_submit_status_cancel_and_duplicate_refusal(aws: tuple[Settings, str, str]) -> None:
+    settings, application, bucket = aws
+    jars = [j.name for j in artifacts.spark_jars(ROOT, "4.0.2")]
+    job = emr.Artifacts.in_bucket(bucket, jars)
+    run_id = emr.submit(settings, application, ROLE, job, log_group="/sensor-pipeline/dev/emr")
+
+    described = provision.aws_client(settings, "emr-serverless").get_job_run(applicationId=application, jobRunId=run_id)
+    driver = described["jobRun"]["jobDriver"]["sparkSubmit"]
+    assert driver["entryPoint"] == f"s3://{bucket}/jobs/structure_validate_store.py"
+    assert driver["entryPointArguments"] == ["--checkpoint", f"s3://{bucket}/checkpoints/structure_validate_store/"]
+    parameters = driver["sparkSubmitParameters"]
+    assert f"--jars s3://{bucket}/jobs/jars/" in parameters and "spark.archives=" in parameters
+    assert "SP_MONGO_PASSWORD" not in parameters and "password" not in parameters.lower()
+
+    runs = emr.status(settings, application, run_id)
+    assert runs[0]["id"] == run_id and runs[0]["state"] in (*emr.ACTIVE_STATES, "SUCCESS")
+
+    if runs[0]["state"] in emr.ACTIVE_STATES:
+        with pytest.raises(emr.EmrError, match="already running"):
+            emr.submit(settings, application, ROLE, job)
+    else:  # moto finishes job runs at the first poll: a second submit is legitimate then
+        assert emr.submit(settings, application, ROLE, job)
+
+    emr.cancel(settings, application, run_id)
+    assert emr.status(settings, application, run_id)[0]["state"] in ("CANCELLED", "CANCELLING", "SUCCESS")
+
+
+def test_duplicate_streaming_runs_are_refused_while_one_is_active(aws: tuple[Settings, str, str]) -> None:
+    settings, application, bucket = aws
+    emr_client = provision.aws_client(settings, "emr-serverless")
+    # A run that is still active, as on AWS (moto reports new runs as finished at the first poll).
+    active = [{"id": "00fakerun", "name": emr.JOB_NAME, "state": "RUNNING"}]
+    original = emr.active_runs
+    try:
+        emr.active_runs = lambda *_args, **_kwargs: active  # type: ignore[assignment]
+        with pytest.raises(emr.EmrError, match="--force"):
+            emr.submit(settings, application, ROLE, emr.Artifacts.in_bucket(bucket, []))
+        assert emr.submit(settings, application, ROLE, emr.Artifacts.in_bucket(bucket, []), force=True)
+    finally:
+        emr.active_runs = original  # type: ignore[assignment]
+    assert emr_client.list_job_runs(applicationId=application)["jobRuns"]
+
+
+def test_cli_reports_aws_errors_clearly(aws: tuple[Settings, str, str]) -> None:
+    settings = aws[0]
+    result = subprocess.run(
+        [CLI, "emr", "status", "--application-id", "does-not-exist"],
+        env=env(settings), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "application id" in result.stderr
+    result = subprocess.run(
+        [CLI, "emr", "submit", "--application-id", "x"], env=env(settings), capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "--bucket" in result.stderr
