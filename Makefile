@@ -40,8 +40,8 @@ local-clean: venv ## Stop the local stack and delete its data, logs and checkpoi
 # --- quality -------------------------------------------------------------------------------------
 .PHONY: lint typecheck fmt test unit integration test-infra bench tools
 lint: venv ## ruff check + format check, compose file up to date
-	@$(BIN)/ruff check src jobs tests
-	@$(BIN)/ruff format --check src jobs tests
+	@$(BIN)/ruff check src jobs tests benchmarks
+	@$(BIN)/ruff format --check src jobs tests benchmarks
 	@$(BIN)/sensor-pipeline stack compose --check
 
 fmt: venv ## Format the code

@@ -33,30 +33,29 @@ class WriteResult:
     duplicates: int
 
 
-def _documentdb_uri(settings: Settings) -> str:
-    """Build a DocumentDB URI from the Secrets Manager secret (username/password/host/port)."""
+def _secret_credentials(settings: Settings) -> tuple[str, str]:
+    """Username and password from the DocumentDB-managed secret (JSON with ``username``/``password``)."""
     import boto3
 
     client = boto3.client(
         "secretsmanager", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url or None
     )
     secret = json.loads(client.get_secret_value(SecretId=settings.mongo_secret_arn)["SecretString"])
-    from urllib.parse import quote_plus
-
-    return (
-        f"mongodb://{quote_plus(secret['username'])}:{quote_plus(secret['password'])}"
-        f"@{secret['host']}:{secret.get('port', 27017)}/?tls=true&replicaSet=rs0"
-        "&readPreference=secondaryPreferred&retryWrites=false"
-    )
+    return secret["username"], secret["password"]
 
 
 def connect(settings: Settings, **options: Any) -> MongoClient[dict[str, Any]]:
-    """A client for the configured store; on AWS the credentials come from the secret, by ARN."""
-    uri = _documentdb_uri(settings) if settings.mongo_secret_arn else settings.mongo_uri
+    """A client for the configured store.
+
+    On AWS, ``SP_MONGO_URI`` holds the DocumentDB address and TLS options only; the credentials are read
+    from the secret named by ``SP_MONGO_SECRET_ARN`` when the client is made, never passed by value.
+    """
+    if settings.mongo_secret_arn:
+        options["username"], options["password"] = _secret_credentials(settings)
     if settings.mongo_tls_ca_file:
         options.setdefault("tlsCAFile", settings.mongo_tls_ca_file)
     options.setdefault("serverSelectionTimeoutMS", 10_000)
-    return MongoClient(uri, tz_aware=True, **options)
+    return MongoClient(settings.mongo_uri, tz_aware=True, **options)
 
 
 def readings(client: MongoClient[dict[str, Any]], settings: Settings) -> Collection[dict[str, Any]]:
