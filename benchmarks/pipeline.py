@@ -42,22 +42,14 @@ BIN = Path(sys.executable).parent
 
 
 def isolated(base: Settings, tag: str, tmp: Path) -> Settings:
-    settings = base.model_copy(
-        update={
-            "raw_topic": f"bench-{tag}-raw",
-            "clean_topic": f"bench-{tag}-clean",
-            "invalid_topic": f"bench-{tag}-invalid",
-            "mongo_database": f"bench_{tag}",
-            "checkpoint_location": str(tmp / f"checkpoint-{tag}"),
-        }
-    )
+    settings = base.sandboxed(f"bench-{tag}", str(tmp))
     provision.ensure_topics(settings)
     provision.ensure_store(settings)
     return settings
 
 
 def env_of(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **{f"SP_{k.upper()}": str(v) for k, v in settings.model_dump(exclude_none=True).items()}}
+    return {**os.environ, **settings.to_env()}
 
 
 def spark_job(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:

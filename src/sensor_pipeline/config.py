@@ -77,6 +77,22 @@ class Settings(BaseSettings):
     def topics(self) -> tuple[str, str, str]:
         return (self.raw_topic, self.clean_topic, self.invalid_topic)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``SP_*`` environment variables (for a subprocess)."""
+        return {f"SP_{k.upper()}": str(v) for k, v in self.model_dump(exclude_none=True).items()}
+
+    def sandboxed(self, tag: str, checkpoint_dir: str) -> Settings:
+        """A copy with its own topics, database and checkpoint: a run that disturbs no other."""
+        return self.model_copy(
+            update={
+                "raw_topic": f"{tag}-RawSensorData",
+                "clean_topic": f"{tag}-CleanSensorData",
+                "invalid_topic": f"{tag}-InvalidSensorData",
+                "mongo_database": tag.replace("-", "_"),
+                "checkpoint_location": f"{checkpoint_dir}/checkpoint-{tag}",
+            }
+        )
+
     def kafka_client_options(self) -> dict[str, Any]:
         """Connection options shared by every kafka-python client (producer, consumer, admin)."""
         options: dict[str, Any] = {

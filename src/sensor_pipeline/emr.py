@@ -57,15 +57,19 @@ class Artifacts:
         )
 
 
+def _client_error(what: str, error: ClientError) -> EmrError:
+    info = error.response.get("Error", {})
+    return EmrError(
+        f"{what} failed: {info.get('Code', 'error')}: {info.get('Message', error)}. "
+        "Check the application id / bucket, your AWS credentials and region (SP_AWS_REGION)."
+    )
+
+
 def _call(what: str, function: Any, **kwargs: Any) -> Any:
     try:
         return function(**kwargs)
     except ClientError as error:
-        info = error.response.get("Error", {})
-        raise EmrError(
-            f"{what} failed: {info.get('Code', 'error')}: {info.get('Message', error)}. "
-            "Check the application id / bucket, your AWS credentials and region (SP_AWS_REGION)."
-        ) from error
+        raise _client_error(what, error) from error
     except BotoCoreError as error:
         raise EmrError(f"{what} failed: {error}. Is the endpoint reachable (SP_AWS_ENDPOINT_URL)?") from error
 
@@ -135,7 +139,7 @@ def _list_runs(settings: Settings, application_id: str, **filters: Any) -> list[
         response = emr.list_job_runs(applicationId=application_id, **filters)
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-            _call("listing job runs", emr.list_job_runs, applicationId=application_id, **filters)
+            raise _client_error("listing job runs", error) from error
         # moto answers "application does not exist" for an application without runs: check which.
         _call("reading the application", emr.get_application, applicationId=application_id)
         return []

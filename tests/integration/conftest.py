@@ -51,17 +51,7 @@ def base_settings(stack: StackDefinition) -> Settings:
 @pytest.fixture
 def settings(base_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     """Settings with this test's own topics, database and checkpoint folder."""
-    tag = uuid.uuid4().hex[:10]
-    isolated = base_settings.model_copy(
-        update={
-            "raw_topic": f"test-{tag}-RawSensorData",
-            "clean_topic": f"test-{tag}-CleanSensorData",
-            "invalid_topic": f"test-{tag}-InvalidSensorData",
-            "mongo_database": f"test_{tag}",
-            "checkpoint_location": str(tmp_path / "checkpoint"),
-            "topic_partitions": 3,
-        }
-    )
+    isolated = base_settings.sandboxed(f"test-{uuid.uuid4().hex[:10]}", str(tmp_path))
     provision.ensure_topics(isolated)
     provision.ensure_store(isolated)
     yield isolated
@@ -75,8 +65,7 @@ def settings(base_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The SP_* environment that gives a subprocess these settings."""
-    values = settings.model_dump(exclude_none=True)
-    return {f"SP_{k.upper()}": str(v) for k, v in values.items()}
+    return settings.to_env()
 
 
 @pytest.fixture

@@ -58,3 +58,18 @@ def test_hub_deduplicates_by_measurement_id_and_fans_out() -> None:
     hub.publish([message("A", 2, 2), message("A", 3, 3)])  # 2 again: the clean topic is at-least-once
     assert [[m["MeasurementID"] for m in batch] for batch in received] == [[1, 2], [3]]
     assert hub.received == 3 and len(hub.subscribe("late", lambda _: None)) == 3
+
+
+def test_a_failing_session_is_dropped_and_the_others_keep_their_feed() -> None:
+    hub = Hub(Settings(), history=10)
+    received: list[int] = []
+
+    def gone(_: list[dict[str, Any]]) -> None:
+        raise NameError("doc")  # what a destroyed Bokeh session's callback raises
+
+    hub.subscribe("gone", gone)
+    hub.subscribe("alive", lambda batch: received.extend(m["MeasurementID"] for m in batch))
+    hub.publish([message("A", 1, 1)])
+    hub.publish([message("A", 2, 2)])
+    assert received == [1, 2]
+    assert "gone" not in hub._listeners

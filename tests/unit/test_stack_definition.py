@@ -54,3 +54,27 @@ def test_kafka_runs_single_node_kraft_on_loopback(tmp_path: Path) -> None:
     assert properties["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
     assert properties["offsets.topic.replication.factor"] == "1"
     assert properties["auto.create.topics.enable"] == "false"
+
+
+def test_a_port_taken_by_another_process_is_named_in_the_error(tmp_path: Path) -> None:
+    import socket
+
+    import pytest
+
+    from sensor_pipeline.stack.definition import Service
+    from sensor_pipeline.stack.runner import StackError, _start_service
+
+    class NothingRunning:  # a supervisor that has started nothing
+        def state(self, name: str) -> str:
+            return "STOPPED"
+
+        def start(self, name: str) -> None:
+            raise AssertionError("must not start a service whose port is taken")
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        service = Service(name="kafka", tier="infra", health="kafka", describe="broker", port=port)
+        with pytest.raises(StackError, match=f"port {port} .*already in use"):
+            _start_service(NothingRunning(), service, Paths(ROOT, tmp_path))  # type: ignore[arg-type]

@@ -68,9 +68,13 @@ class Hub:
             self.received += len(fresh)
             self.history.extend(fresh)
             self.latest = newer(self.latest, fresh)
-            listeners = list(self._listeners.values())
-        for listener in listeners:
-            listener(fresh)
+            listeners = list(self._listeners.items())
+        for key, listener in listeners:
+            try:
+                listener(fresh)
+            except Exception:  # a session that went away must not stop the feed for the others
+                log.exception("dropping a dashboard session whose update failed")
+                self.unsubscribe(key)
 
     def _run(self) -> None:
         from kafka import KafkaConsumer, TopicPartition
