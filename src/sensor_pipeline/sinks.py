@@ -1,20 +1,25 @@
 """The Spark job's ``foreachBatch`` writer: dead letters, the document store and the clean topic.
 
-Exactly-once by construction, per micro-batch (Spark replays a batch whose commit was not written):
+Per micro-batch (Spark replays a batch whose commit was not written before a crash):
 
 1. A *batch ledger* document (``<collection>_batches``, keyed by the checkpoint and batch id) is read
    first. A batch marked ``done`` was fully written before a crash: it is skipped.
-2. Otherwise, on the batch's first attempt, the ids of its valid readings that the store already
-   holds (duplicates of earlier batches) are looked up by ``_id`` and recorded in the ledger. A
-   replay reads that record instead of looking again, so "new in this batch" means the same thing
-   on every attempt, even after some of the batch's inserts landed.
-3. Invalid lines go to ``InvalidSensorData``; valid ones, first copy per MeasurementID, are inserted
-   unordered by the executors (duplicate keys count as stored: idempotent); the new ones (not
-   already stored) are published to ``CleanSensorData``; then the ledger is marked ``done``.
+2. Valid readings, first copy per MeasurementID, are inserted unordered by the executors; duplicate
+   keys (E11000) count as already stored, so the store holds every reading exactly once. The ids
+   the store rejected as duplicates (readings stored by earlier batches) are recorded in the ledger
+   before anything is published, so a replay publishes exactly what the first attempt did.
+3. One Kafka write sends the dead letters to ``InvalidSensorData`` and the batch's new readings to
+   ``CleanSensorData``; then the ledger entry is marked ``done``.
 
-A crash between a Kafka write and the ``done`` mark replays that batch's Kafka writes: Kafka output
-is at-least-once in that window, and every message carries its MeasurementID so consumers can
-deduplicate (the dashboard does). The store never holds a reading twice.
+No lookup by id is made against the store: FerretDB scans the whole collection for such a filter,
+which would make every batch slower as the collection grows (measured: 3.4 s for 600 ids at 50k
+documents). The duplicate-key answers of the insert carry the same knowledge for free.
+
+Kafka output is at-least-once in two crash windows, and exactly-once otherwise: a crash between a
+batch's Kafka write and its ``done`` mark republishes that batch; a crash in the middle of a batch's
+inserts republishes readings of that batch that were already stored by earlier batches (they cannot
+be told apart from the batch's own first-attempt inserts). Every message carries its MeasurementID,
+so consumers can deduplicate (the dashboard does). The store never holds a reading twice.
 """
 
 from __future__ import annotations
@@ -73,12 +78,15 @@ def to_document(row: Row) -> dict[str, Any]:
 
 
 def _insert_partition(settings_json: str) -> Any:
-    """An executor-side writer: one client per partition, unordered inserts in chunks."""
+    """An executor-side writer: one client per partition, unordered inserts in chunks.
 
-    def write(rows: Iterable[Row]) -> Iterator[tuple[int, int]]:
+    Yields one row per partition: (inserted count, ids that were already stored).
+    """
+
+    def write(rows: Iterable[Row]) -> Iterator[tuple[int, list[int]]]:
         settings = Settings.model_validate_json(settings_json)
         client = store.connect(settings)
-        inserted = duplicates = 0
+        inserted, duplicates = 0, list[int]()
         try:
             collection = store.readings(client, settings)
             chunk: list[dict[str, Any]] = []
@@ -86,10 +94,11 @@ def _insert_partition(settings_json: str) -> Any:
                 chunk.append(to_document(row))
                 if len(chunk) >= INSERT_CHUNK:
                     result = store.insert_new(collection, chunk)
-                    inserted, duplicates = inserted + result.inserted, duplicates + result.duplicates
+                    inserted += result.inserted
+                    duplicates.extend(int(i) for i in result.duplicate_ids)
                     chunk = []
             result = store.insert_new(collection, chunk)
-            yield inserted + result.inserted, duplicates + result.duplicates
+            yield inserted + result.inserted, duplicates + [int(i) for i in result.duplicate_ids]
         finally:
             client.close()
 
@@ -116,13 +125,6 @@ class BatchWriter:
     def _ledger(self, client: MongoClient[dict[str, Any]]) -> Any:
         return client[self.settings.mongo_database][f"{self.settings.mongo_collection}_batches"]
 
-    def _already_stored(self, collection: Any, ids: list[int]) -> list[int]:
-        found: list[int] = []
-        for start in range(0, len(ids), LOOKUP_CHUNK):
-            chunk = ids[start : start + LOOKUP_CHUNK]
-            found.extend(int(d["_id"]) for d in collection.find({"_id": {"$in": chunk}}, {"_id": 1}))
-        return found
-
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         client = store.connect(self.settings)
@@ -137,7 +139,7 @@ class BatchWriter:
                 batch, future_tolerance_seconds=self.settings.future_tolerance_seconds
             ).persist()
             try:
-                self._write(validated, batch_id, key, entry, ledger, client)
+                self._write(validated, batch_id, key, entry, ledger)
             finally:
                 validated.unpersist()
         finally:
@@ -151,53 +153,61 @@ class BatchWriter:
         key: str,
         entry: dict[str, Any] | None,
         ledger: Any,
-        client: MongoClient[dict[str, Any]],
     ) -> None:
         # Three Spark jobs per batch, whatever its size: verdict summary, store insert, one Kafka write.
         phases = PhaseTimer()
         verdicts = validated.select("reason", "MeasurementID").collect()
         invalid = sum(1 for v in verdicts if v["reason"] is not None)
-        ids = sorted({v["MeasurementID"] for v in verdicts if v["reason"] is None})
+        ids = {v["MeasurementID"] for v in verdicts if v["reason"] is None}
         if entry is None:
-            existing = self._already_stored(store.readings(client, self.settings), ids)
-            ledger.insert_one(
-                {"_id": key, "batch": batch_id, "existing": existing, "done": False, "at": datetime.now(UTC)}
-            )
-        else:
-            existing = [int(i) for i in entry.get("existing", [])]
-
+            ledger.insert_one({"_id": key, "batch": batch_id, "done": False, "at": datetime.now(UTC)})
         phases.lap("verdicts")
+
         documents = spark_rules.clean_documents(
             spark_rules.first_copies(validated.where(F.col("reason").isNull()))
         ).persist()  # read by the insert and by the clean-topic write
         try:
-            self._store_and_publish(validated, documents, ids, existing, invalid, phases)
+            stored, duplicates = self._insert(documents) if ids else (0, set())
+            phases.lap("store")
+            if entry is None or "existing" not in entry:
+                if entry is not None:
+                    # The first attempt died while inserting: its new readings now look "already
+                    # stored", so nothing can be told apart; publish them all (at-least-once window).
+                    duplicates = set()
+                ledger.update_one({"_id": key}, {"$set": {"existing": sorted(duplicates)}})
+            else:
+                duplicates = set(entry["existing"])  # what the first attempt found: publish the same
+            published = self._publish(validated, documents, invalid, len(ids), duplicates & ids)
+            phases.lap("kafka")
         finally:
             documents.unpersist()
-        ledger.update_one({"_id": key}, {"$set": {"done": True, "published": len(ids) - len(existing)}})
+        ledger.update_one({"_id": key}, {"$set": {"done": True, "published": published}})
         log.info("batch %d phases: %s", batch_id, phases)
+        for name, value in (
+            ("batches", 1),
+            ("valid", len(ids)),
+            ("invalid", invalid),
+            ("stored", stored),
+            ("already_stored", len(ids) - stored),
+            ("published", published),
+        ):
+            self.totals[name] += value
 
-    def _store_and_publish(
-        self,
-        validated: DataFrame,
-        documents: DataFrame,
-        ids: list[int],
-        existing: list[int],
-        invalid: int,
-        phases: PhaseTimer,
-    ) -> None:
-        stored = already = 0
-        if ids:
-            rows = documents.withColumn("TimeStamp", F.unix_millis("TimeStamp"))
-            counts = rows.rdd.mapPartitions(_insert_partition(self.settings_json)).collect()
-            stored, already = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    def _insert(self, documents: DataFrame) -> tuple[int, set[int]]:
+        """Insert on the executors; returns (inserted, ids that were already stored)."""
+        rows = documents.withColumn("TimeStamp", F.unix_millis("TimeStamp"))
+        results = rows.rdd.mapPartitions(_insert_partition(self.settings_json)).collect()
+        return sum(r[0] for r in results), {i for r in results for i in r[1]}
 
-        phases.lap("store")
+    def _publish(
+        self, validated: DataFrame, documents: DataFrame, invalid: int, valid: int, duplicates: set[int]
+    ) -> int:
+        """One Kafka write: dead letters and the batch's new clean readings, routed by a `topic` column."""
         new = documents
-        if existing:
-            known = documents.sparkSession.createDataFrame([(i,) for i in existing], "_id long")
+        if duplicates:
+            known = documents.sparkSession.createDataFrame([(i,) for i in sorted(duplicates)], "_id long")
             new = documents.join(F.broadcast(known), "_id", "left_anti")
-        published = len(ids) - len(existing)
+        published = valid - len(duplicates)
         outputs = []
         if invalid:
             outputs.append(spark_rules.dead_letters(validated).withColumn("topic", F.lit(self.settings.invalid_topic)))
@@ -205,16 +215,5 @@ class BatchWriter:
             outputs.append(spark_rules.clean_messages(new).withColumn("topic", F.lit(self.settings.clean_topic)))
         if outputs:
             combined = outputs[0] if len(outputs) == 1 else outputs[0].unionByName(outputs[1])
-            # One write for both topics: the Kafka sink routes each row by its `topic` column.
             combined.write.format("kafka").options(**self.kafka_options).save()
-
-        phases.lap("kafka")
-        for name, value in (
-            ("batches", 1),
-            ("valid", len(ids)),
-            ("invalid", invalid),
-            ("stored", stored),
-            ("already_stored", already),
-            ("published", published),
-        ):
-            self.totals[name] += value
+        return published

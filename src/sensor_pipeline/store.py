@@ -30,7 +30,12 @@ class StoreError(RuntimeError):
 @dataclass(frozen=True)
 class WriteResult:
     inserted: int
-    duplicates: int
+    #: ``_id`` of every document that was already stored (rejected with E11000).
+    duplicate_ids: tuple[Any, ...] = ()
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.duplicate_ids)
 
 
 def _secret_credentials(settings: Settings) -> tuple[str, str]:
@@ -72,15 +77,15 @@ def insert_new(collection: Collection[dict[str, Any]], documents: Iterable[dict[
     """Insert documents unordered; duplicates (E11000) count as already stored, anything else raises."""
     batch = list(documents)
     if not batch:
-        return WriteResult(0, 0)
+        return WriteResult(0)
     try:
         result = collection.insert_many(batch, ordered=False)
-        return WriteResult(len(result.inserted_ids), 0)
+        return WriteResult(len(result.inserted_ids))
     except BulkWriteError as error:
         details = error.details
         others = [e for e in details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
         if others or details.get("writeConcernErrors"):
             first = (others or details["writeConcernErrors"])[0]
             raise StoreError(f"insert failed ({len(others)} errors), first: {first.get('errmsg')}") from error
-        duplicates = len(details.get("writeErrors", []))
-        return WriteResult(details.get("nInserted", len(batch) - duplicates), duplicates)
+        duplicate_ids = tuple(batch[e["index"]]["_id"] for e in details.get("writeErrors", []))
+        return WriteResult(details.get("nInserted", len(batch) - len(duplicate_ids)), duplicate_ids)

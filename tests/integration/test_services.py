@@ -54,10 +54,9 @@ def test_store_enforces_the_unique_index_and_answers_queries(settings: Settings)
         "Turbidity": 1.0,
         "TimeStamp": datetime(2020, 2, 17, 11, 12, 58, tzinfo=UTC),
     }
-    assert store.insert_new(collection, [document]) == store.WriteResult(1, 0)
-    assert store.insert_new(collection, [document, {**document, "_id": Int64(43), "MeasurementID": Int64(43)}]) == (
-        store.WriteResult(1, 1)
-    )
+    assert store.insert_new(collection, [document]) == store.WriteResult(1)
+    again = store.insert_new(collection, [document, {**document, "_id": Int64(43), "MeasurementID": Int64(43)}])
+    assert again == store.WriteResult(1, duplicate_ids=(42,))
     with pytest.raises(DuplicateKeyError):  # a different _id but the same MeasurementID
         collection.insert_one({**document, "_id": Int64(44)})
     indexes = {i["name"]: i for i in collection.list_indexes()}

@@ -51,7 +51,7 @@ def mongo_ready(port: int) -> bool:
 
 def http_ready(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with urllib.request.urlopen(url, timeout=5) as response:
             return 200 <= int(response.status) < 400
     except (urllib.error.URLError, OSError, ValueError):
         return False
