@@ -42,7 +42,8 @@ BIN = Path(sys.executable).parent
 
 
 def isolated(base: Settings, tag: str, tmp: Path) -> Settings:
-    settings = base.sandboxed(f"bench-{tag}", str(tmp))
+    # No injected faults: both sides process the same clean stream.
+    settings = base.sandboxed(f"bench-{tag}", str(tmp)).model_copy(update={"sim_fault_rate": 0.0})
     provision.ensure_topics(settings)
     provision.ensure_store(settings)
     return settings

@@ -221,11 +221,11 @@ bucket_option = click.option("--bucket", required=True, envvar="SP_ARTIFACTS_BUC
 @click.option("--archive", type=click.Path(dir_okay=False, path_type=Path), help="packed venv (make package-job)")
 def emr_upload(bucket: str, archive: Path | None) -> None:
     """Upload the job file, the connector jars and the venv archive to S3."""
-    from sensor_pipeline.stack.artifacts import spark_jars
+    from sensor_pipeline.stack.artifacts import emr_jars
     from sensor_pipeline.stack.definition import find_root, load
 
     root = find_root()
-    jars = spark_jars(root, load(root).versions["spark"])
+    jars = emr_jars(root, load(root).versions["spark"])
     artifacts = _emr_call("upload", bucket, root / "jobs" / "structure_validate_store.py", jars, archive)
     click.echo(json.dumps(artifacts.__dict__, indent=2))
 
@@ -242,11 +242,11 @@ def emr_submit(
 ) -> None:
     """Start the streaming job run (STREAMING mode, retry policy, S3 + CloudWatch logs)."""
     from sensor_pipeline.emr import Artifacts
-    from sensor_pipeline.stack.artifacts import spark_jars
+    from sensor_pipeline.stack.artifacts import emr_jars
     from sensor_pipeline.stack.definition import find_root, load
 
     root = find_root()
-    jars = [j.name for j in spark_jars(root, load(root).versions["spark"])]
+    jars = [j.name for j in emr_jars(root, load(root).versions["spark"])]
     artifacts = Artifacts.in_bucket(bucket, jars, with_archive=not no_archive)
     run_id = _emr_call("submit", application_id, role_arn, artifacts, log_group=log_group, force=force)
     click.echo(run_id)

@@ -46,13 +46,14 @@ def test_upload_puts_the_job_jars_and_archive_in_s3(aws: tuple[Settings, str, st
     settings, _, bucket = aws
     archive = tmp_path / "pyspark_venv.tar.gz"
     archive.write_bytes(b"packed venv")
-    jars = artifacts.spark_jars(ROOT, "4.0.2")
+    jars = artifacts.emr_jars(ROOT, "4.0.2")
     uploaded = emr.upload(settings, bucket, ROOT / "jobs" / "structure_validate_store.py", jars, archive)
     s3 = provision.aws_client(settings, "s3")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert "jobs/structure_validate_store.py" in keys and "jobs/pyspark_venv.tar.gz" in keys
     assert {f"jobs/jars/{j.name}" for j in jars} <= keys
     assert any("spark-sql-kafka-0-10_2.13-4.0.2" in j for j in uploaded.jars)
+    assert any("aws-msk-iam-auth" in j for j in uploaded.jars), "MSK IAM auth is needed on EMR"
 
 
 def test_submit_status_cancel_and_duplicate_refusal(aws: tuple[Settings, str, str]) -> None:

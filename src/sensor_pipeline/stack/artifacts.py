@@ -82,6 +82,17 @@ def spark_jars(root: Path, spark_version: str) -> list[Path]:
     return sorted(folder.glob("*.jar"))
 
 
+def emr_jars(root: Path, spark_version: str) -> list[Path]:
+    """What EMR Serverless job runs get as ``--jars``: the connector plus MSK IAM authentication."""
+    extras = _maven_copy(
+        root,
+        "emr-extras",
+        cache_dir() / "emr-extras",
+        "fetching the MSK IAM authentication jar from Maven Central (once)",
+    )
+    return spark_jars(root, spark_version) + sorted(extras.glob("*.jar"))
+
+
 def mongo_server(root: Path, ferretdb_version: str) -> tuple[str, Path]:
     """``("mongod", path)`` when a real mongod is on PATH, else ``("ferretdb", path)`` (built once)."""
     mongod = shutil.which("mongod")
