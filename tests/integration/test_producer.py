@@ -33,7 +33,8 @@ def free_port() -> int:
 def api(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     """The real sensor API (gunicorn) on a free port; yields settings that point at it."""
     port = free_port()
-    env = {**os.environ, **settings_env(settings), "SP_SIM_SPEED": str(3600 * 50)}  # 300 readings/s
+    # 300 readings/s, and no injected faults: these tests check that every reading arrives intact.
+    env = {**os.environ, **settings_env(settings), "SP_SIM_SPEED": str(3600 * 50), "SP_SIM_FAULT_RATE": "0"}
     with (tmp_path / "api.log").open("wb") as log:
         process = subprocess.Popen([CLI, "api", "--port", str(port), "--seed", "4"], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
