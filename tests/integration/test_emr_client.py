@@ -83,22 +83,6 @@ def test_submit_status_cancel_and_duplicate_refusal(aws: tuple[Settings, str, st
     assert emr.status(settings, application, run_id)[0]["state"] in ("CANCELLED", "CANCELLING", "SUCCESS")
 
 
-def test_duplicate_streaming_runs_are_refused_while_one_is_active(aws: tuple[Settings, str, str]) -> None:
-    settings, application, bucket = aws
-    emr_client = provision.aws_client(settings, "emr-serverless")
-    # A run that is still active, as on AWS (moto reports new runs as finished at the first poll).
-    active = [{"id": "00fakerun", "name": emr.JOB_NAME, "state": "RUNNING"}]
-    original = emr.active_runs
-    try:
-        emr.active_runs = lambda *_args, **_kwargs: active  # type: ignore[assignment]
-        with pytest.raises(emr.EmrError, match="--force"):
-            emr.submit(settings, application, ROLE, emr.Artifacts.in_bucket(bucket, []))
-        assert emr.submit(settings, application, ROLE, emr.Artifacts.in_bucket(bucket, []), force=True)
-    finally:
-        emr.active_runs = original  # type: ignore[assignment]
-    assert emr_client.list_job_runs(applicationId=application)["jobRuns"]
-
-
 def test_cli_reports_aws_errors_clearly(aws: tuple[Settings, str, str]) -> None:
     settings = aws[0]
     result = subprocess.run(

@@ -1,0 +1,63 @@
+"""The EMR job-run client's own rules, with AWS replaced by moto in-process (unit tests only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from sensor_pipeline import emr
+from sensor_pipeline.config import Settings
+
+ROLE = "arn:aws:iam::123456789012:role/job"
+
+
+@pytest.fixture
+def application(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Settings, str]]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SP_AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        import boto3
+
+        client = boto3.client("emr-serverless", region_name="us-east-1")
+        app = client.create_application(name="unit", releaseLabel="emr-7.0.0", type="SPARK")["applicationId"]
+        yield Settings(aws_endpoint_url=""), app
+
+
+def test_a_second_streaming_run_is_refused_while_one_is_active(
+    application: tuple[Settings, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, app = application
+    # moto reports runs finished at once; AWS keeps a streaming run RUNNING: stand in for that state.
+    running = [{"id": "00run", "name": emr.JOB_NAME, "state": "RUNNING"}]
+    monkeypatch.setattr(emr, "active_runs", lambda *_a, **_k: running)
+    job = emr.Artifacts.in_bucket("bucket", ["spark-sql-kafka.jar"])
+    with pytest.raises(emr.EmrError, match=r"already running.*--force"):
+        emr.submit(settings, app, ROLE, job)
+    assert emr.submit(settings, app, ROLE, job, force=True)
+
+
+def test_the_run_is_streaming_with_retries_and_the_secret_only_by_arn(application: tuple[Settings, str]) -> None:
+    settings, app = application
+    settings = settings.model_copy(update={"mongo_secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:x"})
+    job = emr.Artifacts.in_bucket("bucket", ["a.jar", "b.jar"])
+    environment = emr.job_environment(settings, "s3://bucket/checkpoints/x/")
+    parameters = emr.spark_submit_parameters(job, environment)
+    assert "--jars s3://bucket/jobs/jars/a.jar,s3://bucket/jobs/jars/b.jar" in parameters
+    assert "spark.executorEnv.SP_MONGO_SECRET_ARN=arn:aws:secretsmanager" in parameters
+    assert "spark.sql.session.timeZone=UTC" in parameters
+    run_id = emr.submit(settings, app, ROLE, job)
+    import boto3
+
+    described: dict[str, Any] = boto3.client("emr-serverless", region_name="us-east-1").get_job_run(
+        applicationId=app, jobRunId=run_id
+    )["jobRun"]
+    assert described["jobDriver"]["sparkSubmit"]["entryPoint"] == "s3://bucket/jobs/structure_validate_store.py"
+    assert described["executionRole"] == ROLE
