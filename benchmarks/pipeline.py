@@ -36,6 +36,7 @@ from sensor_pipeline.rules import clean_message, validate_line
 from sensor_pipeline.simulator import Simulator
 from sensor_pipeline.stack import artifacts
 from sensor_pipeline.stack.definition import find_root, load
+from sensor_pipeline.stack.runner import spark_submit_command
 
 ROOT = find_root(Path(__file__))
 BIN = Path(sys.executable).parent
@@ -54,10 +55,8 @@ def env_of(settings: Settings) -> dict[str, str]:
 
 
 def spark_job(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    jars = ",".join(str(j) for j in artifacts.spark_jars(ROOT, load(ROOT).versions["spark"]))
-    command = [str(BIN / "spark-submit"), "--master", "local[2]", "--jars", jars, "--driver-memory", "2g",
-               "--conf", "spark.sql.session.timeZone=UTC", "--conf", "spark.ui.enabled=false",
-               str(ROOT / "jobs" / "structure_validate_store.py"), *args]  # fmt: skip
+    jars = artifacts.spark_jars(ROOT, load(ROOT).versions["spark"])
+    command = spark_submit_command(ROOT, jars, args, driver_memory="2g")
     env = {**env_of(settings), "PYSPARK_PYTHON": sys.executable}
     with log.open("wb") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from bson.int64 import Int64
@@ -42,7 +43,6 @@ from sensor_pipeline.config import Settings
 log = logging.getLogger("sensor_pipeline.job")
 
 INSERT_CHUNK = 1000
-LOOKUP_CHUNK = 10_000
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,18 +87,14 @@ def _insert_partition(settings_json: str) -> Any:
         settings = Settings.model_validate_json(settings_json)
         client = store.connect(settings)
         inserted, duplicates = 0, list[int]()
+        remaining = iter(rows)
         try:
             collection = store.readings(client, settings)
-            chunk: list[dict[str, Any]] = []
-            for row in rows:
-                chunk.append(to_document(row))
-                if len(chunk) >= INSERT_CHUNK:
-                    result = store.insert_new(collection, chunk)
-                    inserted += result.inserted
-                    duplicates.extend(int(i) for i in result.duplicate_ids)
-                    chunk = []
-            result = store.insert_new(collection, chunk)
-            yield inserted + result.inserted, duplicates + [int(i) for i in result.duplicate_ids]
+            while chunk := [to_document(row) for row in islice(remaining, INSERT_CHUNK)]:
+                result = store.insert_new(collection, chunk)
+                inserted += result.inserted
+                duplicates.extend(int(i) for i in result.duplicate_ids)
+            yield inserted, duplicates
         finally:
             client.close()
 

@@ -40,11 +40,9 @@ class WriteResult:
 
 def _secret_credentials(settings: Settings) -> tuple[str, str]:
     """Username and password from the DocumentDB-managed secret (JSON with ``username``/``password``)."""
-    import boto3
+    from sensor_pipeline.provision import aws_client  # provision imports this module
 
-    client = boto3.client(
-        "secretsmanager", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url or None
-    )
+    client = aws_client(settings, "secretsmanager")
     secret = json.loads(client.get_secret_value(SecretId=settings.mongo_secret_arn)["SecretString"])
     return secret["username"], secret["password"]
 

@@ -25,7 +25,8 @@ from sensor_pipeline import store
 from sensor_pipeline.config import Settings
 from sensor_pipeline.simulator import BEACHES, SnowflakeIds, format_line
 from sensor_pipeline.stack import artifacts
-from sensor_pipeline.stack.definition import StackDefinition, find_root
+from sensor_pipeline.stack.definition import StackDefinition, find_root, load
+from sensor_pipeline.stack.runner import spark_submit_command
 from tests.integration.conftest import read_all, settings_env, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -59,16 +60,8 @@ def keyed(lines: list[str]) -> list[tuple[str | None, str]]:
 @contextmanager
 def spark_job(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The real job file under spark-submit, in its own process group so it can be killed whole."""
-    jars = ",".join(str(j) for j in artifacts.spark_jars(ROOT, "4.0.2"))
-    command = [
-        str(Path(sys.executable).parent / "spark-submit"),
-        "--master", "local[2]",
-        "--jars", jars,
-        "--conf", "spark.sql.session.timeZone=UTC",
-        "--conf", "spark.ui.enabled=false",
-        str(ROOT / "jobs" / "structure_validate_store.py"),
-        "--trigger-seconds", "1",
-    ]  # fmt: skip
+    jars = artifacts.spark_jars(ROOT, load(ROOT).versions["spark"])
+    command = spark_submit_command(ROOT, jars, ("--trigger-seconds", "1"))
     env = {**os.environ, **settings_env(settings), "PYSPARK_PYTHON": sys.executable}
     with log.open("ab") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

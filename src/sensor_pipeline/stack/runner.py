@@ -111,6 +111,23 @@ def _java_classpath(libs: Path) -> str:
     return str(libs / "*")
 
 
+def spark_submit_command(
+    root: Path, jars: list[Path], job_args: tuple[str, ...] = (), ui_port: int | None = None, driver_memory: str = "1g"
+) -> list[str]:
+    """The streaming job under local ``spark-submit`` (UTC session, connector jars); no UI without ``ui_port``."""
+    ui = f"spark.ui.port={ui_port}" if ui_port else "spark.ui.enabled=false"
+    return [
+        str(Path(sys.executable).parent / "spark-submit"),
+        "--master", "local[2]",
+        "--jars", ",".join(str(j) for j in jars),
+        "--conf", "spark.sql.session.timeZone=UTC",
+        "--conf", ui,
+        "--driver-memory", driver_memory,
+        str(root / "jobs" / "structure_validate_store.py"),
+        *job_args,
+    ]  # fmt: skip
+
+
 def program_commands(paths: Paths, definition: StackDefinition, mongo: tuple[str, Path]) -> dict[str, list[str]]:
     """The command line of every service, native flavour."""
     versions = definition.versions
@@ -155,20 +172,7 @@ def program_commands(paths: Paths, definition: StackDefinition, mongo: tuple[str
         "aws": [str(venv / "moto_server"), "-H", "127.0.0.1", "-p", str(services["aws"].port)],
         "sensor-api": [cli, "api"],
         "producer": [cli, "produce"],
-        "spark-job": [
-            str(venv / "spark-submit"),
-            "--master",
-            "local[2]",
-            "--jars",
-            ",".join(str(j) for j in jars),
-            "--conf",
-            "spark.sql.session.timeZone=UTC",
-            "--conf",
-            f"spark.ui.port={services['spark-job'].port}",
-            "--driver-memory",
-            "1g",
-            str(paths.root / "jobs" / "structure_validate_store.py"),
-        ],
+        "spark-job": spark_submit_command(paths.root, jars, ui_port=services["spark-job"].port),
         "dashboard": [cli, "dashboard"],
     }
 
