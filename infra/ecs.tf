@@ -4,6 +4,11 @@ locals {
   image   = "${aws_ecr_repository.app.repository_url}:${var.image_tag}"
   api_dns = "api.${aws_service_discovery_private_dns_namespace.this.name}"
 
+  # Bokeh accepts websocket connections only from pages served at these host:port origins.
+  dashboard_https  = var.dashboard_certificate_arn != null
+  dashboard_host   = coalesce(var.dashboard_domain, aws_lb.dashboard.dns_name)
+  dashboard_origin = "${local.dashboard_host}:${local.dashboard_https ? 443 : 80}"
+
   kafka_environment = [
     { name = "SP_KAFKA_BOOTSTRAP", value = local.msk_bootstrap },
     { name = "SP_KAFKA_SECURITY_PROTOCOL", value = "SASL_SSL" },
@@ -35,14 +40,20 @@ locals {
     dashboard = {
       command     = ["sensor-pipeline", "dashboard", "--address", "0.0.0.0"]
       port        = 5006
-      environment = concat(local.kafka_environment, [{ name = "SP_DASHBOARD_ALLOW_ORIGIN", value = "*" }])
+      environment = concat(local.kafka_environment, [{ name = "SP_DASHBOARD_ALLOW_ORIGIN", value = local.dashboard_origin }])
       health      = "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:5006/dashboard')\""
     }
+    # The one-off init task owns what must exist before the pipeline runs: the topics (MSK) and the
+    # store's indexes (DocumentDB; credentials read from the managed secret by ARN at run time).
     init = {
-      command     = ["sensor-pipeline", "init"]
-      port        = null
-      environment = local.kafka_environment
-      health      = null
+      command = ["sensor-pipeline", "init"]
+      port    = null
+      environment = concat(local.kafka_environment, [
+        { name = "SP_MONGO_URI", value = local.docdb_uri },
+        { name = "SP_MONGO_SECRET_ARN", value = local.docdb_secret_arn },
+        { name = "SP_MONGO_TLS_CA_FILE", value = "/etc/ssl/certs/rds-global-bundle.pem" },
+      ])
+      health = null
     }
   }
 }
@@ -71,6 +82,8 @@ resource "aws_service_discovery_private_dns_namespace" "this" {
 
 resource "aws_service_discovery_service" "api" {
   name = "api"
+  # Instances registered by ECS may still be deregistering when the service is destroyed.
+  force_destroy = true
   dns_config {
     namespace_id = aws_service_discovery_private_dns_namespace.this.id
     dns_records {
@@ -95,8 +108,8 @@ resource "aws_ecs_task_definition" "this" {
     cpu_architecture        = "X86_64"
   }
 
-  # No secret values here: the containers need none (Kafka uses the task role through IAM auth);
-  # only the Spark job reads the DocumentDB secret, by ARN, at run time.
+  # No secret values here: Kafka uses the task role through IAM auth, and the init task (like the
+  # Spark job) reads the DocumentDB secret by ARN at run time with its task role.
   container_definitions = jsonencode([
     {
       name                   = each.key

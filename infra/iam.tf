@@ -98,6 +98,11 @@ data "aws_iam_policy_document" "init" {
     actions   = ["kafka-cluster:CreateTopic", "kafka-cluster:DescribeTopic"]
     resources = values(local.topic_arns)
   }
+  statement {
+    sid       = "DocumentDbSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [local.docdb_secret_arn]
+  }
 }
 
 resource "aws_iam_role_policy" "task" {

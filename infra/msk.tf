@@ -26,7 +26,15 @@ resource "aws_msk_configuration" "this" {
 }
 
 resource "aws_msk_cluster" "this" {
-  count                  = local.msk_provisioned ? 1 : 0
+  count = local.msk_provisioned ? 1 : 0
+
+  lifecycle {
+    precondition {
+      condition     = !(startswith(var.kafka_version, "4.") && var.msk_broker_instance_type == "kafka.t3.small")
+      error_message = "kafka.t3.small brokers do not run Kafka 4.x on MSK: choose kafka.m7g.large (or msk_mode = serverless)."
+    }
+  }
+
   cluster_name           = local.msk_cluster_name
   kafka_version          = var.kafka_version
   number_of_broker_nodes = var.az_count

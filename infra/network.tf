@@ -151,7 +151,7 @@ resource "aws_vpc_security_group_ingress_rule" "endpoints_https" {
 # One group per workload; data services admit only these groups.
 resource "aws_security_group" "workload" {
   #checkov:skip=CKV2_AWS_5:attached by key from ecs.tf (services) and emr.tf (application); checkov cannot follow for_each keys
-  for_each    = toset(["emr", "api", "producer", "dashboard"])
+  for_each    = toset(["emr", "api", "producer", "dashboard", "init"])
   name        = "${local.name}-${each.key}"
   description = "Pipeline workload: ${each.key}"
   vpc_id      = local.vpc_id
@@ -172,7 +172,7 @@ resource "aws_security_group" "msk" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "msk_iam" {
-  for_each                     = toset(["emr", "producer", "dashboard"])
+  for_each                     = toset(["emr", "producer", "dashboard", "init"])
   security_group_id            = aws_security_group.msk.id
   description                  = "Kafka IAM/TLS from ${each.key}"
   referenced_security_group_id = aws_security_group.workload[each.key].id
@@ -183,14 +183,16 @@ resource "aws_vpc_security_group_ingress_rule" "msk_iam" {
 
 resource "aws_security_group" "docdb" {
   name        = "${local.name}-docdb"
-  description = "DocumentDB: TLS on 27017 from the Spark job only"
+  description = "DocumentDB: TLS on 27017 from the Spark job and the init task only"
   vpc_id      = local.vpc_id
 }
 
-resource "aws_vpc_security_group_ingress_rule" "docdb_emr" {
+resource "aws_vpc_security_group_ingress_rule" "docdb" {
+  # The Spark job writes readings; the init task creates the indexes.
+  for_each                     = toset(["emr", "init"])
   security_group_id            = aws_security_group.docdb.id
-  description                  = "MongoDB wire protocol (TLS) from EMR Serverless"
-  referenced_security_group_id = aws_security_group.workload["emr"].id
+  description                  = "MongoDB wire protocol (TLS) from ${each.key}"
+  referenced_security_group_id = aws_security_group.workload[each.key].id
   from_port                    = 27017
   to_port                      = 27017
   ip_protocol                  = "tcp"

@@ -1,6 +1,8 @@
 output "region" {
   description = "AWS region of the stack."
   value       = var.region
+  # A targeted apply (make deploy's first step) writes only outputs that depend on its targets.
+  depends_on = [aws_ecr_repository.app]
 }
 
 output "artifacts_bucket" {
@@ -58,11 +60,11 @@ output "init_task" {
   value = {
     task_definition = aws_ecs_task_definition.this["init"].arn
     subnets         = local.private_subnet_ids
-    security_group  = aws_security_group.workload["producer"].id
+    security_group  = aws_security_group.workload["init"].id
   }
 }
 
 output "dashboard_url" {
   description = "Public URL of the live dashboard."
-  value       = "${var.dashboard_certificate_arn == null ? "http" : "https"}://${aws_lb.dashboard.dns_name}/dashboard"
+  value       = "${local.dashboard_https ? "https" : "http"}://${local.dashboard_host}/dashboard"
 }

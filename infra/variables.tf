@@ -39,6 +39,14 @@ variable "emulator" {
   default     = false
 }
 
+variable "emr_zone_ids" {
+  description = "Availability Zone ids EMR Serverless supports, per region; subnets are placed only there. Source: EMR Serverless User Guide, 'Configuring VPC access' (us-east-1: not use1-az3)."
+  type        = map(list(string))
+  default = {
+    "us-east-1" = ["use1-az1", "use1-az2", "use1-az4", "use1-az5", "use1-az6"]
+  }
+}
+
 # --- network -----------------------------------------------------------------------------------
 
 variable "az_count" {
@@ -93,19 +101,24 @@ variable "msk_mode" {
 }
 
 variable "kafka_version" {
-  description = "MSK Kafka version; keep it on the local broker's line (4.1.x)."
+  description = "MSK Kafka version. MSK names KRaft versions with a .kraft suffix: 4.1.x.kraft = Apache Kafka 4.1 (the local broker runs 4.1.1). See infra/README.md, 'Versions'."
   type        = string
-  default     = "4.1.x"
+  default     = "4.1.x.kraft"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.(x|[0-9]+)(\\.kraft)?$", var.kafka_version)) && (!startswith(var.kafka_version, "4.") || endswith(var.kafka_version, ".kraft"))
+    error_message = "kafka_version must be an MSK version name; Kafka 4.x exists only in KRaft mode, named with .kraft (e.g. 4.1.x.kraft)."
+  }
 }
 
 variable "msk_broker_instance_type" {
-  description = "Broker instance type (provisioned mode)."
+  description = "Broker instance type (provisioned mode). Kafka 4.x (KRaft) runs on M5/M7g Standard brokers; kafka.t3.small is refused with 4.x. For a cheap dev stack use msk_mode = \"serverless\"."
   type        = string
-  default     = "kafka.t3.small"
+  default     = "kafka.m7g.large"
 
   validation {
-    condition     = startswith(var.msk_broker_instance_type, "kafka.")
-    error_message = "msk_broker_instance_type must be an MSK instance type (kafka.*)."
+    condition     = can(regex("^kafka\\.(t3\\.small|m5\\.[0-9]*x?large|m7g\\.[0-9]*x?large)$", var.msk_broker_instance_type))
+    error_message = "msk_broker_instance_type must be an MSK Standard broker type: kafka.t3.small, kafka.m5.* or kafka.m7g.* (large ... 24xlarge)."
   }
 }
 
@@ -218,9 +231,19 @@ variable "dashboard_certificate_arn" {
 }
 
 variable "dashboard_allowed_cidrs" {
-  description = "CIDR blocks allowed to reach the dashboard's load balancer."
+  description = "CIDR blocks allowed to reach the dashboard's load balancer (required: no open default; your office or VPN ranges)."
   type        = list(string)
-  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.dashboard_allowed_cidrs) > 0 && alltrue([for c in var.dashboard_allowed_cidrs : can(cidrnetmask(c))])
+    error_message = "dashboard_allowed_cidrs needs at least one valid IPv4 CIDR block, e.g. [\"203.0.113.0/24\"]."
+  }
+}
+
+variable "dashboard_domain" {
+  description = "DNS name users open the dashboard at (a CNAME/alias to the load balancer, matching dashboard_certificate_arn); null = the load balancer's own name."
+  type        = string
+  default     = null
 }
 
 variable "producer_rate" {

@@ -4,7 +4,11 @@ mock_provider "aws" {
   override_during = plan
 
   mock_data "aws_availability_zones" {
-    defaults = { names = ["us-east-1a", "us-east-1b", "us-east-1c"] }
+    # us-east-1a is use1-az3 here: EMR Serverless does not run there, so no subnet may use it.
+    defaults = {
+      names    = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d"]
+      zone_ids = ["use1-az3", "use1-az6", "use1-az1", "use1-az2"]
+    }
   }
   mock_data "aws_caller_identity" {
     defaults = { account_id = "123456789012" }
@@ -57,6 +61,9 @@ mock_provider "aws" {
   mock_resource "aws_ecs_task_definition" {
     defaults = { arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/mock:1" }
   }
+  mock_resource "aws_lb" {
+    defaults = { dns_name = "sensor-pipeline-dev-dash-1.us-east-1.elb.amazonaws.com", arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/mock/1" }
+  }
   mock_resource "aws_lb_target_group" {
     defaults = { arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/mock/1" }
   }
@@ -75,7 +82,8 @@ override_resource {
 }
 
 variables {
-  environment = "dev"
+  environment             = "dev"
+  dashboard_allowed_cidrs = ["203.0.113.0/24"]
 }
 
 run "msk_accepts_only_iam_over_tls_and_encrypts_at_rest" {
@@ -102,8 +110,8 @@ run "msk_accepts_only_iam_over_tls_and_encrypts_at_rest" {
     error_message = "MSK broker logs must go to CloudWatch"
   }
   assert {
-    condition     = aws_msk_cluster.this[0].kafka_version == "4.1.x"
-    error_message = "MSK must run the Kafka line of the local broker (4.1.x)"
+    condition     = aws_msk_cluster.this[0].kafka_version == "4.1.x.kraft" && aws_msk_configuration.this[0].kafka_versions == toset(["4.1.x.kraft"])
+    error_message = "MSK must run Kafka 4.1 in KRaft mode (4.1.x.kraft), the line of the local broker"
   }
 }
 
@@ -160,7 +168,7 @@ run "documentdb_requires_tls_is_encrypted_and_keeps_its_password_in_secrets_mana
     error_message = "the master password must be generated and kept by Secrets Manager, never set in Terraform"
   }
   assert {
-    condition     = aws_vpc_security_group_ingress_rule.docdb_emr.referenced_security_group_id == "sg-workload" && aws_vpc_security_group_ingress_rule.docdb_emr.cidr_ipv4 == null
+    condition     = alltrue([for r in aws_vpc_security_group_ingress_rule.docdb : r.referenced_security_group_id == "sg-workload" && r.cidr_ipv4 == null]) && toset(keys(aws_vpc_security_group_ingress_rule.docdb)) == toset(["emr", "init"])
     error_message = "DocumentDB must admit only the pipeline's security group, not CIDR ranges"
   }
 }
@@ -277,4 +285,77 @@ run "bad_variables_are_rejected" {
   }
 
   expect_failures = [var.msk_mode]
+}
+
+run "subnets_only_in_zones_emr_serverless_supports" {
+  command = plan
+
+  assert {
+    condition     = [for s in aws_subnet.private : s.availability_zone] == ["us-east-1b", "us-east-1c"]
+    error_message = "subnets must skip use1-az3 (us-east-1a here), where EMR Serverless does not run"
+  }
+}
+
+run "the_init_task_can_reach_and_read_the_store" {
+  command = plan
+
+  assert {
+    condition = alltrue([
+      for name in ["SP_MONGO_URI", "SP_MONGO_SECRET_ARN", "SP_MONGO_TLS_CA_FILE", "SP_KAFKA_BOOTSTRAP"] :
+      contains([for e in jsondecode(aws_ecs_task_definition.this["init"].container_definitions)[0].environment : e.name], name)
+    ])
+    error_message = "the init task creates indexes: it needs the DocumentDB address, its secret ARN and the CA bundle"
+  }
+  assert {
+    condition     = one([for s in data.aws_iam_policy_document.init.statement : s.resources if s.sid == "DocumentDbSecret"]) == toset(["arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!cluster-abc"])
+    error_message = "the init task's role must read the DocumentDB secret, and only it"
+  }
+}
+
+run "dashboard_is_not_open_to_the_world" {
+  command = plan
+
+  assert {
+    condition     = [for r in aws_vpc_security_group_ingress_rule.alb : r.cidr_ipv4] == ["203.0.113.0/24"]
+    error_message = "the load balancer admits only the configured CIDR blocks"
+  }
+  assert {
+    condition = one([
+      for e in jsondecode(aws_ecs_task_definition.this["dashboard"].container_definitions)[0].environment : e.value if e.name == "SP_DASHBOARD_ALLOW_ORIGIN"
+    ]) != "*"
+    error_message = "the websocket origin must be the dashboard's own host, not *"
+  }
+}
+
+run "dashboard_serves_https_with_a_certificate" {
+  command = plan
+
+  variables {
+    dashboard_certificate_arn = "arn:aws:acm:us-east-1:123456789012:certificate/abc"
+    dashboard_domain          = "water.example.org"
+  }
+
+  assert {
+    condition     = length(aws_lb_listener.https) == 1 && aws_lb_listener.http.default_action[0].type == "redirect"
+    error_message = "with a certificate, HTTPS serves the dashboard and HTTP redirects to it"
+  }
+  assert {
+    condition = one([
+      for e in jsondecode(aws_ecs_task_definition.this["dashboard"].container_definitions)[0].environment : e.value if e.name == "SP_DASHBOARD_ALLOW_ORIGIN"
+    ]) == "water.example.org:443"
+    error_message = "the websocket origin must be the configured domain on 443"
+  }
+  assert {
+    condition     = output.dashboard_url == "https://water.example.org/dashboard"
+    error_message = "the dashboard URL must use the domain and HTTPS"
+  }
+}
+
+run "an_open_dashboard_is_refused" {
+  command = plan
+
+  variables {
+    dashboard_allowed_cidrs = []
+  }
+  expect_failures = [var.dashboard_allowed_cidrs]
 }

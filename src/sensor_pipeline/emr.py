@@ -25,8 +25,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sensor_pipeline.aws import aws_client
 from sensor_pipeline.config import Settings
-from sensor_pipeline.provision import aws_client
 
 JOB_NAME = "structure_validate_store"
 ACTIVE_STATES = ("SUBMITTED", "PENDING", "SCHEDULED", "RUNNING", "QUEUED")

@@ -12,6 +12,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from sensor_pipeline import store
+from sensor_pipeline.aws import aws_client
 from sensor_pipeline.config import Settings
 
 
@@ -42,25 +43,6 @@ def ensure_store(settings: Settings) -> None:
         store.ensure_indexes(store.readings(client, settings))
     finally:
         client.close()
-
-
-def aws_client(settings: Settings, service: str) -> Any:
-    """A boto3 client; pointed at the local emulator when ``SP_AWS_ENDPOINT_URL`` is set.
-
-    ``localstack-client`` builds the same endpoint (``LOCALSTACK_HOST``) with dummy credentials; it
-    is used when the endpoint is the emulator so that no real AWS credentials are needed locally.
-    """
-    if settings.aws_endpoint_url:
-        from urllib.parse import urlsplit
-
-        import localstack_client.session
-
-        host = urlsplit(settings.aws_endpoint_url).netloc
-        session = localstack_client.session.Session(region_name=settings.aws_region, localstack_host=host)
-        return session.client(service)
-    import boto3
-
-    return boto3.client(service, region_name=settings.aws_region)  # type: ignore[call-overload]
 
 
 def ensure_bucket(settings: Settings, bucket: str) -> None:

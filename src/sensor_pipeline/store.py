@@ -18,6 +18,7 @@ from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
+from sensor_pipeline.aws import aws_client
 from sensor_pipeline.config import Settings
 
 DUPLICATE_KEY = 11000
@@ -40,8 +41,6 @@ class WriteResult:
 
 def _secret_credentials(settings: Settings) -> tuple[str, str]:
     """Username and password from the DocumentDB-managed secret (JSON with ``username``/``password``)."""
-    from sensor_pipeline.provision import aws_client  # provision imports this module
-
     client = aws_client(settings, "secretsmanager")
     secret = json.loads(client.get_secret_value(SecretId=settings.mongo_secret_arn)["SecretString"])
     return secret["username"], secret["password"]

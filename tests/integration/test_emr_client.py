@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sensor_pipeline import emr, provision
+from sensor_pipeline.aws import aws_client
 from sensor_pipeline.config import Settings
 from sensor_pipeline.stack import artifacts
 from sensor_pipeline.stack.definition import find_root
@@ -30,7 +31,7 @@ def aws(base_settings: Settings) -> Iterator[tuple[Settings, str, str]]:
     """
     bucket = f"test-artifacts-{uuid.uuid4().hex[:10]}"
     provision.ensure_bucket(base_settings, bucket)
-    client = provision.aws_client(base_settings, "emr-serverless")
+    client = aws_client(base_settings, "emr-serverless")
     application = client.create_application(name=f"test-{bucket}", releaseLabel="emr-7.0.0", type="SPARK")
     yield base_settings, application["applicationId"], bucket
     emr.cancel(base_settings, application["applicationId"])
@@ -48,7 +49,7 @@ def test_upload_puts_the_job_jars_and_archive_in_s3(aws: tuple[Settings, str, st
     archive.write_bytes(b"packed venv")
     jars = artifacts.emr_jars(ROOT, "4.0.2")
     uploaded = emr.upload(settings, bucket, ROOT / "jobs" / "structure_validate_store.py", jars, archive)
-    s3 = provision.aws_client(settings, "s3")
+    s3 = aws_client(settings, "s3")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert "jobs/structure_validate_store.py" in keys and "jobs/pyspark_venv.tar.gz" in keys
     assert {f"jobs/jars/{j.name}" for j in jars} <= keys
@@ -62,7 +63,7 @@ def test_submit_status_cancel_and_duplicate_refusal(aws: tuple[Settings, str, st
     job = emr.Artifacts.in_bucket(bucket, jars)
     run_id = emr.submit(settings, application, ROLE, job, log_group="/sensor-pipeline/dev/emr")
 
-    described = provision.aws_client(settings, "emr-serverless").get_job_run(applicationId=application, jobRunId=run_id)
+    described = aws_client(settings, "emr-serverless").get_job_run(applicationId=application, jobRunId=run_id)
     driver = described["jobRun"]["jobDriver"]["sparkSubmit"]
     assert driver["entryPoint"] == f"s3://{bucket}/jobs/structure_validate_store.py"
     assert driver["entryPointArguments"] == ["--checkpoint", f"s3://{bucket}/checkpoints/structure_validate_store/"]

@@ -11,6 +11,7 @@ from bson.int64 import Int64
 from pymongo.errors import DuplicateKeyError
 
 from sensor_pipeline import provision, store
+from sensor_pipeline.aws import aws_client
 from sensor_pipeline.config import Settings
 from tests.integration.conftest import read_all
 
@@ -72,7 +73,7 @@ def test_emulator_s3_stores_objects(base_settings: Settings) -> None:
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     provision.ensure_bucket(base_settings, bucket)
     provision.ensure_bucket(base_settings, bucket)  # idempotent
-    s3 = provision.aws_client(base_settings, "s3")
+    s3 = aws_client(base_settings, "s3")
     s3.put_object(Bucket=bucket, Key="jobs/hello.txt", Body=b"hello")
     assert s3.get_object(Bucket=bucket, Key="jobs/hello.txt")["Body"].read() == b"hello"
     assert base_settings.artifacts_bucket in {b["Name"] for b in s3.list_buckets()["Buckets"]}
