@@ -2,14 +2,56 @@
 
 from __future__ import annotations
 
+import copy
+import importlib.resources
 import json
-from pathlib import Path
+import re
+import tomllib
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from sensor_pipeline.stack.definition import COMPOSE_FILE, find_root, load, render_compose
-from sensor_pipeline.stack.runner import Paths, kafka_properties, supervisord_conf
+import jsonschema
+import pytest
+
+from sensor_pipeline.stack import artifacts
+from sensor_pipeline.stack.definition import (
+    COMPOSE_FILE,
+    SPARK_IMAGE_CHECKPOINTS,
+    SPARK_IMAGE_JARS,
+    SPARK_IMAGE_JOB,
+    find_root,
+    load,
+    render_compose,
+)
+from sensor_pipeline.stack.runner import Paths, kafka_properties, program_commands, supervisord_conf
 
 ROOT = find_root(Path(__file__))
 CONTRACT_PORTS = {"sensor-api": 3030, "kafka": 9092, "mongodb": 27017, "aws": 4566, "dashboard": 5006}
+# The official Compose Specification schema (compose-spec/compose-spec, schema/compose-spec.json) as
+# vendored by the check-jsonschema package (a pinned dev dependency, Apache-2.0 like the schema).
+COMPOSE_SPEC = ("check_jsonschema.builtin_schemas.vendor", "compose-spec.json")
+
+
+def _rendered_compose() -> dict[str, Any]:
+    """The compose document exactly as `sensor-pipeline stack compose` writes it (two comment lines, then JSON)."""
+    document: dict[str, Any] = json.loads(render_compose(load(ROOT)).split("\n", 2)[2])
+    return document
+
+
+@pytest.fixture(scope="module")
+def compose_spec() -> jsonschema.protocols.Validator:
+    package, name = COMPOSE_SPEC
+    schema = json.loads(importlib.resources.files(package).joinpath(name).read_text(encoding="utf-8"))
+    assert schema.get("title") == "Compose Specification", schema.get("title")
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+def _violations(validator: jsonschema.protocols.Validator, document: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each schema violation as (JSON path, message), e.g. ``("$.services.producer.depends_on", "...")``."""
+    errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    return [(error.json_path, error.message[:300]) for error in errors]
 
 
 def test_ports_are_the_contract_defaults() -> None:
@@ -28,9 +70,94 @@ def test_compose_binds_loopback_only_and_gates_on_health() -> None:
     for name, service in document["services"].items():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), (name, port)
-        for condition in service.get("depends_on", {}).values():
-            assert condition == {"condition": "service_healthy"}
+        for dependency, condition in service.get("depends_on", {}).items():
+            expected = "service_completed_successfully" if dependency == "init" else "service_healthy"
+            assert condition == {"condition": expected}, (name, dependency)
+    for name in ("producer", "spark-job", "dashboard"):
+        assert "init" in document["services"][name]["depends_on"], f"{name} must wait for the topics"
     assert document["services"]["kafka"]["image"] == f"apache/kafka:{load(ROOT).versions['kafka']}"
+
+
+def test_the_compose_file_follows_the_compose_specification(compose_spec: jsonschema.protocols.Validator) -> None:
+    assert _violations(compose_spec, _rendered_compose()) == []
+
+
+@pytest.mark.parametrize(
+    ("service", "change", "where"),
+    [
+        # a condition Compose does not know: `docker compose up` refuses the file
+        ("producer", {"depends_on": {"kafka": {"condition": "service_ready"}}}, ("depends_on",)),
+        # a mount type that does not exist
+        ("spark-job", {"volumes": [{"type": "named", "source": "x", "target": "/x"}]}, ("volumes", 0)),
+        # a duration as a bare number
+        ("dashboard", {"healthcheck": {"test": ["CMD", "true"], "interval": 5}}, ("healthcheck", "interval")),
+        # a misspelt key
+        ("producer", {"comand": ["sensor-pipeline", "produce"]}, ()),
+    ],
+)
+def test_the_compose_specification_check_catches_a_violation(
+    compose_spec: jsonschema.protocols.Validator, service: str, change: dict[str, Any], where: tuple[Any, ...]
+) -> None:
+    document = copy.deepcopy(_rendered_compose())
+    document["services"][service] |= change
+    assert _violations(compose_spec, _rendered_compose()) == []
+    errors = list(compose_spec.iter_errors(document))
+    assert ("services", service, *where) in {tuple(error.absolute_path) for error in errors}, [
+        (error.json_path, error.message[:200]) for error in errors
+    ]
+
+
+def test_compose_runs_the_spark_job_with_spark_submit_in_the_spark_image() -> None:
+    definition = load(ROOT)
+    spark = definition.versions["spark"]
+    job = _rendered_compose()["services"]["spark-job"]
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+    # the `spark` target exists and installs the pyspark that the project pins and services.toml names
+    assert job["build"] == {
+        "context": "..",
+        "dockerfile": "docker/Dockerfile",
+        "target": "spark",
+        "args": {"SPARK_VERSION": spark},
+    }
+    assert re.search(r"^FROM \S+ AS spark$", dockerfile, re.MULTILINE)
+    assert f"ARG SPARK_VERSION={spark}\n" in dockerfile
+    assert f"pyspark=={spark}" in pyproject["project"]["dependencies"]
+    assert "openjdk-17-jre-headless" in dockerfile
+    assert job["image"] != _rendered_compose()["services"]["sensor-api"]["image"], "two targets, one tag"
+
+    # spark-submit of the real job file with the connector jars, where the image puts them
+    command = job["command"]
+    assert command[0] == "spark-submit"
+    assert command[command.index("--master") + 1] == "local[2]"
+    assert "spark.sql.session.timeZone=UTC" in command
+    assert command[command.index("--jars") + 1] == SPARK_IMAGE_JARS
+    assert command[-1] == SPARK_IMAGE_JOB
+    assert (ROOT / "jobs" / PurePosixPath(SPARK_IMAGE_JOB).name).is_file()
+    assert f"COPY jobs {PurePosixPath(SPARK_IMAGE_JOB).parent}\n" in dockerfile
+    jars = PurePosixPath(SPARK_IMAGE_JARS).parent
+    assert "COPY localstack/maven/spark-kafka/pom.xml " in dockerfile
+    assert f"dependency:copy-dependencies -DoutputDirectory={jars} " in dockerfile
+    assert f"COPY --from=spark-jars {jars} {jars}\n" in dockerfile
+
+    # the checkpoint lives in a named volume, mounted on a folder the image created for the job's user
+    checkpoint = job["environment"]["SP_CHECKPOINT_LOCATION"]
+    [mount] = job["volumes"]
+    assert mount == {"type": "volume", "source": mount["source"], "target": SPARK_IMAGE_CHECKPOINTS}
+    assert mount["source"] in _rendered_compose()["volumes"]
+    assert checkpoint.startswith(SPARK_IMAGE_CHECKPOINTS + "/")
+    assert f"mkdir -p {SPARK_IMAGE_CHECKPOINTS}" in dockerfile
+
+
+def test_ferretdb_keeps_its_state_file_in_the_stack_state_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(artifacts, "kafka_libs", lambda root, version: tmp_path / "kafka-libs")
+    monkeypatch.setattr(artifacts, "spark_jars", lambda root, version: [tmp_path / "connector.jar"])
+    commands = program_commands(Paths(ROOT, tmp_path), load(ROOT), ("ferretdb", Path("/opt/ferretdb")))
+    # without it FerretDB writes state.json into its working directory: the checkout
+    assert f"--state-dir={tmp_path / 'ferretdb'}" in commands["mongodb"]
 
 
 def test_supervisor_programs_cover_every_service_and_stop_whole_process_groups(tmp_path: Path) -> None:

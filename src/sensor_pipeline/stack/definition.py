@@ -75,9 +75,27 @@ def load(root: Path) -> StackDefinition:
 _APP_COMMANDS = {
     "sensor-api": ["sensor-pipeline", "api", "--host", "0.0.0.0"],
     "producer": ["sensor-pipeline", "produce"],
-    "spark-job": ["sensor-pipeline", "job", "run"],
     "dashboard": ["sensor-pipeline", "dashboard", "--address", "0.0.0.0"],
 }
+
+# The `spark` target of docker/Dockerfile: where it puts the job, the connector jars and the checkpoint folder.
+SPARK_IMAGE_JOB = "/app/jobs/structure_validate_store.py"
+SPARK_IMAGE_JARS = "/opt/spark-jars/*.jar"  # a glob that spark-submit expands itself (no shell in between)
+SPARK_IMAGE_CHECKPOINTS = "/var/lib/spark-job/checkpoints"
+SPARK_CHECKPOINT_VOLUME = "spark-checkpoints"
+
+
+def _spark_job_command(service: Service) -> list[str]:
+    """The streaming job under ``spark-submit`` in the ``spark`` image, as the native stack runs it."""
+    return [
+        "spark-submit",
+        "--master", "local[2]",
+        "--jars", SPARK_IMAGE_JARS,
+        "--conf", "spark.sql.session.timeZone=UTC",
+        "--conf", f"spark.ui.port={service.port}",
+        "--driver-memory", "1g",
+        SPARK_IMAGE_JOB,
+    ]  # fmt: skip
 
 
 def _healthcheck(service: Service) -> dict[str, Any]:
@@ -113,14 +131,30 @@ def compose(definition: StackDefinition) -> dict[str, Any]:
         return value
 
     services: dict[str, Any] = {}
-    kafka = definition.versions["kafka"]
+    kafka, spark = definition.versions["kafka"], definition.versions["spark"]
     for service in definition.services.values():
         spec: dict[str, Any] = {}
         if service.tier == "infra":
             spec["image"] = service.image
+        elif service.name == "spark-job":
+            # Its own image (pyspark, Java 17, the connector jars); the checkpoint in a named volume, so a
+            # re-created container resumes where the last one stopped.
+            spec["build"] = {
+                "context": "..",
+                "dockerfile": "docker/Dockerfile",
+                "target": "spark",
+                "args": {"SPARK_VERSION": spark},
+            }
+            spec["image"] = f"sensor-pipeline-spark:{spark}"
+            spec["command"] = _spark_job_command(service)
+            spec["environment"] = {k: rewrite(v) for k, v in definition.settings.items()} | {
+                "SP_CHECKPOINT_LOCATION": f"{SPARK_IMAGE_CHECKPOINTS}/structure_validate_store"
+            }
+            spec["volumes"] = [{"type": "volume", "source": SPARK_CHECKPOINT_VOLUME, "target": SPARK_IMAGE_CHECKPOINTS}]
+            spec["depends_on"] = {dep: {"condition": "service_healthy"} for dep in service.depends_on}
         else:
             spec["build"] = {"context": "..", "dockerfile": "docker/Dockerfile", "target": "app"}
-            spec["image"] = f"sensor-pipeline:{definition.versions['spark']}"
+            spec["image"] = f"sensor-pipeline:{spark}"
             spec["command"] = _APP_COMMANDS[service.name]
             spec["environment"] = {k: rewrite(v) for k, v in definition.settings.items()}
             spec["depends_on"] = {dep: {"condition": "service_healthy"} for dep in service.depends_on}
@@ -148,13 +182,16 @@ def compose(definition: StackDefinition) -> dict[str, Any]:
     assert kafka in services["kafka"]["image"], "services.toml: kafka image and version disagree"
     services["aws"]["environment"] = {"MOTO_PORT": "4566"}
     services["init"] = {
-        "image": f"sensor-pipeline:{definition.versions['spark']}",
+        "image": f"sensor-pipeline:{spark}",
         "command": ["sensor-pipeline", "init"],
         "environment": {k: rewrite(v) for k, v in definition.settings.items()},
         "depends_on": {n: {"condition": "service_healthy"} for n in ("kafka", "mongodb", "aws")},
         "restart": "on-failure",
     }
-    return {"name": "sensor-pipeline", "services": services}
+    # Topic auto-creation is off: what reads or writes topics starts after init created them.
+    for name in ("producer", "spark-job", "dashboard"):
+        services[name]["depends_on"]["init"] = {"condition": "service_completed_successfully"}
+    return {"name": "sensor-pipeline", "services": services, "volumes": {SPARK_CHECKPOINT_VOLUME: {}}}
 
 
 def render_compose(definition: StackDefinition) -> str:
