@@ -69,12 +69,15 @@ bench: venv ## Benchmarks: pipeline throughput and latency against the original 
 	@$(BIN)/python benchmarks/pipeline.py
 
 # --- AWS ----------------------------------------------------------------------------------------
-.PHONY: plan deploy destroy
+.PHONY: plan deploy destroy bootstrap-state
+bootstrap-state: venv ## Create the Terraform state bucket for ENV and write infra/env/ENV.s3.tfbackend (once per account)
+	@bash scripts/deploy.sh bootstrap-state $(ENV)
+
 plan: venv ## terraform plan for ENV (dev by default; ENV=local plans against the emulator on :4566)
 	@bash scripts/deploy.sh plan $(ENV)
 
-deploy: venv ## Build and push images, upload the job, terraform apply, submit the streaming job run (ENV=dev)
+deploy: venv ## Build and push the image, upload the job, terraform apply, init task, submit the job run (ENV=local: rehearsal)
 	@bash scripts/deploy.sh deploy $(ENV)
 
-destroy: venv ## Cancel job runs, stop the EMR application, terraform destroy (ENV=dev)
+destroy: venv ## Cancel job runs and wait, stop the EMR application and wait, terraform destroy (ENV=local: rehearsal)
 	@bash scripts/deploy.sh destroy $(ENV)

@@ -1,110 +1,202 @@
 #!/usr/bin/env bash
-# make deploy ENV=dev | make destroy ENV=dev | make plan ENV=dev
+# make deploy ENV=dev | make destroy ENV=dev | make plan ENV=dev | make bootstrap-state ENV=dev
+#
+# ENV=local is the rehearsal: the same steps, the same Terraform (every resource), the same job-run
+# request and task definitions, against the project's AWS emulator on 127.0.0.1:4566, with the ECS
+# tasks and the EMR Serverless job run executed on the local stack (infra/README.md, "Rehearsal").
+# Only two steps differ, each marked below: the container image (no Docker engine here: the
+# emulator's ECS runner runs the image's commands from the project's venv) and where the EMR archive
+# is built (on Amazon Linux 2023 in Docker for AWS; on this machine for the rehearsal, same script).
 # Prints each step and stops at the first error with a message saying what to check.
 set -Eeuo pipefail
-action=${1:?usage: deploy.sh deploy|destroy|plan ENV}
-env_name=${2:?usage: deploy.sh deploy|destroy|plan ENV}
+action=${1:?usage: deploy.sh deploy|destroy|plan|bootstrap-state ENV}
+env_name=${2:?usage: deploy.sh deploy|destroy|plan|bootstrap-state ENV}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 cli=.venv/bin/sensor-pipeline
 tfvars="infra/env/$env_name.tfvars"
 backend="infra/env/$env_name.s3.tfbackend"
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+rehearsal=.local-stack/rehearsal
+step() { printf '\n\033[1m==> %s\033[0m  (%s s)\n' "$*" "$SECONDS"; }
 fail() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 trap 'fail "step failed (line $LINENO): $BASH_COMMAND"' ERR
+local_env() { [ "$env_name" = local ]; }
 
 [ -f "$tfvars" ] || fail "$tfvars not found: create it (see infra/env/dev.tfvars and infra/README.md)"
 command -v terraform >/dev/null || fail "terraform is not installed (>= 1.10 needed)"
 eval "$(bash scripts/terraform-env.sh)"
 tf() { terraform -chdir=infra "$@"; }
+output() { tf output -raw "$1"; }
+
+if local_env; then
+  # Every AWS call (Terraform, boto3, the CLI) goes to the emulator, with dummy credentials.
+  export SP_AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_ENDPOINT_URL=http://127.0.0.1:4566 \
+    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 SP_AWS_REGION=us-east-1
+  export TF_DATA_DIR="$root/$rehearsal/terraform"
+  mkdir -p "$rehearsal"
+fi
+
+start_local_stack() {
+  # The infra tier only (Kafka, the MongoDB-wire server, the emulator): the pipeline that runs is
+  # the one this deploy starts through ECS and EMR.
+  step "local stack: Kafka, MongoDB-wire server, AWS emulator (not local-up's app tier)"
+  if ! "$cli" stack status >/dev/null 2>&1; then touch "$rehearsal/started-stack"; fi
+  "$cli" stack up --infra-only --refuse-app-tier | tail -n 2
+  # moto keeps its state in memory: Terraform state made against an earlier emulator is stale.
+  if [ -f "$rehearsal/terraform.tfstate" ] && ! cmp -s .local-stack/emulator.boot "$rehearsal/emulator.boot"; then
+    echo "    the emulator was restarted since the last rehearsal: starting from empty Terraform state"
+    rm -f "$rehearsal/terraform.tfstate" "$rehearsal/terraform.tfstate.backup"
+  fi
+  cp .local-stack/emulator.boot "$rehearsal/emulator.boot"
+}
 
 init() {
-  if [ "$env_name" = local ]; then
-    step "terraform init (local emulator: state in .local-stack/, not in S3)"
-    mkdir -p .local-stack
+  if local_env; then
+    step "terraform init (state in $rehearsal/, not in S3)"
     # An override file swaps the S3 backend for a local one, for this run only.
-    printf 'terraform {\n  backend "local" {\n    path = "%s"\n  }\n}\n' "$root/.local-stack/terraform-local.tfstate" \
+    printf 'terraform {\n  backend "local" {\n    path = "%s"\n  }\n}\n' "$root/$rehearsal/terraform.tfstate" \
       > infra/local_backend_override.tf
     trap 'rm -f infra/local_backend_override.tf' EXIT
     tf init -input=false -reconfigure >/dev/null
   else
-    [ -f "$backend" ] || fail "$backend not found: it names the S3 state bucket (see infra/README.md)"
-    grep -q CHANGE-ME "$backend" && fail "set the state bucket in $backend first (infra/README.md, 'Remote state')"
+    [ -f "$backend" ] || fail "$backend not found: run \`make bootstrap-state ENV=$env_name\` first (infra/README.md)"
+    grep -q CHANGE-ME "$backend" && fail "$backend still names no bucket: run \`make bootstrap-state ENV=$env_name\`"
     step "terraform init (state: $(grep -E '^key' "$backend"))"
     tf init -input=false -reconfigure -backend-config="env/$env_name.s3.tfbackend" >/dev/null
   fi
 }
 
-output() { tf output -raw "$1"; }
+image_tag() {
+  # The commit; a work tree with uncommitted changes gets a tag of its own (ECR tags are immutable).
+  local tag; tag=$(git rev-parse --short=12 HEAD)
+  if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+    tag="$tag-dirty-$(git diff HEAD | sha256sum | cut -c1-8)"
+  fi
+  echo "$tag"
+}
+
+deploy() {
+  local_env && start_local_stack
+  if ! local_env; then
+    command -v docker >/dev/null || fail "docker (with buildx) is needed to build the images"
+    grep -Eq '^\s*dashboard_allowed_cidrs' "$tfvars" || fail "set dashboard_allowed_cidrs in $tfvars (who may open the dashboard)"
+  fi
+  init
+  tag=$(image_tag)
+  step "ECS service-linked role"
+  "$cli" aws service-linked-role
+  step "terraform apply: ECR and the artifacts bucket first"
+  tf apply -input=false -auto-approve -var-file="env/$env_name.tfvars" -var "image_tag=$tag" \
+    -target=aws_ecr_repository.app -target=aws_s3_bucket.artifacts >/dev/null
+  repo=$(output ecr_repository_url); region=$(output region); bucket=$(output artifacts_bucket)
+  export SP_AWS_REGION=$region
+
+  step "application image $repo:$tag"
+  if "$cli" aws image-exists --repository-url "$repo" --tag "$tag"; then
+    echo "    already in ECR: kept (tags are immutable; this commit was pushed before)"
+  elif local_env; then
+    # Rehearsal: no Docker engine; the ECS runner runs the image's commands from the project's venv.
+    "$cli" aws register-image --repository-url "$repo" --tag "$tag" --digest-of "$tag"
+    echo "    registered (rehearsal: the ECS runner runs the commands from .venv)"
+  else
+    password=$("$cli" aws ecr-password)
+    echo "$password" | docker login --username AWS --password-stdin "${repo%%/*}"
+    docker buildx build --platform linux/amd64 -f docker/Dockerfile --target app -t "$repo:$tag" --push .
+  fi
+
+  step "the Spark job's Python environment for EMR Serverless (scripts/build_emr_archive.py)"
+  mkdir -p "$rehearsal/emr"
+  if local_env; then
+    # Rehearsal: the same script, run with this machine's Python (AWS: Amazon Linux 2023 in Docker).
+    UV="${SP_CACHE:-$HOME/.cache/sensor-pipeline}/tools/bin/uv" UV_CACHE_DIR="${SP_CACHE:-$HOME/.cache/sensor-pipeline}/uv" \
+      .venv/bin/python scripts/build_emr_archive.py --out "$rehearsal/emr/pyspark_venv.tar.gz"
+  else
+    docker buildx build --platform linux/amd64 -f docker/Dockerfile --target emr-venv-export \
+      -o type=local,dest="$rehearsal/emr" .
+  fi
+  step "upload the job, its archive and the connector jars to s3://$bucket/jobs/"
+  "$cli" emr upload --bucket "$bucket" --archive "$rehearsal/emr/pyspark_venv.tar.gz" >/dev/null
+
+  step "terraform apply: the whole stack (on AWS, MSK and DocumentDB take 20-30 minutes the first time)"
+  tf apply -input=false -auto-approve -no-color -var-file="env/$env_name.tfvars" -var "image_tag=$tag" | grep -E '^Apply complete'
+  tf state list | grep -vc '^data\.' | xargs printf '    %s resources in the state\n'
+
+  step "init task: topics and the store's indexes (one-off ECS task)"
+  init_json=$(tf output -json init_task)
+  field() { python3 -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(",".join(v) if isinstance(v, list) else v)' "$init_json" "$1"; }
+  "$cli" aws run-task --cluster "$(output ecs_cluster_name)" --task-definition "$(field task_definition)" \
+    --subnets "$(field subnets)" --security-group "$(field security_group)" \
+    || fail "the init task failed: see CloudWatch log group /sensor-pipeline/$env_name/init"
+
+  step "submit the streaming job run (kept if one is already running)"
+  export SP_KAFKA_BOOTSTRAP=$(output msk_bootstrap_brokers) SP_KAFKA_SECURITY_PROTOCOL=SASL_SSL \
+    SP_KAFKA_SASL_MECHANISM=AWS_MSK_IAM SP_MONGO_URI=$(output docdb_uri) SP_MONGO_SECRET_ARN=$(output docdb_secret_arn) \
+    SP_MONGO_TLS_CA_FILE=./environment/rds-global-bundle.pem
+  app=$(output emr_application_id)
+  if "$cli" emr submit --application-id "$app" --bucket "$bucket" --role-arn "$(output emr_job_role_arn)" \
+      --log-group "$(output emr_log_group)" --wait-running 900 > "$rehearsal/run-id" 2> "$rehearsal/submit.err"; then
+    run_id=$(cat "$rehearsal/run-id")
+  else
+    grep -q "already running" "$rehearsal/submit.err" || fail "$(cat "$rehearsal/submit.err")"
+    echo "    kept the running job run"
+    run_id=$("$cli" emr status --application-id "$app" | awk '$2 == "RUNNING" {print $1; exit}')
+  fi
+  "$cli" emr status --application-id "$app" --run-id "$run_id"
+
+  step "deployed"
+  echo "dashboard:   $(output dashboard_url)"
+  echo "job run:     $run_id (application $app)"
+  echo "logs:        sensor-pipeline emr logs --application-id $app --run-id $run_id --bucket $bucket"
+  if local_env; then
+    echo "rehearsal:   the dashboard task listens on http://127.0.0.1:5006/dashboard; processes' logs in .local-stack/logs/ecs-*.log and .local-stack/emr-runs/"
+  fi
+}
+
+destroy() {
+  if local_env && ! "$cli" stack status >/dev/null 2>&1; then
+    echo "the local stack is not running: nothing of the rehearsal is left"; rm -rf "$rehearsal"; return
+  fi
+  init
+  resources=$(tf state list 2>/dev/null || true)
+  if [ -z "$resources" ]; then
+    echo "    no resources in the state"
+  else
+    app=""; region=""
+    if grep -qx 'aws_emrserverless_application.this' <<<"$resources"; then
+      app=$(output emr_application_id); region=$(output region)
+    fi
+    if [ -n "$app" ]; then
+      step "cancel the job runs, wait for CANCELLED, stop the EMR Serverless application, wait for STOPPED"
+      SP_AWS_REGION=${region:-us-east-1} "$cli" emr shutdown --application-id "$app"
+    fi
+    step "terraform destroy"
+    tf destroy -input=false -auto-approve -no-color -var-file="env/$env_name.tfvars" | grep -E '^Destroy complete'
+  fi
+  if local_env; then
+    step "check that nothing of the rehearsal is left (emulator resources, local processes)"
+    "$cli" aws leftovers --name "sensor-pipeline-$env_name" --processes
+    if [ -f "$rehearsal/started-stack" ]; then
+      step "stop the local stack the rehearsal started"
+      "$cli" stack down
+    fi
+    rm -rf "$rehearsal"
+  fi
+}
 
 case "$action" in
   plan)
+    local_env && start_local_stack
     init
-    if [ "$env_name" = local ]; then
-      step "terraform plan against the AWS emulator on 127.0.0.1:4566 (make local-infra-up)"
-      export AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
-      tf plan -input=false -var-file="env/$env_name.tfvars"
-    else
-      step "terraform plan"
-      tf plan -input=false -var-file="env/$env_name.tfvars"
-    fi
+    step "terraform plan"
+    tf plan -input=false -var-file="env/$env_name.tfvars"
     ;;
-  deploy)
-    command -v docker >/dev/null || fail "docker is needed to build the images (docker buildx)"
-    command -v aws >/dev/null || fail "the AWS CLI is needed for the ECR login"
-    init
-    tag=$(git rev-parse --short=12 HEAD)
-    step "terraform apply: ECR and the artifacts bucket first"
-    tf apply -input=false -auto-approve -var-file="env/$env_name.tfvars" -var "image_tag=$tag" \
-      -target=aws_ecr_repository.app -target=aws_s3_bucket.artifacts
-    repo=$(output ecr_repository_url); region=$(output region); bucket=$(output artifacts_bucket)
-    step "build and push the application image $repo:$tag"
-    aws ecr get-login-password --region "$region" | docker login --username AWS --password-stdin "${repo%%/*}"
-    docker buildx build --platform linux/amd64 -f docker/Dockerfile --target app -t "$repo:$tag" --push .
-    step "package the Spark job's Python environment for EMR Serverless"
-    docker buildx build --platform linux/amd64 -f docker/Dockerfile --target emr-venv-export -o type=local,dest=.local-stack/emr .
-    step "upload the job, its venv archive and the Kafka connector jars to s3://$bucket/jobs/"
-    SP_AWS_REGION=$region "$cli" emr upload --bucket "$bucket" --archive .local-stack/emr/pyspark_venv.tar.gz
-    step "terraform apply: the whole stack (MSK and DocumentDB take 20-30 minutes the first time)"
-    tf apply -input=false -auto-approve -var-file="env/$env_name.tfvars" -var "image_tag=$tag"
-    step "create topics (one-off init task)"
-    cluster=$(output ecs_cluster_name)
-    init_json=$(tf output -json init_task)
-    python3 - "$init_json" > .local-stack/init-network.json <<'PY'
-import json, sys
-task = json.loads(sys.argv[1])
-print(json.dumps({"awsvpcConfiguration": {"subnets": task["subnets"], "securityGroups": [task["security_group"]], "assignPublicIp": "DISABLED"}}))
-PY
-    task_def=$(echo "$init_json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["task_definition"])')
-    task=$(aws ecs run-task --region "$region" --cluster "$cluster" --launch-type FARGATE --task-definition "$task_def" \
-      --network-configuration "file://.local-stack/init-network.json" --query 'tasks[0].taskArn' --output text)
-    aws ecs wait tasks-stopped --region "$region" --cluster "$cluster" --tasks "$task"
-    code=$(aws ecs describe-tasks --region "$region" --cluster "$cluster" --tasks "$task" --query 'tasks[0].containers[0].exitCode' --output text)
-    [ "$code" = 0 ] || fail "the init task exited $code: see CloudWatch log group /sensor-pipeline/$env_name/init"
-    step "submit the streaming job run (kept if one is already running)"
-    export SP_AWS_REGION=$region SP_KAFKA_BOOTSTRAP=$(output msk_bootstrap_brokers) SP_KAFKA_SECURITY_PROTOCOL=SASL_SSL \
-      SP_KAFKA_SASL_MECHANISM=AWS_MSK_IAM SP_MONGO_URI=$(output docdb_uri) SP_MONGO_SECRET_ARN=$(output docdb_secret_arn) \
-      SP_MONGO_TLS_CA_FILE=./environment/rds-global-bundle.pem
-    app=$(output emr_application_id)
-    if "$cli" emr submit --application-id "$app" --bucket "$bucket" --role-arn "$(output emr_job_role_arn)" \
-        --log-group "$(output emr_log_group)" 2>.local-stack/submit.err; then :; else
-      grep -q "already running" .local-stack/submit.err || fail "$(cat .local-stack/submit.err)"
-      echo "kept the running job run"
-    fi
-    "$cli" emr status --application-id "$app"
-    step "done: dashboard at $(output dashboard_url)"
+  bootstrap-state)
+    local_env && fail "ENV=local keeps its state in .local-stack/: no bucket to bootstrap"
+    step "Terraform state bucket and $backend"
+    region=$(sed -nE 's/^\s*region\s*=\s*"([^"]+)".*/\1/p' "$tfvars" | head -n 1)
+    SP_AWS_REGION=${region:-us-east-1} "$cli" aws bootstrap-state --env "$env_name"
     ;;
-  destroy)
-    init
-    region=$(output region 2>/dev/null || true)
-    app=$(output emr_application_id 2>/dev/null || true)
-    if [ -n "$app" ]; then
-      step "cancel job runs and stop the EMR Serverless application $app"
-      SP_AWS_REGION=$region "$cli" emr cancel --application-id "$app"
-      aws emr-serverless stop-application --region "$region" --application-id "$app" || true
-    fi
-    step "terraform destroy"
-    tf destroy -input=false -auto-approve -var-file="env/$env_name.tfvars"
-    ;;
-  *) fail "unknown action $action (deploy, destroy or plan)";;
+  deploy) deploy ;;
+  destroy) destroy ;;
+  *) fail "unknown action $action (deploy, destroy, plan or bootstrap-state)";;
 esac

@@ -131,6 +131,34 @@ def init(bucket: str | None) -> None:
     click.echo(json.dumps(result))
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=4566, show_default=True)
+@click.option(
+    "--mongo-auth",
+    type=click.Choice(["plain", "none"]),
+    default="plain",
+    show_default=True,
+    help="how the local MongoDB-wire server takes credentials (FerretDB: plain; mongod: none)",
+)
+def emulator(host: str, port: int, mongo_auth: str) -> None:
+    """Serve the AWS emulator (moto, extended) with its ECS and EMR Serverless runners."""
+    from urllib.parse import urlsplit
+
+    from sensor_pipeline.emulator.server import serve
+    from sensor_pipeline.stack.definition import find_root
+    from sensor_pipeline.stack.runner import Paths
+
+    _logging()
+    settings = _settings()
+    mongo = urlsplit(settings.mongo_uri)
+    paths = Paths.of(find_root())
+    serve(
+        host, port, paths.state, paths.venv_bin, settings.kafka_bootstrap,
+        mongo.hostname or "127.0.0.1", mongo.port or 27017, mongo_auth,
+    )  # fmt: skip
+
+
 # --- local stack ------------------------------------------------------------------------------
 
 
@@ -153,9 +181,10 @@ def _stack_call(action: str, **kwargs: Any) -> Any:
 
 @stack.command("up")
 @click.option("--infra-only", is_flag=True, help="only Kafka, the MongoDB server and the AWS emulator")
-def stack_up(infra_only: bool) -> None:
+@click.option("--refuse-app-tier", is_flag=True, help="fail if local-up's pipeline services are running")
+def stack_up(infra_only: bool, refuse_app_tier: bool) -> None:
     """Start the stack (idempotent) and print where everything runs."""
-    _stack_call("up", infra_only=infra_only)
+    _stack_call("up", infra_only=infra_only, refuse_app_tier=refuse_app_tier)
 
 
 @stack.command("down")
@@ -212,6 +241,13 @@ def _emr_call(action: str, *args: Any, **kwargs: Any) -> Any:
         sys.exit(1)
 
 
+size_options = [
+    click.option("--driver-cores", type=click.Choice(["1", "2", "4", "8", "16"]), default="2", show_default=True),
+    click.option("--driver-memory-gb", type=click.IntRange(1, 108), default=4, show_default=True),
+    click.option("--executor-cores", type=click.Choice(["1", "2", "4", "8", "16"]), default="2", show_default=True),
+    click.option("--executor-memory-gb", type=click.IntRange(1, 108), default=4, show_default=True),
+    click.option("--executors", type=click.IntRange(1, 100), default=2, show_default=True),
+]
 application_option = click.option("--application-id", required=True, envvar="SP_EMR_APPLICATION_ID")
 bucket_option = click.option("--bucket", required=True, envvar="SP_ARTIFACTS_BUCKET", help="artifacts bucket")
 
@@ -237,18 +273,40 @@ def emr_upload(bucket: str, archive: Path | None) -> None:
 @click.option("--log-group", envvar="SP_EMR_LOG_GROUP", help="CloudWatch log group for the run")
 @click.option("--no-archive", is_flag=True, help="the application's image already has the dependencies")
 @click.option("--force", is_flag=True, help="start even if a run of the job is active")
+@click.option(
+    "--wait-running", type=click.IntRange(min=0), default=0, help="seconds to wait until RUNNING (0: no wait)"
+)
+@size_options[0]
+@size_options[1]
+@size_options[2]
+@size_options[3]
+@size_options[4]
 def emr_submit(
-    application_id: str, bucket: str, role_arn: str, log_group: str | None, no_archive: bool, force: bool
+    application_id: str,
+    bucket: str,
+    role_arn: str,
+    log_group: str | None,
+    no_archive: bool,
+    force: bool,
+    wait_running: int,
+    **size: Any,
 ) -> None:
-    """Start the streaming job run (STREAMING mode, retry policy, S3 + CloudWatch logs)."""
-    from sensor_pipeline.emr import Artifacts
+    """Start the streaming job run (STREAMING mode, retry policy, S3 + CloudWatch logs).
+
+    Worker sizes are set here (driver + fixed executors) and checked against the application's
+    maximum capacity; to scale up, raise emr_max_capacity in infra/ and pass bigger sizes.
+    """
+    from sensor_pipeline.emr import Artifacts, JobSize
     from sensor_pipeline.stack.artifacts import emr_jars
     from sensor_pipeline.stack.definition import find_root, load
 
     root = find_root()
     jars = [j.name for j in emr_jars(root, load(root).versions["spark"])]
     artifacts = Artifacts.in_bucket(bucket, jars, with_archive=not no_archive)
-    run_id = _emr_call("submit", application_id, role_arn, artifacts, log_group=log_group, force=force)
+    job_size = JobSize(**{k: int(v) for k, v in size.items()})
+    run_id = _emr_call("submit", application_id, role_arn, artifacts, log_group=log_group, force=force, size=job_size)
+    if wait_running:
+        _emr_call("wait_for_run", application_id, run_id, ["RUNNING"], timeout=wait_running)
     click.echo(run_id)
 
 
@@ -271,6 +329,15 @@ def emr_cancel(application_id: str, run_id: str | None) -> None:
     click.echo("cancelled: " + (", ".join(cancelled) or "nothing was running"))
 
 
+@emr.command("shutdown")
+@application_option
+@click.option("--timeout", type=click.IntRange(min=1), default=600, show_default=True)
+def emr_shutdown(application_id: str, timeout: int) -> None:
+    """Cancel every run, wait for CANCELLED, stop the application, wait for STOPPED (before deleting it)."""
+    cancelled = _emr_call("shutdown", application_id, timeout=timeout)
+    click.echo(f"cancelled: {', '.join(cancelled) or 'nothing was running'}; application {application_id} stopped")
+
+
 @emr.command("logs")
 @application_option
 @bucket_option
@@ -279,6 +346,99 @@ def emr_cancel(application_id: str, run_id: str | None) -> None:
 def emr_logs(application_id: str, bucket: str, run_id: str, stream: str) -> None:
     """Print the driver's log of a run from S3."""
     click.echo(_emr_call("logs", application_id, run_id, bucket, stream=stream))
+
+
+# --- deploy steps (scripts/deploy.sh) ------------------------------------------------------------
+
+
+@main.group("aws")
+def aws_group() -> None:
+    """AWS steps of make deploy/destroy/bootstrap-state (SP_AWS_ENDPOINT_URL: the emulator)."""
+
+
+def _deploy_call(action: str, *args: Any, **kwargs: Any) -> Any:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from sensor_pipeline import deploy
+
+    try:
+        return getattr(deploy, action)(_settings(), *args, **kwargs)
+    except (deploy.DeployError, ClientError, BotoCoreError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(1)
+
+
+@aws_group.command("bootstrap-state")
+@click.option("--env", "env_name", required=True, help="environment name (dev, staging, prod)")
+def aws_bootstrap_state(env_name: str) -> None:
+    """Create the Terraform state bucket (versioned, encrypted, private) and write infra/env/ENV.s3.tfbackend."""
+    from sensor_pipeline.stack.definition import find_root
+
+    backend = find_root() / "infra" / "env" / f"{env_name}.s3.tfbackend"
+    bucket = _deploy_call("bootstrap_state", env_name, backend)
+    click.echo(f"state bucket {bucket} ready; wrote {backend}")
+
+
+@aws_group.command("service-linked-role")
+@click.option("--service", default="ecs.amazonaws.com", show_default=True)
+def aws_service_linked_role(service: str) -> None:
+    """Create the service's linked role when the account lacks it (idempotent)."""
+    created = _deploy_call("ensure_service_linked_role", service)
+    click.echo(f"{service} service-linked role {'created' if created else 'already there'}")
+
+
+@aws_group.command("image-exists")
+@click.option("--repository-url", required=True)
+@click.option("--tag", required=True)
+def aws_image_exists(repository_url: str, tag: str) -> None:
+    """Exit 0 when the tag is in ECR, 3 when it is not."""
+    sys.exit(0 if _deploy_call("image_exists", repository_url, tag) else 3)
+
+
+@aws_group.command("register-image")
+@click.option("--repository-url", required=True)
+@click.option("--tag", required=True)
+@click.option("--digest-of", required=True, help="the commit the tag names")
+def aws_register_image(repository_url: str, tag: str, digest_of: str) -> None:
+    """The rehearsal's push: an image manifest under the tag (no Docker engine locally)."""
+    import hashlib
+
+    _deploy_call("register_local_image", repository_url, tag, hashlib.sha256(digest_of.encode()).hexdigest())
+
+
+@aws_group.command("run-task")
+@click.option("--cluster", required=True)
+@click.option("--task-definition", required=True)
+@click.option("--subnets", required=True, help="comma-separated subnet ids")
+@click.option("--security-group", required=True)
+@click.option("--timeout", type=click.IntRange(min=1), default=600, show_default=True)
+def aws_run_task(cluster: str, task_definition: str, subnets: str, security_group: str, timeout: int) -> None:
+    """Run a one-off Fargate task, wait for it, and exit with its container's exit code."""
+    code = _deploy_call("run_task", cluster, task_definition, subnets.split(","), security_group, timeout)
+    click.echo(f"task exited {code}")
+    sys.exit(code)
+
+
+@aws_group.command("ecr-password")
+def aws_ecr_password() -> None:
+    """Print the registry password for `docker login --username AWS --password-stdin` (no AWS CLI needed)."""
+    click.echo(_deploy_call("ecr_password"))
+
+
+@aws_group.command("leftovers")
+@click.option("--name", required=True, help="<project>-<environment>, e.g. sensor-pipeline-local")
+@click.option("--timeout", type=click.IntRange(min=0), default=60, show_default=True)
+@click.option("--processes", is_flag=True, help="also local processes the emulator's runners started")
+def aws_leftovers(name: str, timeout: int, processes: bool) -> None:
+    """List what of the stack is still there; exit 1 if anything is."""
+    from sensor_pipeline.deploy import emulated_processes
+
+    left = _deploy_call("wait_gone", name, timeout)
+    if processes:
+        left += [f"process: {p}" for p in emulated_processes()]
+    for item in left:
+        click.echo(item)
+    sys.exit(1 if left else 0)
 
 
 if __name__ == "__main__":

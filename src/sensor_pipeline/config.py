@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     # --- dashboard --------------------------------------------------------------------------------
     dashboard_port: int = Field(5006, ge=1, le=65535)
     dashboard_rollover: int = Field(500, ge=10, description="points kept per beach and metric")
-    dashboard_allow_origin: str = Field("*", description="bokeh --allow-websocket-origin value")
+    dashboard_allow_origin: str = Field(
+        "*", description="host[:port] list (comma-separated) the dashboard's websocket accepts; * = any"
+    )
 
     # --- AWS --------------------------------------------------------------------------------------
     aws_region: str = "us-east-1"

@@ -18,10 +18,13 @@ Errors: every AWS error becomes an :class:`EmrError` whose message says what fai
 from __future__ import annotations
 
 import gzip
+import math
+import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -35,6 +38,86 @@ JOB_PREFIX = "jobs/"
 
 class EmrError(RuntimeError):
     """An EMR Serverless or S3 call failed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class JobSize:
+    """Driver and executor sizes of the streaming run, set at submit (EMR's defaults are 4 vCPU / 14 GB each).
+
+    Each Spark process runs on its own EMR Serverless worker of ``cores`` vCPU and ``memory`` plus
+    overhead (``spark.*.memoryOverhead``: 10 %, at least 384 MB), rounded up to a whole GB; the sum
+    over the driver and the executors must fit the application's maximum capacity (infra/emr.tf,
+    ``emr_max_capacity``). Valid workers: 1 vCPU 2-8 GB, 2 vCPU 4-16 GB, 4 vCPU 8-30 GB, 8 vCPU 16-60 GB,
+    16 vCPU 32-120 GB (EMR Serverless User Guide, "Understanding application behavior": worker
+    configurations and the 10 % / 384 MB overhead; https://docs.aws.amazon.com/emr/latest/EMR-Serverless-UserGuide/app-behavior.html).
+    The job is a steady stream, so the executors are a fixed number (no dynamic allocation).
+    """
+
+    driver_cores: int = 2
+    driver_memory_gb: int = 4
+    executor_cores: int = 2
+    executor_memory_gb: int = 4
+    executors: int = 2
+
+    WORKER_MEMORY: ClassVar[dict[int, tuple[int, int]]] = {
+        1: (2, 8),
+        2: (4, 16),
+        4: (8, 30),
+        8: (16, 60),
+        16: (32, 120),
+    }
+
+    @staticmethod
+    def worker_memory_gb(memory_gb: int, cores: int) -> int:
+        """Memory + overhead, rounded up to the worker's step (1 GB; 4 GB for 8 vCPU, 8 GB for 16 vCPU)."""
+        step = {8: 4, 16: 8}.get(cores, 1)
+        overhead = max(0.384, 0.10 * memory_gb)
+        return step * math.ceil((memory_gb + overhead) / step)
+
+    def workers(self) -> list[tuple[int, int]]:
+        """(vCPU, GB) of every worker the run asks for: the driver first."""
+        driver = (self.driver_cores, self.worker_memory_gb(self.driver_memory_gb, self.driver_cores))
+        executor = (self.executor_cores, self.worker_memory_gb(self.executor_memory_gb, self.executor_cores))
+        return [driver] + [executor] * self.executors
+
+    def check(self, max_cpu: float | None = None, max_memory_gb: float | None = None) -> None:
+        for cores, memory in self.workers():
+            if cores not in self.WORKER_MEMORY:
+                raise EmrError(f"{cores} vCPU is not an EMR Serverless worker size: use 1, 2, 4, 8 or 16")
+            low, high = self.WORKER_MEMORY[cores]
+            if not low <= memory <= high:
+                raise EmrError(
+                    f"a {cores} vCPU worker takes {low}-{high} GB, but {memory} GB (memory + overhead) was asked for"
+                )
+        cpu = sum(c for c, _ in self.workers())
+        memory = sum(m for _, m in self.workers())
+        if (max_cpu is not None and cpu > max_cpu) or (max_memory_gb is not None and memory > max_memory_gb):
+            raise EmrError(
+                f"the run needs {cpu} vCPU and {memory} GB (driver + {self.executors} executors with overhead), "
+                f"more than the application's maximum capacity ({max_cpu} vCPU, {max_memory_gb} GB): "
+                "raise emr_max_capacity in your tfvars and `make deploy`, or submit with fewer/smaller executors"
+            )
+
+    def spark_conf(self) -> dict[str, str]:
+        return {
+            "spark.driver.cores": str(self.driver_cores),
+            "spark.driver.memory": f"{self.driver_memory_gb}g",
+            "spark.executor.cores": str(self.executor_cores),
+            "spark.executor.memory": f"{self.executor_memory_gb}g",
+            "spark.executor.instances": str(self.executors),
+            "spark.dynamicAllocation.enabled": "false",
+        }
+
+
+def _capacity(value: str | None) -> float | None:
+    """ "8 vCPU" / "32 GB" / "32768 MB" as a number of vCPU or GB."""
+    if not value:
+        return None
+    match = re.match(r"\s*([0-9.]+)\s*([A-Za-z]*)", value)
+    if not match:
+        return None
+    number, unit = float(match.group(1)), match.group(2).upper()
+    return number / 1024 if unit == "MB" else number
 
 
 @dataclass(frozen=True)
@@ -116,8 +199,9 @@ def job_environment(settings: Settings, checkpoint: str) -> dict[str, str]:
     return {k: v for k, v in values.items() if v}
 
 
-def spark_submit_parameters(artifacts: Artifacts, environment: dict[str, str]) -> str:
+def spark_submit_parameters(artifacts: Artifacts, environment: dict[str, str], size: JobSize | None = None) -> str:
     parts = ["--conf spark.sql.session.timeZone=UTC"]
+    parts += [f"--conf {key}={value}" for key, value in (size or JobSize()).spark_conf().items()]
     if artifacts.jars:
         parts.append(f"--jars {','.join(artifacts.jars)}")
     if artifacts.archive:
@@ -159,8 +243,14 @@ def submit(
     log_group: str | None = None,
     force: bool = False,
     name: str = JOB_NAME,
+    size: JobSize | None = None,
 ) -> str:
     """Start the streaming job run; refuses while another run of the same job is active."""
+    size = size or JobSize()
+    emr = aws_client(settings, "emr-serverless")
+    application = _call("reading the application", emr.get_application, applicationId=application_id)["application"]
+    maximum = application.get("maximumCapacity", {})
+    size.check(_capacity(maximum.get("cpu")), _capacity(maximum.get("memory")))
     running = active_runs(settings, application_id, name)
     if running and not force:
         ids = ", ".join(r["id"] for r in running)
@@ -174,7 +264,6 @@ def submit(
     }
     if log_group:
         monitoring["cloudWatchLoggingConfiguration"] = {"enabled": True, "logGroupName": log_group}
-    emr = aws_client(settings, "emr-serverless")
     response = _call(
         "starting the job run",
         emr.start_job_run,
@@ -187,7 +276,9 @@ def submit(
             "sparkSubmit": {
                 "entryPoint": artifacts.entry_point,
                 "entryPointArguments": ["--checkpoint", checkpoint],
-                "sparkSubmitParameters": spark_submit_parameters(artifacts, job_environment(settings, checkpoint)),
+                "sparkSubmitParameters": spark_submit_parameters(
+                    artifacts, job_environment(settings, checkpoint), size
+                ),
             }
         },
         configurationOverrides={"monitoringConfiguration": monitoring},
@@ -231,9 +322,56 @@ def cancel(settings: Settings, application_id: str, run_id: str | None = None) -
     return ids
 
 
-def stop_application(settings: Settings, application_id: str) -> None:
+def wait_for_run(
+    settings: Settings, application_id: str, run_id: str, states: Iterable[str], timeout: float = 600.0
+) -> str:
+    """Poll a run until it is in one of ``states``; a run that ends elsewhere, or a timeout, raises."""
+    wanted = set(states)
     emr = aws_client(settings, "emr-serverless")
-    _call("stopping the application", emr.stop_application, applicationId=application_id)
+    deadline = time.monotonic() + timeout
+    while True:
+        run = _call("reading the job run", emr.get_job_run, applicationId=application_id, jobRunId=run_id)["jobRun"]
+        state = str(run["state"])
+        if state in wanted:
+            return state
+        if state in ("SUCCESS", "FAILED", "CANCELLED") or time.monotonic() > deadline:  # ended elsewhere
+            raise EmrError(
+                f"job run {run_id} is {state} ({run.get('stateDetails', '')}), not {'/'.join(sorted(wanted))}; "
+                f"see `sensor-pipeline emr logs --application-id {application_id} --run-id {run_id}`"
+            )
+        time.sleep(2)
+
+
+def wait_for_application(settings: Settings, application_id: str, state: str, timeout: float = 600.0) -> None:
+    emr = aws_client(settings, "emr-serverless")
+    deadline = time.monotonic() + timeout
+    while True:
+        current = _call("reading the application", emr.get_application, applicationId=application_id)
+        if current["application"]["state"] == state:
+            return
+        if time.monotonic() > deadline:
+            raise EmrError(f"application {application_id} is {current['application']['state']}, not {state}")
+        time.sleep(2)
+
+
+def shutdown(settings: Settings, application_id: str, timeout: float = 600.0) -> list[str]:
+    """What DeleteApplication needs: every run cancelled (CancelJobRun is asynchronous), then STOPPED.
+
+    AWS: DeleteApplication accepts only a CREATED or STOPPED application, and StopApplication only one
+    whose runs are all finished (EMR Serverless API Reference, DeleteApplication / StopApplication).
+    """
+    emr = aws_client(settings, "emr-serverless")
+    cancelled = [r["id"] for r in _list_runs(settings, application_id, states=list(ACTIVE_STATES))]
+    for run_id in cancelled:  # every run of the application, whatever its name
+        _call(f"cancelling {run_id}", emr.cancel_job_run, applicationId=application_id, jobRunId=run_id)
+    stopping = [r["id"] for r in _list_runs(settings, application_id, states=["CANCELLING"])]
+    for run_id in {*cancelled, *stopping}:
+        wait_for_run(settings, application_id, run_id, ["CANCELLED", "SUCCESS", "FAILED"], timeout)
+    state = _call("reading the application", emr.get_application, applicationId=application_id)["application"]
+    if state["state"] not in ("CREATED", "STOPPED", "TERMINATED"):
+        _call("stopping the application", emr.stop_application, applicationId=application_id)
+        wait_for_application(settings, application_id, "STOPPED", timeout)
+    return cancelled
 
 
 def logs(settings: Settings, application_id: str, run_id: str, bucket: str, stream: str = "stdout") -> str:

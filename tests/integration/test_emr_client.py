@@ -57,7 +57,7 @@ def test_upload_puts_the_job_jars_and_archive_in_s3(aws: tuple[Settings, str, st
     assert any("aws-msk-iam-auth" in j for j in uploaded.jars), "MSK IAM auth is needed on EMR"
 
 
-def test_submit_status_cancel_and_duplicate_refusal(aws: tuple[Settings, str, str]) -> None:
+def test_submit_builds_the_request_as_aws_reads_it(aws: tuple[Settings, str, str]) -> None:
     settings, application, bucket = aws
     jars = [j.name for j in artifacts.spark_jars(ROOT, "4.0.2")]
     job = emr.Artifacts.in_bucket(bucket, jars)
@@ -69,19 +69,34 @@ def test_submit_status_cancel_and_duplicate_refusal(aws: tuple[Settings, str, st
     assert driver["entryPointArguments"] == ["--checkpoint", f"s3://{bucket}/checkpoints/structure_validate_store/"]
     parameters = driver["sparkSubmitParameters"]
     assert f"--jars s3://{bucket}/jobs/jars/" in parameters and "spark.archives=" in parameters
+    assert "spark.executor.instances=2" in parameters and "spark.driver.cores=2" in parameters
     assert "SP_MONGO_PASSWORD" not in parameters and "password" not in parameters.lower()
+    # Nothing was uploaded: the emulator's EMR runner cannot fetch the entry point and fails the run.
+    with pytest.raises(emr.EmrError, match="FAILED"):
+        emr.wait_for_run(settings, application, run_id, ["RUNNING"], timeout=60)
 
-    runs = emr.status(settings, application, run_id)
-    assert runs[0]["id"] == run_id and runs[0]["state"] in (*emr.ACTIVE_STATES, "SUCCESS")
 
-    if runs[0]["state"] in emr.ACTIVE_STATES:
-        with pytest.raises(emr.EmrError, match="already running"):
-            emr.submit(settings, application, ROLE, job)
-    else:  # moto finishes job runs at the first poll: a second submit is legitimate then
-        assert emr.submit(settings, application, ROLE, job)
+def test_a_running_streaming_job_refuses_a_second_run_and_cancels_asynchronously(
+    aws: tuple[Settings, str, str], tmp_path: Path
+) -> None:
+    """A real run: the emulator's EMR runner starts spark-submit on a job that runs until cancelled."""
+    settings, application, bucket = aws
+    entry = tmp_path / "until_cancelled.py"
+    entry.write_text("import time\nwhile True:\n    time.sleep(1)\n")
+    aws_client(settings, "s3").upload_file(str(entry), bucket, "jobs/until_cancelled.py")
+    job = emr.Artifacts(bucket, f"s3://{bucket}/jobs/until_cancelled.py", archive=None, jars=())
+    run_id = emr.submit(settings, application, ROLE, job, name="until_cancelled")
+    assert emr.wait_for_run(settings, application, run_id, ["RUNNING"], timeout=120) == "RUNNING"
 
-    emr.cancel(settings, application, run_id)
-    assert emr.status(settings, application, run_id)[0]["state"] in ("CANCELLED", "CANCELLING", "SUCCESS")
+    with pytest.raises(emr.EmrError, match="already running"):
+        emr.submit(settings, application, ROLE, job, name="until_cancelled")
+
+    assert emr.cancel(settings, application, run_id) == [run_id]
+    assert emr.wait_for_run(settings, application, run_id, ["CANCELLED"], timeout=120) == "CANCELLED"
+    assert emr.submit(settings, application, ROLE, job, name="until_cancelled", force=False), "free again"
+    emr.shutdown(settings, application, timeout=120)
+    state = aws_client(settings, "emr-serverless").get_application(applicationId=application)["application"]["state"]
+    assert state == "STOPPED"
 
 
 def test_cli_reports_aws_errors_clearly(aws: tuple[Settings, str, str]) -> None:

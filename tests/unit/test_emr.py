@@ -61,3 +61,34 @@ def test_the_run_is_streaming_with_retries_and_the_secret_only_by_arn(applicatio
     )["jobRun"]
     assert described["jobDriver"]["sparkSubmit"]["entryPoint"] == "s3://bucket/jobs/structure_validate_store.py"
     assert described["executionRole"] == ROLE
+
+
+def test_default_job_size_fits_the_default_application_capacity() -> None:
+    size = emr.JobSize()
+    # driver + 2 executors, 2 vCPU and 4 GB + 10 % overhead (5 GB workers) each: 6 vCPU, 15 GB <= 8 vCPU, 32 GB
+    assert size.workers() == [(2, 5), (2, 5), (2, 5)]
+    size.check(8, 32)
+    conf = size.spark_conf()
+    assert conf["spark.executor.instances"] == "2" and conf["spark.dynamicAllocation.enabled"] == "false"
+    assert "--conf spark.driver.memory=4g" in emr.spark_submit_parameters(emr.Artifacts.in_bucket("b", []), {}, size)
+
+
+def test_a_run_larger_than_the_application_is_refused_with_what_to_change() -> None:
+    with pytest.raises(emr.EmrError, match="emr_max_capacity"):
+        emr.JobSize(executors=4).check(8, 32)
+    with pytest.raises(emr.EmrError, match="2-8 GB"):
+        emr.JobSize(driver_cores=1, driver_memory_gb=8).check()  # 8 GB + overhead does not fit a 1 vCPU worker
+    with pytest.raises(emr.EmrError, match="worker size"):
+        emr.JobSize(executor_cores=3).check()
+
+
+def test_submit_checks_the_size_against_the_application(application: tuple[Settings, str]) -> None:
+    settings, _ = application
+    import boto3
+
+    app = boto3.client("emr-serverless", region_name="us-east-1").create_application(
+        name="small", releaseLabel="emr-7.0.0", type="SPARK", maximumCapacity={"cpu": "4 vCPU", "memory": "16 GB"}
+    )["applicationId"]
+    with pytest.raises(emr.EmrError, match="maximum capacity"):
+        emr.submit(settings, app, ROLE, emr.Artifacts.in_bucket("bucket", []))
+    assert emr.submit(settings, app, ROLE, emr.Artifacts.in_bucket("bucket", []), size=emr.JobSize(executors=1))

@@ -16,7 +16,9 @@ APP_DIR = Path(__file__).resolve().parent
 
 def serve(settings: Settings, address: str = "127.0.0.1") -> None:
     """Replace this process with ``bokeh serve`` of this directory app (signals go straight to it)."""
-    origin = settings.dashboard_allow_origin
+    # One --allow-websocket-origin per host[:port] (comma-separated in SP_DASHBOARD_ALLOW_ORIGIN):
+    # Bokeh accepts the websocket only from pages served at one of them.
+    origins = [o.strip() for o in settings.dashboard_allow_origin.split(",") if o.strip()] or ["*"]
     command = [
         sys.executable,
         "-m",
@@ -27,8 +29,7 @@ def serve(settings: Settings, address: str = "127.0.0.1") -> None:
         address,
         "--port",
         str(settings.dashboard_port),
-        "--allow-websocket-origin",
-        origin if origin != "*" else "*",
+        *(flag for origin in origins for flag in ("--allow-websocket-origin", origin)),
         "--num-procs",
         "1",
     ]

@@ -152,6 +152,8 @@ def program_commands(paths: Paths, definition: StackDefinition, mongo: tuple[str
             str(binary),
             "--handler=sqlite",
             f"--sqlite-url=file:{state / 'ferretdb'}/",
+            # Its state.json (instance UUID) beside the data, not in the working directory (the checkout).
+            f"--state-dir={state / 'ferretdb'}",
             f"--listen-addr=127.0.0.1:{mongo_port}",
             "--telemetry=disable",
             "--log-level=warn",
@@ -169,7 +171,15 @@ def program_commands(paths: Paths, definition: StackDefinition, mongo: tuple[str
             str(state / "kafka" / "server.properties"),
         ],
         "mongodb": mongo_cmd,
-        "aws": [str(venv / "moto_server"), "-H", "127.0.0.1", "-p", str(services["aws"].port)],
+        # moto, extended in-process, with runners for ECS tasks and EMR Serverless job runs (deploy rehearsal).
+        "aws": [
+            cli,
+            "emulator",
+            "--port",
+            str(services["aws"].port),
+            "--mongo-auth",
+            "plain" if kind == "ferretdb" else "none",
+        ],
         "sensor-api": [cli, "api"],
         "producer": [cli, "produce"],
         "spark-job": spark_submit_command(paths.root, jars, ui_port=services["spark-job"].port),
@@ -226,7 +236,7 @@ def supervisord_conf(paths: Paths, definition: StackDefinition, commands: dict[s
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=2",
         ]
-        if app:
+        if app or service.name == "aws":  # the emulator's runners start pipeline processes
             lines.append(f"environment={env(app_env)}")
     return "\n".join(lines) + "\n"
 
@@ -355,12 +365,19 @@ def _start_service(supervisor: Supervisor, service: Service, paths: Paths) -> No
     print(f"    {service.name:<11} ready in {time.monotonic() - started:5.1f} s", flush=True)
 
 
-def up(root: Path, infra_only: bool = False) -> None:
+def up(root: Path, infra_only: bool = False, refuse_app_tier: bool = False) -> None:
     definition = load(root)
     paths = Paths.of(root)
     t0 = time.monotonic()
-    mongo = prepare(paths, definition)
     supervisor = Supervisor(paths)
+    if refuse_app_tier and supervisor.running():
+        running = [s.name for s in definition.tier("app") if supervisor.state(s.name) == "RUNNING"]
+        if running:
+            raise StackError(
+                f"local-up's pipeline is running ({', '.join(running)}): the rehearsal starts its own through "
+                "ECS and EMR on the same ports. Run `make local-down` first."
+            )
+    mongo = prepare(paths, definition)
     supervisor.start_daemon()
     print("==> starting services (each waits for a real readiness check)", flush=True)
     for service in definition.tier("infra"):

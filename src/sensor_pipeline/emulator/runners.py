@@ -1,0 +1,477 @@
+"""Runners that make the emulator's ECS and EMR Serverless do what AWS does: run what was submitted.
+
+moto records ECS services, ECS tasks and EMR Serverless job runs but runs nothing. For the deploy
+rehearsal (``make deploy ENV=local``) these runners, threads of the emulator process, execute them on
+the local stack, as local processes:
+
+* :class:`EmrRunner` — each submitted job run: downloads the entry point, ``--jars`` and
+  ``spark.archives`` from the emulator's S3, unpacks the archive as ``./environment`` in the run's
+  working folder, applies the ``sparkSubmitParameters`` (``--conf``, ``driverEnv``/``executorEnv``) and
+  the entry point's arguments, and runs ``spark-submit`` in local mode with the archive's Python. It
+  moves the run through SUBMITTED -> SCHEDULED -> RUNNING -> SUCCESS | FAILED, restarts a failed
+  STREAMING run within its retry policy, finishes a cancellation (CANCELLING -> CANCELLED), and uploads
+  the driver's stdout/stderr where ``monitoringConfiguration`` says (``sensor-pipeline emr logs``).
+* :class:`EcsRunner` — each ECS service with a desired count (one process) and each task started with
+  RunTask: the container's command from the project's venv, with the task definition's environment
+  and its ``secrets`` resolved from the emulator's Secrets Manager. A task's exit code is reported back
+  (``DescribeTasks``), a deleted service's process is stopped.
+
+What must change to run on one machine is translated in :mod:`.translate`, and logged. Processes run
+in their own session and are stopped (TERM, then KILL) with the emulator, so nothing outlives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from sensor_pipeline.emulator import translate
+
+log = logging.getLogger("sensor_pipeline.emulator")
+POLL_SECONDS = 1.0
+STOP_GRACE_SECONDS = 30.0
+LOG_UPLOAD_SECONDS = 15.0
+
+
+@dataclass
+class Process:
+    """A child process started by a runner, with its log file."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def start(cls, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> Process:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        out: IO[bytes] = log_path.open("ab")
+        popen = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        out.close()
+        return cls(popen, log_path)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
+        """TERM the whole process group (spark-submit starts a JVM and Python workers), then KILL."""
+        if self.alive():
+            _signal_group(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+        _signal_group(self.popen.pid, signal.SIGKILL)  # stragglers of the group
+        return int(self.popen.returncode)
+
+    def tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text[-lines:])
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+@dataclass(frozen=True)
+class RunnerContext:
+    """What both runners need to know about the local stack."""
+
+    state: Path  # .local-stack/
+    venv_bin: Path  # the project's venv (sensor-pipeline, spark-submit)
+    endpoint_url: str  # this emulator, for the processes' AWS calls
+    mongo_auth: str  # "plain" (FerretDB) or "none" (mongod without --auth)
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+
+    def base_env(self) -> dict[str, str]:
+        """A clean environment: none of the emulator's own variables leak into a task or job run."""
+        keep = ("HOME", "LANG", "LC_ALL", "JAVA_HOME", "TMPDIR", "SP_CACHE")
+        env = {k: v for k, v in os.environ.items() if k in keep}
+        env["PATH"] = f"{self.venv_bin}:/usr/local/bin:/usr/bin:/bin"
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+
+class Runner(threading.Thread):
+    """A polling loop that never dies of one bad request: errors are logged and the loop goes on."""
+
+    def __init__(self, context: RunnerContext, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.context = context
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("%s: one round failed; trying again", self.name)
+            self.stopping.wait(POLL_SECONDS)
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        self.join(10)
+
+
+def pyspark_file() -> str:
+    import pyspark
+
+    return str(pyspark.__file__)
+
+
+# --- EMR Serverless --------------------------------------------------------------------------------
+
+
+def _emr_backends() -> Iterator[Any]:
+    from moto.emrserverless.models import emrserverless_backends
+
+    for regions in emrserverless_backends.values():
+        yield from regions.values()
+
+
+def parse_spark_submit_parameters(text: str) -> tuple[dict[str, str], list[str]]:
+    """``--conf k=v`` pairs and ``--jars`` of an EMR ``sparkSubmitParameters`` string."""
+    conf: dict[str, str] = {}
+    jars: list[str] = []
+    words = shlex.split(text)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--conf" and i + 1 < len(words):
+            key, _, value = words[i + 1].partition("=")
+            conf[key] = value
+            i += 2
+        elif word == "--jars" and i + 1 < len(words):
+            jars += [j for j in words[i + 1].split(",") if j]
+            i += 2
+        elif word.startswith("--") and i + 1 < len(words):
+            conf[f"spark-submit{word}"] = words[i + 1]  # e.g. --driver-memory; kept as given
+            i += 2
+        else:
+            raise ValueError(f"unsupported word in sparkSubmitParameters: {word!r}")
+    return conf, jars
+
+
+@dataclass
+class EmrRun:
+    application_id: str
+    job: Any  # moto's JobRun
+    folder: Path
+    process: Process | None = None
+    failures: list[float] = field(default_factory=list)
+    last_upload: float = 0.0
+    command: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+class EmrRunner(Runner):
+    """Executes EMR Serverless job runs recorded by the emulator (see the module docstring)."""
+
+    def __init__(self, context: RunnerContext) -> None:
+        super().__init__(context, "emr-runner")
+        self.runs: dict[str, EmrRun] = {}
+
+    def tick(self) -> None:
+        for backend in _emr_backends():
+            for application_id, jobs in list(backend.job_runs.items()):
+                for job in list(jobs):
+                    self._step(backend, application_id, job)
+
+    def _step(self, backend: Any, application_id: str, job: Any) -> None:
+        run = self.runs.get(job.id)
+        if job.state == "SUBMITTED" and run is None:
+            application = backend.applications.get(application_id)
+            if application is not None and application.state in ("CREATED", "STOPPED"):
+                application.state = "STARTED"  # auto-start, as the application's configuration asks
+            run = self.runs[job.id] = EmrRun(application_id, job, self.context.state / "emr-runs" / job.id)
+            self._set(job, "SCHEDULED", "preparing the run on the local stack")
+            try:
+                self._start(run)
+            except Exception as error:  # a bad request fails the run, never the runner
+                log.exception("job run %s could not start", job.id)
+                self._set(job, "FAILED", f"could not start: {error}")
+                return
+            self._set(job, "RUNNING", "")
+            return
+        if job.state == "CANCELLING" and (run is None or run.process is None):
+            self._set(job, "CANCELLED", "cancelled by request before it ran")
+            return
+        if run is None or run.process is None:
+            return
+        if job.state == "CANCELLING":
+            code = run.process.stop()
+            self._upload_logs(run)
+            self._set(job, "CANCELLED", f"cancelled by request (exit {code})")
+            return
+        if job.state == "RUNNING" and not run.process.alive():
+            code = run.process.popen.returncode
+            self._upload_logs(run)
+            if code == 0:
+                self._set(job, "SUCCESS", "")
+                return
+            if self._retry(run):
+                log.warning("job run %s failed (exit %s); restarting within its retry policy", job.id, code)
+                self._launch(run)
+                return
+            self._set(job, "FAILED", f"driver exited {code}: {run.process.tail()}")
+            return
+        if time.monotonic() - run.last_upload > LOG_UPLOAD_SECONDS:
+            self._upload_logs(run)
+
+    def _set(self, job: Any, state: str, details: str) -> None:
+        from moto.core.utils import utcnow
+
+        job.state = state
+        job.state_details = details
+        job.updated_at = utcnow()
+        log.info("job run %s: %s %s", job.id, state, details)
+
+    def _retry(self, run: EmrRun) -> bool:
+        if getattr(run.job, "mode", "BATCH") != "STREAMING":
+            return False
+        policy = getattr(run.job, "retry_policy", None) or {}
+        limit = int(policy.get("maxFailedAttemptsPerHour", 5))
+        now = time.monotonic()
+        run.failures = [t for t in run.failures if now - t < 3600] + [now]
+        return len(run.failures) <= limit
+
+    def _download(self, uri: str, target: Path) -> Path:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.context.client("s3").download_file(bucket, key, str(target))
+        return target
+
+    def _start(self, run: EmrRun) -> None:
+        driver = run.job.job_driver["sparkSubmit"]
+        run.folder.mkdir(parents=True, exist_ok=True)
+        conf, jar_uris = parse_spark_submit_parameters(driver.get("sparkSubmitParameters", ""))
+        entry = self._download(driver["entryPoint"], run.folder / "job" / Path(driver["entryPoint"]).name)
+        jars = [self._download(uri, run.folder / "jars" / Path(uri).name) for uri in jar_uris]
+        archives = conf.pop("spark.archives", "")
+        for spec in filter(None, archives.split(",")):
+            uri, _, alias = spec.partition("#")
+            packed = self._download(uri, run.folder / "archives" / Path(uri).name)
+            with tarfile.open(packed) as archive:
+                archive.extractall(run.folder / (alias or Path(uri).name), filter="tar")
+        changes: list[str] = []
+        driver_env = {
+            k.removeprefix("spark.emr-serverless.driverEnv."): v for k, v in conf.items() if ".driverEnv." in k
+        }
+        conf = {k: v for k, v in conf.items() if ".driverEnv." not in k}
+        env = translate.environment(driver_env, self.context.endpoint_url, self.context.mongo_auth)
+        changes += env.changes
+        executor = {
+            k.removeprefix("spark.executorEnv."): v for k, v in conf.items() if k.startswith("spark.executorEnv.")
+        }
+        executor_env = translate.environment(executor, self.context.endpoint_url, self.context.mongo_auth).values
+        conf = {k: v for k, v in conf.items() if not k.startswith("spark.executorEnv.")}
+        conf |= {f"spark.executorEnv.{k}": v for k, v in executor_env.items()}
+        sized = translate.spark_conf(conf)
+        changes += sized.changes
+        arguments = list(driver.get("entryPointArguments", []))
+        for i, arg in enumerate(arguments):
+            if arg.startswith("s3://"):
+                local = translate.s3_path(arg, self.context.state)
+                arguments[i] = local.values["path"]
+                changes += local.changes
+        argv = [str(self.context.venv_bin / "spark-submit"), "--master", "local[2]"]
+        changes.append("--master local[2] (EMR Serverless workers -> Spark local mode)")
+        if jars:
+            argv += ["--jars", ",".join(str(j) for j in jars)]
+        for key, value in sized.values.items():
+            if key.startswith("spark-submit--"):
+                argv += [key.removeprefix("spark-submit"), value]
+            elif not key.startswith("spark.emr-serverless."):
+                argv += ["--conf", f"{key}={value}"]
+        argv += ["--conf", "spark.ui.enabled=false", str(entry), *arguments]
+        run.command = argv
+        # EMR provides Spark (SPARK_HOME) and spark-submit puts its pyspark on the archive Python's path.
+        spark_home = {"SPARK_HOME": str(Path(pyspark_file()).parent)}
+        run.environment = self.context.base_env() | spark_home | env.values | {"SP_EMULATED_BY": f"emr:{run.job.id}"}
+        for change in changes:
+            log.info("job run %s: translated for the local stack: %s", run.job.id, change)
+        (run.folder / "request.json").write_text(
+            json.dumps({"jobDriver": run.job.job_driver, "command": argv, "translations": changes}, indent=2)
+        )
+        self._launch(run)
+
+    def _launch(self, run: EmrRun) -> None:
+        run.process = Process.start(
+            run.command,
+            run.environment,
+            cwd=run.folder,
+            log_path=run.folder / "driver.log",
+        )
+
+    def _upload_logs(self, run: EmrRun) -> None:
+        """Where the run's monitoring configuration sends logs: S3 (``emr logs``) as AWS lays them out."""
+        run.last_upload = time.monotonic()
+        monitoring = (run.job.configuration_overrides or {}).get("monitoringConfiguration", {})
+        uri = monitoring.get("s3MonitoringConfiguration", {}).get("logUri")
+        if not uri or run.process is None:
+            return
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        body = gzip.compress(run.process.log_path.read_bytes())
+        key = f"{prefix.rstrip('/')}/applications/{run.application_id}/jobs/{run.job.id}/SPARK_DRIVER/stderr.gz"
+        try:
+            s3 = self.context.client("s3")
+            s3.put_object(Bucket=bucket, Key=key.lstrip("/"), Body=body)
+            s3.put_object(Bucket=bucket, Key=key.lstrip("/").replace("stderr.gz", "stdout.gz"), Body=body)
+        except Exception as error:  # the bucket may be gone during a destroy
+            log.warning("job run %s: logs not uploaded (%s)", run.job.id, error)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        for run in self.runs.values():
+            if run.process is not None:
+                run.process.stop()
+
+
+# --- ECS ----------------------------------------------------------------------------------------
+
+
+def _ecs_backends() -> Iterator[Any]:
+    from moto.ecs.models import ecs_backends
+
+    for regions in ecs_backends.values():
+        yield from regions.values()
+
+
+class EcsRunner(Runner):
+    """Runs ECS services and RunTask tasks of the emulator as local processes (see the module docstring)."""
+
+    def __init__(self, context: RunnerContext) -> None:
+        super().__init__(context, "ecs-runner")
+        self.services: dict[str, tuple[str, Process]] = {}  # service ARN -> (task definition ARN, process)
+        self.tasks: dict[str, Process | None] = {}  # task ARN -> process (None: it could not start)
+
+    def tick(self) -> None:
+        wanted: dict[str, tuple[Any, Any]] = {}
+        for backend in _ecs_backends():
+            for service in list(backend.services.values()):
+                if service.status == "ACTIVE" and service.desired_count > 0:
+                    wanted[service.arn] = (backend, service)
+            for cluster_tasks in list(backend.tasks.values()):
+                for arn, task in list(cluster_tasks.items()):
+                    self._task_step(backend, arn, task)
+        for arn in list(self.services):
+            definition, process = self.services[arn]
+            if arn not in wanted or wanted[arn][1].task_definition != definition:
+                log.info("ECS service %s: stopping its process (service deleted or changed)", arn.split("/")[-1])
+                process.stop()
+                del self.services[arn]
+        for arn, (backend, service) in wanted.items():
+            current = self.services.get(arn)
+            if current is None or not current[1].alive():
+                if current is not None:
+                    log.warning("ECS service %s: its process exited (%s); restarting", service.name, current[1].tail())
+                    time.sleep(1)
+                started = self._start(backend, service.task_definition, f"ecs-{service.name}")
+                if started is not None:
+                    self.services[arn] = (service.task_definition, started)
+
+    def _task_step(self, backend: Any, arn: str, task: Any) -> None:
+        process = self.tasks.get(arn)
+        if process is None:
+            if task.last_status != "RUNNING" or task.desired_status != "RUNNING":
+                return
+            family = task.task_definition_arn.split("/")[-1].split(":")[0]
+            started = self._start(backend, task.task_definition_arn, f"ecs-task-{family}-{task.id[:8]}")
+            if started is None:
+                self._stopped(task, 1, "CannotStartContainerError: see the emulator log")
+                self.tasks[arn] = None
+                return
+            self.tasks[arn] = started
+            return
+        if process is not None and task.desired_status == "STOPPED" and process.alive():
+            self._stopped(task, process.stop(), "Task stopped by user")
+        elif process is not None and not process.alive() and task.last_status == "RUNNING":
+            code = process.popen.returncode
+            self._stopped(task, code, "Essential container in task exited")
+
+    @staticmethod
+    def _stopped(task: Any, code: int, reason: str) -> None:
+        for container in task.containers:
+            container.exitCode = code
+            container.last_status = "STOPPED"
+        task.status = "STOPPED"
+        task.desired_status = "STOPPED"
+        task.stopped_reason = reason
+        log.info("ECS task %s: STOPPED, exit code %s (%s)", task.id, code, reason)
+
+    def _secret(self, value_from: str) -> str:
+        """``valueFrom`` of a container secret: a secret ARN, optionally ``:json-key:version-stage:version-id``."""
+        parts = value_from.split(":")
+        arn, key = ":".join(parts[:7]), (parts[7] if len(parts) > 7 else "")
+        text = self.context.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+        return str(json.loads(text)[key]) if key else str(text)
+
+    def _start(self, backend: Any, definition_arn: str, name: str) -> Process | None:
+        definition = backend.describe_task_definition(definition_arn)
+        container = definition.container_definitions[0]
+        environment = {e["name"]: e["value"] for e in container.get("environment") or []}
+        try:
+            for secret in container.get("secrets") or []:
+                environment[secret["name"]] = self._secret(secret["valueFrom"])
+        except Exception as error:  # as on Fargate: a secret that cannot be read stops the task
+            log.error("%s: ResourceInitializationError: unable to retrieve secrets: %s", name, error)
+            return None
+        env = translate.environment(environment, self.context.endpoint_url, self.context.mongo_auth)
+        argv = translate.command(list(container.get("command") or []), self.context.venv_bin)
+        for change in env.changes + argv.changes:
+            log.info("%s: translated for the local stack: %s", name, change)
+        command = list(argv.values.values())
+        log_path = self.context.state / "logs" / f"{name}.log"
+        log.info("%s: starting %s (log %s)", name, shlex.join(command), log_path)
+        try:
+            marker = {"SP_EMULATED_BY": f"ecs:{name}"}  # `sensor-pipeline aws leftovers --processes` finds it
+            return Process.start(command, self.context.base_env() | env.values | marker, self.context.state, log_path)
+        except OSError as error:  # a wrong command fails the task, as it would on Fargate
+            log.error("%s: CannotStartContainerError: %s", name, error)
+            return None
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        for _, process in self.services.values():
+            process.stop()
+        for task_process in self.tasks.values():
+            if task_process is not None:
+                task_process.stop()
