@@ -9,7 +9,6 @@ Nothing is read at import time: call :func:`load_settings` (or build ``Settings(
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import Field
@@ -75,8 +74,10 @@ class Settings(BaseSettings):
     aws_endpoint_url: str = Field("", description="e.g. http://127.0.0.1:4566 for the local emulator")
     artifacts_bucket: str = Field("", description="S3 bucket for job artifacts and checkpoints")
 
-    @cached_property
+    @property
     def topics(self) -> tuple[str, str, str]:
+        # Computed on every read, never cached: model_copy() (sandboxed) copies a cached value, and a
+        # sandboxed test would then delete the live stack's topics.
         return (self.raw_topic, self.clean_topic, self.invalid_topic)
 
     def to_env(self) -> dict[str, str]:

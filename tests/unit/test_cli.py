@@ -53,3 +53,12 @@ def test_invalid_settings_in_the_environment_are_named(tmp_path: Path) -> None:
     env = {**os.environ, "SP_API_PORT": "99999"}
     result = subprocess.run([CLI, "init"], check=False, capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 2 and "SP_API_PORT" in result.stderr
+
+
+def test_a_sandboxed_copy_names_its_own_topics_even_after_the_original_was_read() -> None:
+    from sensor_pipeline.config import Settings
+
+    live = Settings()
+    assert live.topics == ("RawSensorData", "CleanSensorData", "InvalidSensorData")  # read first
+    sandbox = live.sandboxed("test-x", "/tmp")
+    assert sandbox.topics == ("test-x-RawSensorData", "test-x-CleanSensorData", "test-x-InvalidSensorData")
