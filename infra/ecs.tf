@@ -165,6 +165,9 @@ resource "aws_ecs_service" "this" {
     rollback = true
   }
 
+  # CreateService fails while the dashboard's target group has no listener yet.
+  depends_on = [aws_lb_listener.http, aws_lb_listener.https]
+
   dynamic "service_registries" {
     for_each = each.key == "api" ? [aws_service_discovery_service.api.arn] : []
     content {
@@ -208,13 +211,24 @@ resource "aws_security_group" "alb" {
   vpc_id      = local.vpc_id
 }
 
+# HTTP always (with a certificate it only redirects to HTTPS), HTTPS with a certificate.
 resource "aws_vpc_security_group_ingress_rule" "alb" {
   for_each          = toset(var.dashboard_allowed_cidrs)
   security_group_id = aws_security_group.alb.id
-  description       = "Dashboard clients"
+  description       = "Dashboard clients (HTTP)"
   cidr_ipv4         = each.value
-  from_port         = var.dashboard_certificate_arn == null ? 80 : 443
-  to_port           = var.dashboard_certificate_arn == null ? 80 : 443
+  from_port         = 80
+  to_port           = 80
+  ip_protocol       = "tcp"
+}
+
+resource "aws_vpc_security_group_ingress_rule" "alb_https" {
+  for_each          = var.dashboard_certificate_arn == null ? toset([]) : toset(var.dashboard_allowed_cidrs)
+  security_group_id = aws_security_group.alb.id
+  description       = "Dashboard clients (HTTPS)"
+  cidr_ipv4         = each.value
+  from_port         = 443
+  to_port           = 443
   ip_protocol       = "tcp"
 }
 

@@ -192,6 +192,12 @@ data "aws_iam_policy_document" "emr_job" {
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
     resources = ["${aws_cloudwatch_log_group.this["emr"].arn}:*"]
   }
+  statement {
+    # EMR Serverless looks up the run's log group before it writes (CloudWatch logging of job runs).
+    sid       = "FindLogGroup"
+    actions   = ["logs:DescribeLogGroups"]
+    resources = ["arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:*"]
+  }
 }
 
 resource "aws_iam_role_policy" "emr_job" {

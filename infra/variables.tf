@@ -225,9 +225,14 @@ variable "service_sizes" {
 }
 
 variable "dashboard_certificate_arn" {
-  description = "ACM certificate for HTTPS on the dashboard's load balancer; null serves HTTP only."
+  description = "ACM certificate for HTTPS on the dashboard's load balancer; null serves HTTP only. Needs dashboard_domain (the name the certificate is for)."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.dashboard_certificate_arn == null || var.dashboard_domain != null
+    error_message = "with dashboard_certificate_arn, set dashboard_domain: the certificate's name, which users open and the websocket origin names."
+  }
 }
 
 variable "dashboard_allowed_cidrs" {

@@ -80,14 +80,17 @@ deploy() {
   if ! local_env; then
     command -v docker >/dev/null || fail "docker (with buildx) is needed to build the images"
     grep -Eq '^\s*dashboard_allowed_cidrs' "$tfvars" || fail "set dashboard_allowed_cidrs in $tfvars (who may open the dashboard)"
+    command -v mvn >/dev/null || fail "Maven (and a JDK) are needed to fetch the Spark connector jars for EMR"
   fi
+  tag=$(image_tag)  # before init: init may touch tracked files (the lock file) and make the tree dirty
   init
-  tag=$(image_tag)
   step "ECS service-linked role"
   "$cli" aws service-linked-role
   step "terraform apply: ECR and the artifacts bucket first"
   tf apply -input=false -auto-approve -var-file="env/$env_name.tfvars" -var "image_tag=$tag" \
-    -target=aws_ecr_repository.app -target=aws_s3_bucket.artifacts >/dev/null
+    -target=aws_ecr_repository.app -target=aws_s3_bucket.artifacts \
+    -target=aws_s3_bucket_server_side_encryption_configuration.artifacts \
+    -target=aws_s3_bucket_public_access_block.artifacts -target=aws_s3_bucket_policy.artifacts >/dev/null
   repo=$(output ecr_repository_url); region=$(output region); bucket=$(output artifacts_bucket)
   export SP_AWS_REGION=$region
 
@@ -123,23 +126,25 @@ deploy() {
 
   step "init task: topics and the store's indexes (one-off ECS task)"
   init_json=$(tf output -json init_task)
-  field() { python3 -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(",".join(v) if isinstance(v, list) else v)' "$init_json" "$1"; }
+  field() { .venv/bin/python -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(",".join(v) if isinstance(v, list) else v)' "$init_json" "$1"; }
   "$cli" aws run-task --cluster "$(output ecs_cluster_name)" --task-definition "$(field task_definition)" \
     --subnets "$(field subnets)" --security-group "$(field security_group)" \
     || fail "the init task failed: see CloudWatch log group /sensor-pipeline/$env_name/init"
 
   step "submit the streaming job run (kept if one is already running)"
-  export SP_KAFKA_BOOTSTRAP=$(output msk_bootstrap_brokers) SP_KAFKA_SECURITY_PROTOCOL=SASL_SSL \
-    SP_KAFKA_SASL_MECHANISM=AWS_MSK_IAM SP_MONGO_URI=$(output docdb_uri) SP_MONGO_SECRET_ARN=$(output docdb_secret_arn) \
-    SP_MONGO_TLS_CA_FILE=./environment/rds-global-bundle.pem
+  # Assigned first, exported after: `export X=$(...)` would hide a failing `terraform output`.
+  brokers=$(output msk_bootstrap_brokers); docdb_uri=$(output docdb_uri); secret=$(output docdb_secret_arn)
+  export SP_KAFKA_BOOTSTRAP=$brokers SP_KAFKA_SECURITY_PROTOCOL=SASL_SSL SP_KAFKA_SASL_MECHANISM=AWS_MSK_IAM \
+    SP_MONGO_URI=$docdb_uri SP_MONGO_SECRET_ARN=$secret SP_MONGO_TLS_CA_FILE=./environment/rds-global-bundle.pem
   app=$(output emr_application_id)
   if "$cli" emr submit --application-id "$app" --bucket "$bucket" --role-arn "$(output emr_job_role_arn)" \
-      --log-group "$(output emr_log_group)" --wait-running 900 > "$rehearsal/run-id" 2> "$rehearsal/submit.err"; then
+      --log-group "$(output emr_log_group)" --wait-running 900 --stable-seconds 45 \
+      > "$rehearsal/run-id" 2> "$rehearsal/submit.err"; then
     run_id=$(cat "$rehearsal/run-id")
   else
     grep -q "already running" "$rehearsal/submit.err" || fail "$(cat "$rehearsal/submit.err")"
     echo "    kept the running job run"
-    run_id=$("$cli" emr status --application-id "$app" | awk '$2 == "RUNNING" {print $1; exit}')
+    run_id=$(sed -nE 's/.*already running \(([^,)]+).*/\1/p' "$rehearsal/submit.err")
   fi
   "$cli" emr status --application-id "$app" --run-id "$run_id"
 

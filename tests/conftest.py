@@ -1,4 +1,4 @@
-"""Shared fixtures: a session-scoped local SparkSession (unit tests of transformations)."""
+"""Shared fixtures: a session-scoped local SparkSession (unit tests of transformations), AWS in-process."""
 
 from __future__ import annotations
 
@@ -29,3 +29,16 @@ def spark() -> Iterator[object]:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture
+def mocked_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """AWS replaced by moto in this process (unit tests only), with dummy credentials, us-east-1 by default."""
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    monkeypatch.delenv("SP_AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield

@@ -276,6 +276,7 @@ def emr_upload(bucket: str, archive: Path | None) -> None:
 @click.option(
     "--wait-running", type=click.IntRange(min=0), default=0, help="seconds to wait until RUNNING (0: no wait)"
 )
+@click.option("--stable-seconds", type=click.IntRange(min=0), default=0, help="then seconds it must stay RUNNING")
 @size_options[0]
 @size_options[1]
 @size_options[2]
@@ -289,6 +290,7 @@ def emr_submit(
     no_archive: bool,
     force: bool,
     wait_running: int,
+    stable_seconds: int,
     **size: Any,
 ) -> None:
     """Start the streaming job run (STREAMING mode, retry policy, S3 + CloudWatch logs).
@@ -306,7 +308,9 @@ def emr_submit(
     job_size = JobSize(**{k: int(v) for k, v in size.items()})
     run_id = _emr_call("submit", application_id, role_arn, artifacts, log_group=log_group, force=force, size=job_size)
     if wait_running:
-        _emr_call("wait_for_run", application_id, run_id, ["RUNNING"], timeout=wait_running)
+        _emr_call(
+            "wait_for_run", application_id, run_id, ["RUNNING"], timeout=wait_running, stable_seconds=stable_seconds
+        )
     click.echo(run_id)
 
 
@@ -431,11 +435,11 @@ def aws_ecr_password() -> None:
 @click.option("--processes", is_flag=True, help="also local processes the emulator's runners started")
 def aws_leftovers(name: str, timeout: int, processes: bool) -> None:
     """List what of the stack is still there; exit 1 if anything is."""
-    from sensor_pipeline.deploy import emulated_processes
+    from sensor_pipeline.stack.definition import find_root
+    from sensor_pipeline.stack.runner import Paths
 
-    left = _deploy_call("wait_gone", name, timeout)
-    if processes:
-        left += [f"process: {p}" for p in emulated_processes()]
+    state = Paths.of(find_root()).state if processes else None
+    left = _deploy_call("wait_gone", name, timeout, processes_of=state)
     for item in left:
         click.echo(item)
     sys.exit(1 if left else 0)

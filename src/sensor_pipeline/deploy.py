@@ -140,7 +140,8 @@ def run_task(
             cluster=cluster, tasks=[arn], WaiterConfig={"Delay": 3, "MaxAttempts": max(1, int(timeout / 3))}
         )
     except WaiterError as error:
-        raise DeployError(f"task {arn} did not stop within {timeout:.0f} s: {error}") from error
+        ecs.stop_task(cluster=cluster, task=arn, reason="make deploy: the init task timed out")
+        raise DeployError(f"task {arn} did not stop within {timeout:.0f} s (stopped now): {error}") from error
     task = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
     code = task["containers"][0].get("exitCode")
     if code is None:
@@ -246,27 +247,30 @@ def leftovers(settings: Settings, name: str) -> list[str]:
     return found
 
 
-def emulated_processes() -> list[str]:
-    """Local processes the emulator's ECS/EMR runners started (they carry ``SP_EMULATED_BY``)."""
+def emulated_processes(state: Path | None = None) -> list[str]:
+    """Local processes an emulator's ECS/EMR runners started (``SP_EMULATED_BY``); of one state folder if given."""
     found = []
+    wanted = f"SP_EMULATOR_STATE={state.resolve()}".encode() if state else None
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             environ = (proc / "environ").read_bytes().split(b"\0")
             marker = next((v for v in environ if v.startswith(b"SP_EMULATED_BY=")), None)
-            if marker:
+            if marker and (wanted is None or wanted in environ):
                 found.append(f"pid {proc.name} ({marker.decode().partition('=')[2]})")
         except OSError:
             continue
     return found
 
 
-def wait_gone(settings: Settings, name: str, timeout: float = 60.0) -> list[str]:
-    """Leftovers, after giving asynchronous deletions ``timeout`` seconds to finish."""
+def wait_gone(settings: Settings, name: str, timeout: float = 60.0, processes_of: Path | None = None) -> list[str]:
+    """Leftovers (and the emulator's processes, with ``processes_of``), after ``timeout`` s for async deletions."""
     deadline = time.monotonic() + timeout
     while True:
         left = leftovers(settings, name)
+        if processes_of is not None:
+            left += [f"process: {p}" for p in emulated_processes(processes_of)]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(3)

@@ -323,9 +323,19 @@ def cancel(settings: Settings, application_id: str, run_id: str | None = None) -
 
 
 def wait_for_run(
-    settings: Settings, application_id: str, run_id: str, states: Iterable[str], timeout: float = 600.0
+    settings: Settings,
+    application_id: str,
+    run_id: str,
+    states: Iterable[str],
+    timeout: float = 600.0,
+    stable_seconds: float = 0.0,
 ) -> str:
-    """Poll a run until it is in one of ``states``; a run that ends elsewhere, or a timeout, raises."""
+    """Poll a run until it is in one of ``states``; a run that ends elsewhere, or a timeout, raises.
+
+    With ``stable_seconds``, the run must then stay in that state, with the same attempt
+    (``stateDetails``), that long: a streaming driver that dies at its first batch and is restarted
+    by the retry policy is not "running".
+    """
     wanted = set(states)
     emr = aws_client(settings, "emr-serverless")
     deadline = time.monotonic() + timeout
@@ -333,6 +343,8 @@ def wait_for_run(
         run = _call("reading the job run", emr.get_job_run, applicationId=application_id, jobRunId=run_id)["jobRun"]
         state = str(run["state"])
         if state in wanted:
+            if stable_seconds > 0:
+                _stays(emr, application_id, run_id, state, str(run.get("stateDetails", "")), stable_seconds)
             return state
         if state in ("SUCCESS", "FAILED", "CANCELLED") or time.monotonic() > deadline:  # ended elsewhere
             raise EmrError(
@@ -340,6 +352,19 @@ def wait_for_run(
                 f"see `sensor-pipeline emr logs --application-id {application_id} --run-id {run_id}`"
             )
         time.sleep(2)
+
+
+def _stays(emr: Any, application_id: str, run_id: str, state: str, details: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(3)
+        run = _call("reading the job run", emr.get_job_run, applicationId=application_id, jobRunId=run_id)["jobRun"]
+        now = (str(run["state"]), str(run.get("stateDetails", "")))
+        if now != (state, details):
+            raise EmrError(
+                f"job run {run_id} did not stay {state}: now {now[0]} ({now[1]}); "
+                f"see `sensor-pipeline emr logs --application-id {application_id} --run-id {run_id}`"
+            )
 
 
 def wait_for_application(settings: Settings, application_id: str, state: str, timeout: float = 600.0) -> None:

@@ -45,6 +45,7 @@ def stored_count(settings: Settings) -> int:
         client.close()
 
 
+@pytest.mark.timeout(3600)
 def test_deploy_runs_the_pipeline_through_ecs_and_emr_and_destroy_leaves_nothing(base_settings: Settings) -> None:
     before = stored_count(base_settings)
     deployed = make("deploy")

@@ -34,7 +34,7 @@ def aws(base_settings: Settings) -> Iterator[tuple[Settings, str, str]]:
     client = aws_client(base_settings, "emr-serverless")
     application = client.create_application(name=f"test-{bucket}", releaseLabel="emr-7.0.0", type="SPARK")
     yield base_settings, application["applicationId"], bucket
-    emr.cancel(base_settings, application["applicationId"])
+    emr.shutdown(base_settings, application["applicationId"], timeout=120)  # every run, whatever its name
 
 
 def env(settings: Settings) -> dict[str, str]:

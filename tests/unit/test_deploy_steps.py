@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from moto import mock_aws
 
 from sensor_pipeline import deploy
 from sensor_pipeline.config import Settings
@@ -14,14 +13,13 @@ from sensor_pipeline.config import Settings
 
 @pytest.fixture
 def settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield Settings(aws_endpoint_url="", aws_region="eu-west-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")  # not us-east-1: the bucket name carries it
+    yield Settings(aws_endpoint_url="", aws_region="eu-west-1")
+
+
+@pytest.fixture(autouse=True)
+def _aws(settings: Settings, mocked_aws: None) -> None:
+    """moto in-process for every test here (the region is set before the mock starts)."""
 
 
 def test_bootstrap_state_creates_a_private_versioned_encrypted_bucket_once(settings: Settings, tmp_path: Path) -> None:

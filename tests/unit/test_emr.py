@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
 from sensor_pipeline import emr
 from sensor_pipeline.config import Settings
@@ -15,20 +14,12 @@ ROLE = "arn:aws:iam::123456789012:role/job"
 
 
 @pytest.fixture
-def application(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Settings, str]]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("SP_AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        import boto3
+def application(mocked_aws: None) -> Iterator[tuple[Settings, str]]:
+    import boto3
 
-        client = boto3.client("emr-serverless", region_name="us-east-1")
-        app = client.create_application(name="unit", releaseLabel="emr-7.0.0", type="SPARK")["applicationId"]
-        yield Settings(aws_endpoint_url=""), app
+    client = boto3.client("emr-serverless", region_name="us-east-1")
+    app = client.create_application(name="unit", releaseLabel="emr-7.0.0", type="SPARK")["applicationId"]
+    yield Settings(aws_endpoint_url=""), app
 
 
 def test_a_second_streaming_run_is_refused_while_one_is_active(

@@ -450,3 +450,29 @@ def test_uninstall_restores_plain_moto_and_install_patches_again(endpoint: str) 
     moto_ext.install(CONFIG)
     assert emr_models.APPLICATION_STATUS == "CREATED"
     assert hasattr(kafka_models.KafkaBackend, "get_bootstrap_brokers")
+
+
+def test_a_bucket_that_denies_plain_http_still_serves_the_stacks_tls_calls(client: Client) -> None:
+    """infra/s3.tf denies requests without aws:SecureTransport; the emulator's calls stand for HTTPS ones."""
+    s3 = client("s3")
+    s3.create_bucket(Bucket="tls-only")
+    deny_http = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": ["arn:aws:s3:::tls-only", "arn:aws:s3:::tls-only/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+    s3.put_bucket_policy(Bucket="tls-only", Policy=json.dumps(deny_http))
+    s3.put_object(Bucket="tls-only", Key="jobs/job.py", Body=b"print('hi')")
+    assert s3.get_object(Bucket="tls-only", Key="jobs/job.py")["Body"].read() == b"print('hi')"
+
+    deny_all = {**deny_http, "Statement": [{**deny_http["Statement"][0], "Condition": {}}]}  # type: ignore[dict-item]
+    del deny_all["Statement"][0]["Condition"]
+    s3.put_bucket_policy(Bucket="tls-only", Policy=json.dumps(deny_all))
+    assert error_of(lambda: s3.get_object(Bucket="tls-only", Key="jobs/job.py"))[1] == 403, "a plain Deny still denies"

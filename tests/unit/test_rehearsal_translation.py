@@ -59,8 +59,12 @@ def test_aws_calls_and_cloud_map_names_go_to_this_machine() -> None:
     result = translate.environment(aws_environment(), EMULATOR, "plain")
     assert result.values["SP_AWS_ENDPOINT_URL"] == EMULATOR
     assert result.values["SP_API_URL"] == "http://127.0.0.1:3030"
+    hosts = translate.environment({"SP_X": "mongodb://a.internal:1,b.internal:2/?x=1"}, EMULATOR, "none").values
+    assert hosts["SP_X"] == "mongodb://127.0.0.1:1,127.0.0.1:2/?x=1"
     assert result.values["SP_RAW_TOPIC"] == "RawSensorData", "what needs no translation is kept as written"
-    assert all("->" in change for change in result.changes), "every change is explained in the log"
+    changed = {key for key, value in aws_environment().items() if result.values.get(key) != value}
+    changed |= {"SP_AWS_ENDPOINT_URL"}
+    assert {change.split(":")[0] for change in result.changes} == changed, "every change, and only those, is logged"
 
 
 def test_the_dashboard_origin_keeps_the_load_balancer_and_adds_the_local_browser() -> None:

@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from sensor_pipeline.emulator import translate
 
@@ -57,17 +57,19 @@ class Process:
     @classmethod
     def start(cls, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> Process:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        out: IO[bytes] = log_path.open("ab")
-        popen = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        out.close()
+        _load_libc()
+        with log_path.open("ab") as out:
+            popen = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stopped as a whole
+                # Only an async-signal-safe libc call runs in the child (libc is loaded beforehand).
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )
         return cls(popen, log_path)
 
     def alive(self) -> bool:
@@ -75,15 +77,13 @@ class Process:
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
         """TERM the whole process group (spark-submit starts a JVM and Python workers), then KILL."""
-        if self.alive():
-            _signal_group(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-        _signal_group(self.popen.pid, signal.SIGKILL)  # stragglers of the group
-        return int(self.popen.returncode)
+        stop_all([self], grace)
+        return self.exit_code()
+
+    def exit_code(self) -> int:
+        """As ECS reports it: 128 + the signal for a process killed by one."""
+        code = int(self.popen.returncode)
+        return 128 - code if code < 0 else code
 
     def tail(self, lines: int = 5) -> str:
         try:
@@ -98,6 +98,43 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
+_LIBC: Any = None
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed if the emulator dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG).
+
+    The signal comes when the thread that started the child ends: runner threads stop their children
+    gracefully before they end (:meth:`Runner.run`).
+    """
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)
+
+
+def _load_libc() -> None:
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        with contextlib.suppress(OSError):
+            _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def stop_all(processes: list[Process], grace: float = STOP_GRACE_SECONDS) -> None:
+    """TERM every process group at once, wait against one deadline, then KILL what is left."""
+    live = [p for p in processes if p.alive()]
+    for process in live:
+        _signal_group(process.popen.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in live:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.popen.wait(max(0.1, deadline - time.monotonic()))
+    for process in processes:
+        if process.alive():
+            _signal_group(process.popen.pid, signal.SIGKILL)
+            process.popen.wait(10)
+
+
 @dataclass(frozen=True)
 class RunnerContext:
     """What both runners need to know about the local stack."""
@@ -110,7 +147,8 @@ class RunnerContext:
     def client(self, service: str) -> Any:
         import boto3
 
-        return boto3.client(
+        # A session per call: boto3's default session is not safe to share between threads.
+        return boto3.session.Session().client(
             service,  # type: ignore[call-overload]
             endpoint_url=self.endpoint_url,
             region_name="us-east-1",
@@ -124,6 +162,7 @@ class RunnerContext:
         env = {k: v for k, v in os.environ.items() if k in keep}
         env["PATH"] = f"{self.venv_bin}:/usr/local/bin:/usr/bin:/bin"
         env["PYTHONUNBUFFERED"] = "1"
+        env["SP_EMULATOR_STATE"] = str(self.state)  # `aws leftovers --processes` finds this emulator's children
         return env
 
 
@@ -142,13 +181,18 @@ class Runner(threading.Thread):
             except Exception:
                 log.exception("%s: one round failed; trying again", self.name)
             self.stopping.wait(POLL_SECONDS)
+        # Still in this thread: its children get TERM and time to stop before its end kills them.
+        stop_all(self.processes(), grace=20)
 
     def tick(self) -> None:
         raise NotImplementedError
 
     def shutdown(self) -> None:
         self.stopping.set()
-        self.join(10)
+        self.join(90)  # the round in progress, then the graceful stop of the children (run)
+
+    def processes(self) -> list[Process]:
+        raise NotImplementedError
 
 
 def pyspark_file() -> str:
@@ -163,8 +207,9 @@ def pyspark_file() -> str:
 def _emr_backends() -> Iterator[Any]:
     from moto.emrserverless.models import emrserverless_backends
 
-    for regions in emrserverless_backends.values():
-        yield from regions.values()
+    # Copies: moto's request threads add backends and runs while a runner walks them.
+    for regions in list(emrserverless_backends.values()):
+        yield from list(regions.values())
 
 
 def parse_spark_submit_parameters(text: str) -> tuple[dict[str, str], list[str]]:
@@ -198,6 +243,7 @@ class EmrRun:
     process: Process | None = None
     failures: list[float] = field(default_factory=list)
     last_upload: float = 0.0
+    uploaded_size: int = -1
     command: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
 
@@ -213,7 +259,12 @@ class EmrRunner(Runner):
         for backend in _emr_backends():
             for application_id, jobs in list(backend.job_runs.items()):
                 for job in list(jobs):
-                    self._step(backend, application_id, job)
+                    try:
+                        self._step(backend, application_id, job)
+                    except Exception as error:  # one bad run fails, the others go on
+                        log.exception("job run %s: failed in the runner", job.id)
+                        if job.state not in ("SUCCESS", "FAILED", "CANCELLED"):
+                            self._set(job, "FAILED", f"runner error: {error}")
 
     def _step(self, backend: Any, application_id: str, job: Any) -> None:
         run = self.runs.get(job.id)
@@ -229,7 +280,12 @@ class EmrRunner(Runner):
                 log.exception("job run %s could not start", job.id)
                 self._set(job, "FAILED", f"could not start: {error}")
                 return
-            self._set(job, "RUNNING", "")
+            if job.state != "SCHEDULED":  # cancelled while it was being prepared
+                if run.process is not None:
+                    run.process.stop()
+                self._set(job, "CANCELLED", "cancelled by request while starting")
+                return
+            self._set(job, "RUNNING", "attempt 1")
             return
         if job.state == "CANCELLING" and (run is None or run.process is None):
             self._set(job, "CANCELLED", "cancelled by request before it ran")
@@ -242,7 +298,7 @@ class EmrRunner(Runner):
             self._set(job, "CANCELLED", f"cancelled by request (exit {code})")
             return
         if job.state == "RUNNING" and not run.process.alive():
-            code = run.process.popen.returncode
+            code = run.process.exit_code()
             self._upload_logs(run)
             if code == 0:
                 self._set(job, "SUCCESS", "")
@@ -250,10 +306,11 @@ class EmrRunner(Runner):
             if self._retry(run):
                 log.warning("job run %s failed (exit %s); restarting within its retry policy", job.id, code)
                 self._launch(run)
+                self._set(job, "RUNNING", f"attempt {len(run.failures) + 1}: the previous one exited {code}")
                 return
             self._set(job, "FAILED", f"driver exited {code}: {run.process.tail()}")
             return
-        if time.monotonic() - run.last_upload > LOG_UPLOAD_SECONDS:
+        if job.state == "RUNNING" and time.monotonic() - run.last_upload > LOG_UPLOAD_SECONDS:
             self._upload_logs(run)
 
     def _set(self, job: Any, state: str, details: str) -> None:
@@ -344,6 +401,10 @@ class EmrRunner(Runner):
     def _upload_logs(self, run: EmrRun) -> None:
         """Where the run's monitoring configuration sends logs: S3 (``emr logs``) as AWS lays them out."""
         run.last_upload = time.monotonic()
+        size = run.process.log_path.stat().st_size if run.process and run.process.log_path.exists() else 0
+        if size == run.uploaded_size:
+            return
+        run.uploaded_size = size
         monitoring = (run.job.configuration_overrides or {}).get("monitoringConfiguration", {})
         uri = monitoring.get("s3MonitoringConfiguration", {}).get("logUri")
         if not uri or run.process is None:
@@ -358,11 +419,8 @@ class EmrRunner(Runner):
         except Exception as error:  # the bucket may be gone during a destroy
             log.warning("job run %s: logs not uploaded (%s)", run.job.id, error)
 
-    def shutdown(self) -> None:
-        super().shutdown()
-        for run in self.runs.values():
-            if run.process is not None:
-                run.process.stop()
+    def processes(self) -> list[Process]:
+        return [run.process for run in list(self.runs.values()) if run.process is not None]
 
 
 # --- ECS ----------------------------------------------------------------------------------------
@@ -371,8 +429,8 @@ class EmrRunner(Runner):
 def _ecs_backends() -> Iterator[Any]:
     from moto.ecs.models import ecs_backends
 
-    for regions in ecs_backends.values():
-        yield from regions.values()
+    for regions in list(ecs_backends.values()):
+        yield from list(regions.values())
 
 
 class EcsRunner(Runner):
@@ -382,6 +440,8 @@ class EcsRunner(Runner):
         super().__init__(context, "ecs-runner")
         self.services: dict[str, tuple[str, Process]] = {}  # service ARN -> (task definition ARN, process)
         self.tasks: dict[str, Process | None] = {}  # task ARN -> process (None: it could not start)
+        self.failures: dict[str, int] = {}  # service ARN -> restarts after a crash
+        self.not_before: dict[str, float] = {}  # service ARN -> earliest next start
 
     def tick(self) -> None:
         wanted: dict[str, tuple[Any, Any]] = {}
@@ -391,22 +451,35 @@ class EcsRunner(Runner):
                     wanted[service.arn] = (backend, service)
             for cluster_tasks in list(backend.tasks.values()):
                 for arn, task in list(cluster_tasks.items()):
-                    self._task_step(backend, arn, task)
+                    try:
+                        self._task_step(backend, arn, task)
+                    except Exception:  # one bad task fails, the others go on
+                        log.exception("ECS task %s: failed in the runner", arn)
+                        self.tasks.setdefault(arn, None)
+                        self._stopped(task, 1, "runner error: see the emulator log")
         for arn in list(self.services):
             definition, process = self.services[arn]
             if arn not in wanted or wanted[arn][1].task_definition != definition:
                 log.info("ECS service %s: stopping its process (service deleted or changed)", arn.split("/")[-1])
                 process.stop()
                 del self.services[arn]
+        now = time.monotonic()
         for arn, (backend, service) in wanted.items():
             current = self.services.get(arn)
-            if current is None or not current[1].alive():
-                if current is not None:
-                    log.warning("ECS service %s: its process exited (%s); restarting", service.name, current[1].tail())
-                    time.sleep(1)
+            if (current is not None and current[1].alive()) or self.not_before.get(arn, 0.0) > now:
+                continue
+            if current is not None:
+                log.warning("ECS service %s: its process exited (%s); restarting", service.name, current[1].tail())
+            # Crash loops back off as ECS's do: 2 s, 4 s, ... up to 5 minutes between starts.
+            self.failures[arn] = self.failures.get(arn, 0) + (1 if current is not None else 0)
+            self.not_before[arn] = now + min(300.0, 2.0 ** self.failures[arn])
+            try:
                 started = self._start(backend, service.task_definition, f"ecs-{service.name}")
-                if started is not None:
-                    self.services[arn] = (service.task_definition, started)
+            except Exception:
+                log.exception("ECS service %s: could not start", service.name)
+                started = None
+            if started is not None:
+                self.services[arn] = (service.task_definition, started)
 
     def _task_step(self, backend: Any, arn: str, task: Any) -> None:
         process = self.tasks.get(arn)
@@ -424,7 +497,7 @@ class EcsRunner(Runner):
         if process is not None and task.desired_status == "STOPPED" and process.alive():
             self._stopped(task, process.stop(), "Task stopped by user")
         elif process is not None and not process.alive() and task.last_status == "RUNNING":
-            code = process.popen.returncode
+            code = process.exit_code()
             self._stopped(task, code, "Essential container in task exited")
 
     @staticmethod
@@ -441,8 +514,12 @@ class EcsRunner(Runner):
         """``valueFrom`` of a container secret: a secret ARN, optionally ``:json-key:version-stage:version-id``."""
         parts = value_from.split(":")
         arn, key = ":".join(parts[:7]), (parts[7] if len(parts) > 7 else "")
-        text = self.context.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
-        return str(json.loads(text)[key]) if key else str(text)
+        options = {"VersionStage": parts[8]} if len(parts) > 8 and parts[8] else {}
+        text = self.context.client("secretsmanager").get_secret_value(SecretId=arn, **options)["SecretString"]
+        if not key:
+            return str(text)
+        value = json.loads(text)[key]
+        return value if isinstance(value, str) else json.dumps(value)
 
     def _start(self, backend: Any, definition_arn: str, name: str) -> Process | None:
         definition = backend.describe_task_definition(definition_arn)
@@ -462,16 +539,14 @@ class EcsRunner(Runner):
         log_path = self.context.state / "logs" / f"{name}.log"
         log.info("%s: starting %s (log %s)", name, shlex.join(command), log_path)
         try:
+            if not command:
+                raise OSError("the container definition has no command")
             marker = {"SP_EMULATED_BY": f"ecs:{name}"}  # `sensor-pipeline aws leftovers --processes` finds it
             return Process.start(command, self.context.base_env() | env.values | marker, self.context.state, log_path)
         except OSError as error:  # a wrong command fails the task, as it would on Fargate
             log.error("%s: CannotStartContainerError: %s", name, error)
             return None
 
-    def shutdown(self) -> None:
-        super().shutdown()
-        for _, process in self.services.values():
-            process.stop()
-        for task_process in self.tasks.values():
-            if task_process is not None:
-                task_process.stop()
+    def processes(self) -> list[Process]:
+        services = [process for _, process in list(self.services.values())]
+        return services + [p for p in list(self.tasks.values()) if p is not None]

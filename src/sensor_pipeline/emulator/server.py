@@ -42,10 +42,21 @@ def serve(
     moto_ext.install(moto_ext.EmulatorConfig(kafka_bootstrap, mongo_host, mongo_port))
     # ECS tasks stay RUNNING until the runner reports their exit (moto would advance them to STOPPED).
     state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: stopping the runners' processes and the emulator", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    # A new boot id before the first request: Terraform state made against an earlier emulator is stale.
+    state.mkdir(parents=True, exist_ok=True)
+    boot = state / "emulator.boot"
+    boot.with_suffix(".tmp").write_text(uuid.uuid4().hex + "\n")
+    boot.with_suffix(".tmp").replace(boot)
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
-    state.mkdir(parents=True, exist_ok=True)
-    (state / "emulator.boot").write_text(uuid.uuid4().hex + "\n")
     context = RunnerContext(state, venv_bin, f"http://{host}:{port}", mongo_auth)
     runners = [EmrRunner(context), EcsRunner(context)]
     for runner in runners:
@@ -58,16 +69,9 @@ def serve(
         mongo_host,
         mongo_port,
     )
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s: stopping the runners' processes and the emulator", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     stop.wait()
+    for runner in runners:
+        runner.stopping.set()  # all at once: each stops its processes in parallel
     for runner in runners:
         runner.shutdown()
     server.stop()

@@ -30,6 +30,8 @@ LOOPBACK = "127.0.0.1"
 #: URI options that only make sense against DocumentDB.
 DOCDB_ONLY_OPTIONS = {"tls", "ssl", "tlscafile", "replicaset", "authmechanism", "tlsallowinvalidhostnames"}
 #: Spark properties sized for EMR workers, capped locally (the whole stack shares two cores).
+#: A private DNS name of the VPC (Cloud Map), anywhere in a value: URLs, host lists, bare host:port.
+CLOUD_MAP_NAME = re.compile(r"(?<![\w.-])(?:[a-z0-9-]+\.)+internal(?=[:/?,]|$)", re.IGNORECASE)
 LOCAL_CAPS = {"spark.driver.memory": "1g", "spark.executor.memory": "1g"}
 
 
@@ -47,7 +49,11 @@ class Translation:
 
 def _mongo_uri(uri: str, auth: str) -> str:
     parts = urlsplit(uri)
-    options = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in DOCDB_ONLY_OPTIONS]
+    options = [
+        (k, v)
+        for k, v in parse_qsl(parts.query)
+        if k.lower() not in DOCDB_ONLY_OPTIONS and not k.lower().startswith(("tls", "ssl"))
+    ]
     if auth == "plain":
         options.append(("authMechanism", "PLAIN"))
     return urlunsplit(parts._replace(query=urlencode(options)))
@@ -83,7 +89,7 @@ def environment(values: dict[str, str], endpoint_url: str, mongo_auth: str) -> T
     if out.get("SP_AWS_ENDPOINT_URL") != endpoint_url:
         change("SP_AWS_ENDPOINT_URL", endpoint_url, "AWS APIs -> the emulator")
     for key, value in list(out.items()):
-        hosts = re.sub(r"//[a-z0-9.-]+\.internal(?=[:/]|$)", f"//{LOOPBACK}", value)
+        hosts = CLOUD_MAP_NAME.sub(LOOPBACK, value)
         if hosts != value:
             change(key, hosts, "Cloud Map name -> loopback (all tasks share 127.0.0.1)")
     origin = out.get("SP_DASHBOARD_ALLOW_ORIGIN")
@@ -102,7 +108,8 @@ def command(argv: list[str], venv_bin: Path) -> Translation:
     for i, arg in enumerate(out):
         if arg == "0.0.0.0":
             out[i] = LOOPBACK
-            changes.append(f"{argv[i - 1]} 0.0.0.0 -> {LOOPBACK} (one machine: listen on loopback only)")
+            flag = argv[i - 1] if i else "argument"
+            changes.append(f"{flag} 0.0.0.0 -> {LOOPBACK} (one machine: listen on loopback only)")
     return Translation({str(i): a for i, a in enumerate(out)}, changes)
 
 
