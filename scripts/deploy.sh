@@ -118,7 +118,8 @@ deploy() {
       -o type=local,dest="$rehearsal/emr" .
   fi
   step "upload the job, its archive and the connector jars to s3://$bucket/jobs/"
-  "$cli" emr upload --bucket "$bucket" --archive "$rehearsal/emr/pyspark_venv.tar.gz" >/dev/null
+  # Under jobs/<tag>/: a running job's files are never replaced under it; a new build is a new run.
+  "$cli" emr upload --bucket "$bucket" --archive "$rehearsal/emr/pyspark_venv.tar.gz" --version "$tag" >/dev/null
 
   step "terraform apply: the whole stack (on AWS, MSK and DocumentDB take 20-30 minutes the first time)"
   tf apply -input=false -auto-approve -no-color -var-file="env/$env_name.tfvars" -var "image_tag=$tag" | grep -E '^Apply complete'
@@ -131,14 +132,14 @@ deploy() {
     --subnets "$(field subnets)" --security-group "$(field security_group)" \
     || fail "the init task failed: see CloudWatch log group /sensor-pipeline/$env_name/init"
 
-  step "submit the streaming job run (kept if one is already running)"
+  step "submit the streaming job run (a run of this build is kept; one of an older build is replaced)"
   # Assigned first, exported after: `export X=$(...)` would hide a failing `terraform output`.
   brokers=$(output msk_bootstrap_brokers); docdb_uri=$(output docdb_uri); secret=$(output docdb_secret_arn)
   export SP_KAFKA_BOOTSTRAP=$brokers SP_KAFKA_SECURITY_PROTOCOL=SASL_SSL SP_KAFKA_SASL_MECHANISM=AWS_MSK_IAM \
     SP_MONGO_URI=$docdb_uri SP_MONGO_SECRET_ARN=$secret SP_MONGO_TLS_CA_FILE=./environment/rds-global-bundle.pem
   app=$(output emr_application_id)
   if "$cli" emr submit --application-id "$app" --bucket "$bucket" --role-arn "$(output emr_job_role_arn)" \
-      --log-group "$(output emr_log_group)" --wait-running 900 --stable-seconds 45 \
+      --log-group "$(output emr_log_group)" --version "$tag" --replace-other-build --wait-running 900 --stable-seconds 45 \
       > "$rehearsal/run-id" 2> "$rehearsal/submit.err"; then
     run_id=$(cat "$rehearsal/run-id")
   else

@@ -255,14 +255,16 @@ bucket_option = click.option("--bucket", required=True, envvar="SP_ARTIFACTS_BUC
 @emr.command("upload")
 @bucket_option
 @click.option("--archive", type=click.Path(dir_okay=False, path_type=Path), help="packed venv (make package-job)")
-def emr_upload(bucket: str, archive: Path | None) -> None:
+@click.option("--version", help="upload under jobs/VERSION/ (make deploy: the image tag)")
+def emr_upload(bucket: str, archive: Path | None, version: str | None) -> None:
     """Upload the job file, the connector jars and the venv archive to S3."""
     from sensor_pipeline.stack.artifacts import emr_jars
     from sensor_pipeline.stack.definition import find_root, load
 
     root = find_root()
     jars = emr_jars(root, load(root).versions["spark"])
-    artifacts = _emr_call("upload", bucket, root / "jobs" / "structure_validate_store.py", jars, archive)
+    job_file = root / "jobs" / "structure_validate_store.py"
+    artifacts = _emr_call("upload", bucket, job_file, jars, archive, version=version)
     click.echo(json.dumps(artifacts.__dict__, indent=2))
 
 
@@ -273,6 +275,8 @@ def emr_upload(bucket: str, archive: Path | None) -> None:
 @click.option("--log-group", envvar="SP_EMR_LOG_GROUP", help="CloudWatch log group for the run")
 @click.option("--no-archive", is_flag=True, help="the application's image already has the dependencies")
 @click.option("--force", is_flag=True, help="start even if a run of the job is active")
+@click.option("--version", help="the build uploaded under jobs/VERSION/ (emr upload --version)")
+@click.option("--replace-other-build", is_flag=True, help="cancel and replace an active run of another build")
 @click.option(
     "--wait-running", type=click.IntRange(min=0), default=0, help="seconds to wait until RUNNING (0: no wait)"
 )
@@ -289,6 +293,8 @@ def emr_submit(
     log_group: str | None,
     no_archive: bool,
     force: bool,
+    version: str | None,
+    replace_other_build: bool,
     wait_running: int,
     stable_seconds: int,
     **size: Any,
@@ -304,9 +310,18 @@ def emr_submit(
 
     root = find_root()
     jars = [j.name for j in emr_jars(root, load(root).versions["spark"])]
-    artifacts = Artifacts.in_bucket(bucket, jars, with_archive=not no_archive)
+    artifacts = Artifacts.in_bucket(bucket, jars, with_archive=not no_archive, version=version)
     job_size = JobSize(**{k: int(v) for k, v in size.items()})
-    run_id = _emr_call("submit", application_id, role_arn, artifacts, log_group=log_group, force=force, size=job_size)
+    run_id = _emr_call(
+        "submit",
+        application_id,
+        role_arn,
+        artifacts,
+        log_group=log_group,
+        force=force,
+        size=job_size,
+        replace_other_build=replace_other_build,
+    )
     if wait_running:
         _emr_call(
             "wait_for_run", application_id, run_id, ["RUNNING"], timeout=wait_running, stable_seconds=stable_seconds

@@ -130,8 +130,12 @@ class Artifacts:
     jars: tuple[str, ...]
 
     @classmethod
-    def in_bucket(cls, bucket: str, jar_names: Iterable[str], with_archive: bool = True) -> Artifacts:
-        base = f"s3://{bucket}/{JOB_PREFIX}"
+    def in_bucket(
+        cls, bucket: str, jar_names: Iterable[str], with_archive: bool = True, version: str | None = None
+    ) -> Artifacts:
+        """Where the job's files are: ``jobs/`` or, for a deploy, ``jobs/<version>/`` (one folder a build,
+        so a running job never has its files replaced under it and a new build is a new entry point)."""
+        base = f"s3://{bucket}/{JOB_PREFIX}{version + '/' if version else ''}"
         return cls(
             bucket=bucket,
             entry_point=f"{base}{JOB_NAME}.py",
@@ -160,10 +164,17 @@ def _call(what: str, function: Any, **kwargs: Any) -> Any:
 # --- artifacts ---------------------------------------------------------------------------------
 
 
-def upload(settings: Settings, bucket: str, job_file: Path, jars: list[Path], archive: Path | None) -> Artifacts:
+def upload(
+    settings: Settings,
+    bucket: str,
+    job_file: Path,
+    jars: list[Path],
+    archive: Path | None,
+    version: str | None = None,
+) -> Artifacts:
     """Upload the job's entry point, connector jars and (when built) the venv archive."""
     s3 = aws_client(settings, "s3")
-    artifacts = Artifacts.in_bucket(bucket, [j.name for j in jars], with_archive=archive is not None)
+    artifacts = Artifacts.in_bucket(bucket, [j.name for j in jars], with_archive=archive is not None, version=version)
     uploads = [(job_file, artifacts.entry_point), *zip(jars, artifacts.jars, strict=True)]
     if archive is not None and artifacts.archive:
         uploads.append((archive, artifacts.archive))
@@ -244,14 +255,27 @@ def submit(
     force: bool = False,
     name: str = JOB_NAME,
     size: JobSize | None = None,
+    replace_other_build: bool = False,
 ) -> str:
-    """Start the streaming job run; refuses while another run of the same job is active."""
+    """Start the streaming job run; refuses while another run of the same job is active.
+
+    With ``replace_other_build`` (what ``make deploy`` uses), an active run of a *different* entry
+    point (an older build) is cancelled, waited for, and replaced; one of the same build is kept (the
+    refusal names it). The checkpoint is the same, so the new run resumes where the old one stopped.
+    """
     size = size or JobSize()
     emr = aws_client(settings, "emr-serverless")
     application = _call("reading the application", emr.get_application, applicationId=application_id)["application"]
     maximum = application.get("maximumCapacity", {})
     size.check(_capacity(maximum.get("cpu")), _capacity(maximum.get("memory")))
     running = active_runs(settings, application_id, name)
+    if running and replace_other_build and not force:
+        older = [r["id"] for r in running if _entry_point(emr, application_id, r["id"]) != artifacts.entry_point]
+        for run_id in older:
+            _call(f"cancelling {run_id}", emr.cancel_job_run, applicationId=application_id, jobRunId=run_id)
+        for run_id in older:
+            wait_for_run(settings, application_id, run_id, ["CANCELLED", "SUCCESS", "FAILED"])
+        running = [r for r in running if r["id"] not in older]
     if running and not force:
         ids = ", ".join(r["id"] for r in running)
         raise EmrError(
@@ -285,6 +309,11 @@ def submit(
         tags={"job": name},
     )
     return str(response["jobRunId"])
+
+
+def _entry_point(emr: Any, application_id: str, run_id: str) -> str:
+    run = _call("reading the job run", emr.get_job_run, applicationId=application_id, jobRunId=run_id)["jobRun"]
+    return str(run["jobDriver"]["sparkSubmit"]["entryPoint"])
 
 
 def status(settings: Settings, application_id: str, run_id: str | None = None) -> list[dict[str, Any]]:

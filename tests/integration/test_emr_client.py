@@ -90,10 +90,20 @@ def test_a_running_streaming_job_refuses_a_second_run_and_cancels_asynchronously
 
     with pytest.raises(emr.EmrError, match="already running"):
         emr.submit(settings, application, ROLE, job, name="until_cancelled")
+    with pytest.raises(emr.EmrError, match="already running"):  # the same build is kept by a deploy
+        emr.submit(settings, application, ROLE, job, name="until_cancelled", replace_other_build=True)
+
+    # A deploy of another build (another jobs/<tag>/ entry point) replaces the running one.
+    aws_client(settings, "s3").upload_file(str(entry), bucket, "jobs/v2/until_cancelled.py")
+    newer = emr.Artifacts(bucket, f"s3://{bucket}/jobs/v2/until_cancelled.py", archive=None, jars=())
+    replaced_by = emr.submit(settings, application, ROLE, newer, name="until_cancelled", replace_other_build=True)
+    assert emr.status(settings, application, run_id)[0]["state"] == "CANCELLED"
+    assert emr.wait_for_run(settings, application, replaced_by, ["RUNNING"], timeout=120) == "RUNNING"
+    run_id = replaced_by
 
     assert emr.cancel(settings, application, run_id) == [run_id]
     assert emr.wait_for_run(settings, application, run_id, ["CANCELLED"], timeout=120) == "CANCELLED"
-    assert emr.submit(settings, application, ROLE, job, name="until_cancelled", force=False), "free again"
+    assert emr.submit(settings, application, ROLE, newer, name="until_cancelled", force=False), "free again"
     emr.shutdown(settings, application, timeout=120)
     state = aws_client(settings, "emr-serverless").get_application(applicationId=application)["application"]["state"]
     assert state == "STOPPED"

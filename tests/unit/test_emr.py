@@ -83,3 +83,10 @@ def test_submit_checks_the_size_against_the_application(application: tuple[Setti
     with pytest.raises(emr.EmrError, match="maximum capacity"):
         emr.submit(settings, app, ROLE, emr.Artifacts.in_bucket("bucket", []))
     assert emr.submit(settings, app, ROLE, emr.Artifacts.in_bucket("bucket", []), size=emr.JobSize(executors=1))
+
+
+def test_a_deploy_uploads_each_build_to_its_own_folder() -> None:
+    build = emr.Artifacts.in_bucket("b", ["a.jar"], version="0123abcd")
+    assert build.entry_point == "s3://b/jobs/0123abcd/structure_validate_store.py"
+    assert build.archive == "s3://b/jobs/0123abcd/pyspark_venv.tar.gz"
+    assert build.jars == ("s3://b/jobs/0123abcd/jars/a.jar",)
