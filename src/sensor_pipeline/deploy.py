@@ -241,6 +241,7 @@ def leftovers(settings: Settings, name: str) -> list[str]:
     # DocumentDB's managed secret is named rds!cluster-<id>, not after the stack.
     found.extend(f"secret: {s['Name']}" for s in secrets if name in s["Name"] or s["Name"].startswith("rds!cluster"))
     logs = aws_client(settings, "logs").describe_log_groups(logGroupNamePrefix="/")["logGroups"]
+    # /<project>/<environment>/<workload> compared as <project>-<environment>-<workload>.
     collect("log group", [g["logGroupName"].replace("/", "-").strip("-") for g in logs])
     balancers = aws_client(settings, "elbv2").describe_load_balancers()["LoadBalancers"]
     collect("load balancer", [b["LoadBalancerName"] for b in balancers])

@@ -33,6 +33,7 @@ from sensor_pipeline.config import Settings
 
 JOB_NAME = "structure_validate_store"
 ACTIVE_STATES = ("SUBMITTED", "PENDING", "SCHEDULED", "RUNNING", "QUEUED")
+FINAL_STATES = ("SUCCESS", "FAILED", "CANCELLED")
 JOB_PREFIX = "jobs/"
 
 
@@ -271,10 +272,7 @@ def submit(
     running = active_runs(settings, application_id, name)
     if running and replace_other_build and not force:
         older = [r["id"] for r in running if _entry_point(emr, application_id, r["id"]) != artifacts.entry_point]
-        for run_id in older:
-            _call(f"cancelling {run_id}", emr.cancel_job_run, applicationId=application_id, jobRunId=run_id)
-        for run_id in older:
-            wait_for_run(settings, application_id, run_id, ["CANCELLED", "SUCCESS", "FAILED"])
+        _cancel_and_wait(settings, application_id, older)
         running = [r for r in running if r["id"] not in older]
     if running and not force:
         ids = ", ".join(r["id"] for r in running)
@@ -375,10 +373,10 @@ def wait_for_run(
             if stable_seconds > 0:
                 _stays(emr, application_id, run_id, state, str(run.get("stateDetails", "")), stable_seconds)
             return state
-        if state in ("SUCCESS", "FAILED", "CANCELLED") or time.monotonic() > deadline:  # ended elsewhere
+        if state in FINAL_STATES or time.monotonic() > deadline:  # ended elsewhere
             raise EmrError(
                 f"job run {run_id} is {state} ({run.get('stateDetails', '')}), not {'/'.join(sorted(wanted))}; "
-                f"see `sensor-pipeline emr logs --application-id {application_id} --run-id {run_id}`"
+                + _see_logs(application_id, run_id)
             )
         time.sleep(2)
 
@@ -391,9 +389,21 @@ def _stays(emr: Any, application_id: str, run_id: str, state: str, details: str,
         now = (str(run["state"]), str(run.get("stateDetails", "")))
         if now != (state, details):
             raise EmrError(
-                f"job run {run_id} did not stay {state}: now {now[0]} ({now[1]}); "
-                f"see `sensor-pipeline emr logs --application-id {application_id} --run-id {run_id}`"
+                f"job run {run_id} did not stay {state}: now {now[0]} ({now[1]}); " + _see_logs(application_id, run_id)
             )
+
+
+def _see_logs(application_id: str, run_id: str) -> str:
+    return f"see `sensor-pipeline emr logs --application-id {application_id} --run-id {run_id}`"
+
+
+def _cancel_and_wait(settings: Settings, application_id: str, run_ids: list[str], timeout: float = 600.0) -> None:
+    """CancelJobRun is asynchronous: cancel every run, then wait until each has ended."""
+    emr = aws_client(settings, "emr-serverless")
+    for run_id in run_ids:
+        _call(f"cancelling {run_id}", emr.cancel_job_run, applicationId=application_id, jobRunId=run_id)
+    for run_id in run_ids:
+        wait_for_run(settings, application_id, run_id, FINAL_STATES, timeout)
 
 
 def wait_for_application(settings: Settings, application_id: str, state: str, timeout: float = 600.0) -> None:
@@ -415,12 +425,11 @@ def shutdown(settings: Settings, application_id: str, timeout: float = 600.0) ->
     whose runs are all finished (EMR Serverless API Reference, DeleteApplication / StopApplication).
     """
     emr = aws_client(settings, "emr-serverless")
+    cancelling = [r["id"] for r in _list_runs(settings, application_id, states=["CANCELLING"])]
     cancelled = [r["id"] for r in _list_runs(settings, application_id, states=list(ACTIVE_STATES))]
-    for run_id in cancelled:  # every run of the application, whatever its name
-        _call(f"cancelling {run_id}", emr.cancel_job_run, applicationId=application_id, jobRunId=run_id)
-    stopping = [r["id"] for r in _list_runs(settings, application_id, states=["CANCELLING"])]
-    for run_id in {*cancelled, *stopping}:
-        wait_for_run(settings, application_id, run_id, ["CANCELLED", "SUCCESS", "FAILED"], timeout)
+    _cancel_and_wait(settings, application_id, cancelled, timeout)  # every run of the application, whatever its name
+    for run_id in cancelling:  # cancelled before, still ending
+        wait_for_run(settings, application_id, run_id, FINAL_STATES, timeout)
     state = _call("reading the application", emr.get_application, applicationId=application_id)["application"]
     if state["state"] not in ("CREATED", "STOPPED", "TERMINATED"):
         _call("stopping the application", emr.stop_application, applicationId=application_id)

@@ -74,7 +74,7 @@ def test_the_dashboard_origin_keeps_the_load_balancer_and_adds_the_local_browser
 
 def test_container_commands_come_from_the_venv_and_bind_to_loopback(tmp_path: Path) -> None:
     (tmp_path / "sensor-pipeline").write_text("")
-    argv = list(translate.command(["sensor-pipeline", "api", "--host", "0.0.0.0"], tmp_path).values.values())
+    argv, _ = translate.command(["sensor-pipeline", "api", "--host", "0.0.0.0"], tmp_path)
     assert argv == [str(tmp_path / "sensor-pipeline"), "api", "--host", "127.0.0.1"]
 
 

@@ -88,18 +88,23 @@ def uninstall() -> None:
             _undo.pop()()
 
 
+def _backends(backend_dict: Any) -> list[Any]:
+    # Copies at every level: moto's request threads add backends while a runner thread walks them.
+    return [backend for regions in list(backend_dict.values()) for backend in list(regions.values())]
+
+
 def emr_job_runs() -> list[tuple[str, Any]]:
     """(application id, moto ``JobRun``) of every EMR Serverless job run, in every account and region."""
     runs: list[tuple[str, Any]] = []
-    for _account, _region, backend in emr_models.emrserverless_backends.iter_backends():
-        for application_id, application_runs in list(backend.job_runs.items()):  # type: ignore[attr-defined]
+    for backend in _backends(emr_models.emrserverless_backends):
+        for application_id, application_runs in list(backend.job_runs.items()):
             runs.extend((application_id, run) for run in list(application_runs))
     return runs
 
 
 def ecs_backends() -> list[Any]:
     """Every moto ECS backend in use, in every account and region."""
-    return [backend for _account, _region, backend in ecs_models.ecs_backends.iter_backends()]
+    return _backends(ecs_models.ecs_backends)
 
 
 # --- patching helpers --------------------------------------------------------------------------

@@ -33,12 +33,11 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sensor_pipeline.emulator import translate
+from sensor_pipeline.emulator import moto_ext, translate
 
 log = logging.getLogger("sensor_pipeline.emulator")
 POLL_SECONDS = 1.0
@@ -52,7 +51,6 @@ class Process:
 
     popen: subprocess.Popen[bytes]
     log_path: Path
-    started: float = field(default_factory=time.monotonic)
 
     @classmethod
     def start(cls, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> Process:
@@ -204,14 +202,6 @@ def pyspark_file() -> str:
 # --- EMR Serverless --------------------------------------------------------------------------------
 
 
-def _emr_backends() -> Iterator[Any]:
-    from moto.emrserverless.models import emrserverless_backends
-
-    # Copies: moto's request threads add backends and runs while a runner walks them.
-    for regions in list(emrserverless_backends.values()):
-        yield from list(regions.values())
-
-
 def parse_spark_submit_parameters(text: str) -> tuple[dict[str, str], list[str]]:
     """``--conf k=v`` pairs and ``--jars`` of an EMR ``sparkSubmitParameters`` string."""
     conf: dict[str, str] = {}
@@ -256,22 +246,18 @@ class EmrRunner(Runner):
         self.runs: dict[str, EmrRun] = {}
 
     def tick(self) -> None:
-        for backend in _emr_backends():
-            for application_id, jobs in list(backend.job_runs.items()):
-                for job in list(jobs):
-                    try:
-                        self._step(backend, application_id, job)
-                    except Exception as error:  # one bad run fails, the others go on
-                        log.exception("job run %s: failed in the runner", job.id)
-                        if job.state not in ("SUCCESS", "FAILED", "CANCELLED"):
-                            self._set(job, "FAILED", f"runner error: {error}")
+        for application_id, job in moto_ext.emr_job_runs():
+            try:
+                self._step(application_id, job)
+            except Exception as error:  # one bad run fails, the others go on
+                log.exception("job run %s: failed in the runner", job.id)
+                if job.state not in ("SUCCESS", "FAILED", "CANCELLED"):
+                    self._set(job, "FAILED", f"runner error: {error}")
 
-    def _step(self, backend: Any, application_id: str, job: Any) -> None:
+    def _step(self, application_id: str, job: Any) -> None:
+        # StartJobRun already auto-started the application (moto_ext): only the run is this runner's.
         run = self.runs.get(job.id)
         if job.state == "SUBMITTED" and run is None:
-            application = backend.applications.get(application_id)
-            if application is not None and application.state in ("CREATED", "STOPPED"):
-                application.state = "STARTED"  # auto-start, as the application's configuration asks
             run = self.runs[job.id] = EmrRun(application_id, job, self.context.state / "emr-runs" / job.id)
             self._set(job, "SCHEDULED", "preparing the run on the local stack")
             try:
@@ -426,13 +412,6 @@ class EmrRunner(Runner):
 # --- ECS ----------------------------------------------------------------------------------------
 
 
-def _ecs_backends() -> Iterator[Any]:
-    from moto.ecs.models import ecs_backends
-
-    for regions in list(ecs_backends.values()):
-        yield from list(regions.values())
-
-
 class EcsRunner(Runner):
     """Runs ECS services and RunTask tasks of the emulator as local processes (see the module docstring)."""
 
@@ -445,7 +424,7 @@ class EcsRunner(Runner):
 
     def tick(self) -> None:
         wanted: dict[str, tuple[Any, Any]] = {}
-        for backend in _ecs_backends():
+        for backend in moto_ext.ecs_backends():
             for service in list(backend.services.values()):
                 if service.status == "ACTIVE" and service.desired_count > 0:
                     wanted[service.arn] = (backend, service)
@@ -532,10 +511,9 @@ class EcsRunner(Runner):
             log.error("%s: ResourceInitializationError: unable to retrieve secrets: %s", name, error)
             return None
         env = translate.environment(environment, self.context.endpoint_url, self.context.mongo_auth)
-        argv = translate.command(list(container.get("command") or []), self.context.venv_bin)
-        for change in env.changes + argv.changes:
+        command, command_changes = translate.command(list(container.get("command") or []), self.context.venv_bin)
+        for change in env.changes + command_changes:
             log.info("%s: translated for the local stack: %s", name, change)
-        command = list(argv.values.values())
         log_path = self.context.state / "logs" / f"{name}.log"
         log.info("%s: starting %s (log %s)", name, shlex.join(command), log_path)
         try:

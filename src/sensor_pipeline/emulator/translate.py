@@ -2,7 +2,7 @@
 
 Everything else of an ECS task definition or an EMR Serverless job run is run as written. What cannot
 be, because the local stack is one machine with plain services, is changed here, and each change is
-logged by the runner that applies it (``Translation.log``):
+returned with its reason for the runner that applies it to log:
 
 * Amazon MSK speaks SASL/IAM over TLS; the local broker is PLAINTEXT. The emulated MSK cluster's
   bootstrap brokers already are the local broker's address. MSK has a broker per zone (topics are
@@ -27,11 +27,11 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 LOOPBACK = "127.0.0.1"
-#: URI options that only make sense against DocumentDB.
-DOCDB_ONLY_OPTIONS = {"tls", "ssl", "tlscafile", "replicaset", "authmechanism", "tlsallowinvalidhostnames"}
-#: Spark properties sized for EMR workers, capped locally (the whole stack shares two cores).
+#: URI options that only make sense against DocumentDB (besides every tls*/ssl* option).
+DOCDB_ONLY_OPTIONS = {"replicaset", "authmechanism"}
 #: A private DNS name of the VPC (Cloud Map), anywhere in a value: URLs, host lists, bare host:port.
 CLOUD_MAP_NAME = re.compile(r"(?<![\w.-])(?:[a-z0-9-]+\.)+internal(?=[:/?,]|$)", re.IGNORECASE)
+#: Spark properties sized for EMR workers, capped locally (the whole stack shares two cores).
 LOCAL_CAPS = {"spark.driver.memory": "1g", "spark.executor.memory": "1g"}
 
 
@@ -41,10 +41,6 @@ class Translation:
 
     values: dict[str, str]
     changes: list[str] = field(default_factory=list)
-
-    def log(self, write: object) -> None:
-        for change in self.changes:
-            write(f"translated for the local stack: {change}")  # type: ignore[operator]
 
 
 def _mongo_uri(uri: str, auth: str) -> str:
@@ -99,8 +95,8 @@ def environment(values: dict[str, str], endpoint_url: str, mongo_auth: str) -> T
     return Translation(out, changes)
 
 
-def command(argv: list[str], venv_bin: Path) -> Translation:
-    """A container command: the program from the project's venv, wildcard binds on loopback."""
+def command(argv: list[str], venv_bin: Path) -> tuple[list[str], list[str]]:
+    """A container command (the program from the project's venv, wildcard binds on loopback), and the changes."""
     out = list(argv)
     changes = []
     if out and (venv_bin / out[0]).is_file():
@@ -110,7 +106,7 @@ def command(argv: list[str], venv_bin: Path) -> Translation:
             out[i] = LOOPBACK
             flag = argv[i - 1] if i else "argument"
             changes.append(f"{flag} 0.0.0.0 -> {LOOPBACK} (one machine: listen on loopback only)")
-    return Translation({str(i): a for i, a in enumerate(out)}, changes)
+    return out, changes
 
 
 def spark_conf(conf: dict[str, str]) -> Translation:
