@@ -13,6 +13,12 @@ data into Spark column expressions. ``tests/unit/test_parity.py`` runs one corpu
 
 Patterns are deliberately strict and ASCII-only so that Python's ``re`` and Java's regex engine agree
 (``float()`` alone would accept ``nan``, ``1_0`` or Unicode digits; Spark's cast accepts ``1d``).
+Where the two runtimes' own limits differ, the rules state the narrower one, so that whatever both
+accept can be stored and published: Java's time zone offsets end at ±18:00 (Python's at ±23:59),
+Spark's timestamps reach year 0 and beyond 9999 (Python's ``datetime`` and BSON dates in ``pymongo``
+do not), and ``$`` in Java also matches before a final ``\u2028``, ``\u0085`` or ``\r`` (Python's only
+before ``\n``), so patterns end with :data:`END` instead. ``tests/unit/test_parity.py`` generates the
+edge cases of every field.
 """
 
 from __future__ import annotations
@@ -40,13 +46,28 @@ FIELD_COUNT = len(FIELDS)
 WHITESPACE = " \t\n\x0b\f\r"
 SPLIT_PATTERN = r"[ \t\n\x0B\f\r]+"
 
-#: ISO 8601 date-time, seconds required, up to microseconds, optional ``Z`` or ``±hh:mm`` offset.
-TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})?$"
+#: End of input in both regex engines (``$`` is not: see the module docstring).
+END = r"(?![\s\S])"
+#: ISO 8601 date-time, seconds required, up to microseconds, optional ``Z`` or ``±hh:mm`` offset up
+#: to ±18:00 (the range both Java's ``ZoneOffset`` and Python accept).
+TIMESTAMP_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"(Z|[+-](0[0-9]|1[0-7]):[0-5][0-9]|[+-]18:00)?" + END
+)
+#: The instants a reading may carry: those both runtimes (and BSON dates in pymongo) can hold.
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 #: A plain decimal number with optional exponent (no ``nan``/``inf``, no ``_``, no type suffix).
-NUMBER_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-BEACH_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
-ID_PATTERN = r"^[0-9]{1,19}$"
+NUMBER_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?" + END
+BEACH_PATTERN = r"^[A-Za-z0-9_]{1,64}" + END
+ID_PATTERN = r"^[0-9]{1,19}" + END
 ID_MIN, ID_MAX = 1, 2**63 - 1
+#: The longest line accepted (characters). Real lines are about 60; the bound keeps every clean
+#: message and dead letter far below Kafka's default 1 MB message limit, whatever a sensor sends.
+MAX_LINE_LENGTH = 1024
+#: How much of a field or line a reason's detail (and a dead letter's RawData) quotes.
+DETAIL_QUOTE = 80
+RAW_DATA_QUOTE = 4096
 
 #: How far a reading's timestamp may lie ahead of the time it is processed (clock skew).
 DEFAULT_FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -79,6 +100,7 @@ RANGES: dict[str, Range] = {
 
 #: Reason codes in the order the checks run; the first failing check names the reason.
 CHECKS: tuple[str, ...] = (
+    "too_long",
     "bad_shape",
     "bad_timestamp",
     "future_timestamp",
@@ -140,16 +162,21 @@ def split_fields(line: str) -> list[str]:
 
 
 def parse_timestamp(text: str) -> datetime | None:
-    """ISO 8601 per :data:`TIMESTAMP_PATTERN`; no offset means UTC. ``None`` if not a real instant."""
+    """ISO 8601 per :data:`TIMESTAMP_PATTERN`; no offset means UTC. ``None`` if not a real instant
+    between :data:`EARLIEST` and :data:`LATEST`."""
     if not _TIMESTAMP.match(text):
         return None
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:  # matches the pattern but is not a date, e.g. 2021-02-30
+        # Out of datetime's range once shifted to UTC (0001-01-01T00:00+01:00): OverflowError.
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # matches the pattern but is not a date, e.g. 2021-02-30
         return None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+
+
+def quote(text: str, limit: int = DETAIL_QUOTE) -> str:
+    """``text`` for a human message, cut to ``limit`` characters (hostile fields can be huge)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _reject(reason: str, detail: str) -> Verdict:
@@ -162,6 +189,8 @@ def validate_line(
     future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE,
 ) -> Verdict:
     """Apply :data:`CHECKS` in order to one raw line."""
+    if len(line) > MAX_LINE_LENGTH:
+        return _reject("too_long", f"a line has at most {MAX_LINE_LENGTH} characters, got {len(line)}")
     fields = split_fields(line)
     if len(fields) != FIELD_COUNT:
         return _reject("bad_shape", f"expected {FIELD_COUNT} fields, got {len(fields)}")
@@ -169,7 +198,7 @@ def validate_line(
 
     timestamp = parse_timestamp(raw["TimeStamp"])
     if timestamp is None:
-        return _reject("bad_timestamp", f"not an ISO 8601 date-time: {raw['TimeStamp']!r}")
+        return _reject("bad_timestamp", f"not an ISO 8601 date-time: {quote(raw['TimeStamp'])!r}")
     now = now or datetime.now(UTC)
     if timestamp > now + future_tolerance:
         return _reject("future_timestamp", f"{raw['TimeStamp']} is ahead of processing time {now:%Y-%m-%dT%H:%M:%SZ}")
@@ -179,18 +208,18 @@ def validate_line(
         text = raw[name]
         value = float(text) if _NUMBER.match(text) else math.nan
         if not math.isfinite(value):
-            return _reject("bad_number", f"{name} is not a finite number: {text!r}")
+            return _reject("bad_number", f"{name} is not a finite number: {quote(text)!r}")
         numbers[name] = value
     for name, allowed in RANGES.items():
         if not allowed.contains(numbers[name]):
             return _reject("out_of_range", f"{name} {numbers[name]:g} outside {allowed.describe()}")
 
     if not _BEACH.match(raw["Beach"]):
-        return _reject("bad_beach", f"beach must match {BEACH_PATTERN}: {raw['Beach']!r}")
+        return _reject("bad_beach", f"beach must match [A-Za-z0-9_]{{1,64}}: {quote(raw['Beach'])!r}")
     id_text = raw["MeasurementID"]
     measurement_id = int(id_text) if _ID.match(id_text) else 0
     if not ID_MIN <= measurement_id <= ID_MAX:
-        return _reject("bad_id", f"MeasurementID must be an integer in [1, 2^63-1]: {id_text!r}")
+        return _reject("bad_id", f"MeasurementID must be an integer in [1, 2^63-1]: {quote(id_text)!r}")
 
     record = {
         "Beach": raw["Beach"].replace("_", " "),

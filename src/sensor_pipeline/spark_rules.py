@@ -7,6 +7,8 @@ timestamp without offset means UTC, as the contract says; :func:`utc_session_con
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -16,6 +18,19 @@ from sensor_pipeline import rules
 utc_session_conf: dict[str, str] = {"spark.sql.session.timeZone": "UTC"}
 
 _DOUBLE_INF = float("inf")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _instant(value: datetime) -> Column:
+    # From epoch microseconds: Python's datetime conversion of a literal depends on the local zone.
+    return F.timestamp_micros(F.lit((value - _EPOCH) // timedelta(microseconds=1)))
+
+
+def quote(text: Column, limit: int = rules.DETAIL_QUOTE) -> Column:
+    """:func:`sensor_pipeline.rules.quote` in Spark: a field cut to ``limit`` characters for a message."""
+    return F.when(F.length(text) <= limit, text).otherwise(
+        F.format_string("%s... (%d characters)", F.substring(text, 1, limit), F.length(text))
+    )
 
 
 def _finite(column: Column) -> Column:
@@ -45,7 +60,9 @@ def validate(lines: DataFrame, now: Column | None = None, future_tolerance_secon
     field = {name: F.get(F.col("fields"), i) for i, name in enumerate(rules.FIELDS)}
     shape_ok = F.size("fields") == rules.FIELD_COUNT
     ts_text = field["TimeStamp"]
-    timestamp = F.when(ts_text.rlike(rules.TIMESTAMP_PATTERN), ts_text.try_cast("timestamp"))
+    parsed = ts_text.try_cast("timestamp")
+    in_bounds = parsed.between(_instant(rules.EARLIEST), _instant(rules.LATEST))
+    timestamp = F.when(ts_text.rlike(rules.TIMESTAMP_PATTERN) & in_bounds, parsed)
     numbers = {name: _number(field[name]) for name in rules.RANGES}
     id_text = field["MeasurementID"]
     measurement_id = F.when(id_text.rlike(rules.ID_PATTERN), id_text.try_cast("long"))
@@ -66,17 +83,21 @@ def validate(lines: DataFrame, now: Column | None = None, future_tolerance_secon
     for name, allowed in rules.RANGES.items():
         ranges_ok = ranges_ok & _in_range(col(name), allowed)
     failures: dict[str, tuple[Column, Column]] = {
+        "too_long": (
+            F.length("value") > rules.MAX_LINE_LENGTH,
+            F.format_string(f"a line has at most {rules.MAX_LINE_LENGTH} characters, got %d", F.length("value")),
+        ),
         "bad_shape": (
             ~shape_ok,
             F.format_string(f"expected {rules.FIELD_COUNT} fields, got %d", F.size("fields")),
         ),
         "bad_timestamp": (
             col("TimeStamp").isNull(),
-            F.format_string("not an ISO 8601 date-time: '%s'", ts_text),
+            F.format_string("not an ISO 8601 date-time: '%s'", quote(ts_text)),
         ),
         "future_timestamp": (
             col("TimeStamp") > now + F.make_dt_interval(secs=F.lit(future_tolerance_seconds)),
-            F.format_string("%s is ahead of processing time", ts_text),
+            F.format_string("%s is ahead of processing time", quote(ts_text)),
         ),
         "bad_number": (~numbers_ok, F.lit("a numeric field is not a finite number")),
         "out_of_range": (
@@ -85,11 +106,11 @@ def validate(lines: DataFrame, now: Column | None = None, future_tolerance_secon
         ),
         "bad_beach": (
             ~field["Beach"].rlike(rules.BEACH_PATTERN),
-            F.format_string(f"beach must match {rules.BEACH_PATTERN}: '%s'", field["Beach"]),
+            F.format_string("beach must match [A-Za-z0-9_]{1,64}: '%s'", quote(field["Beach"])),
         ),
         "bad_id": (
             col("MeasurementID").isNull() | (col("MeasurementID") < rules.ID_MIN),
-            F.format_string("MeasurementID must be an integer in [1, 2^63-1]: '%s'", id_text),
+            F.format_string("MeasurementID must be an integer in [1, 2^63-1]: '%s'", quote(id_text)),
         ),
     }
     assert tuple(failures) == rules.CHECKS, "spark_rules is out of step with rules.CHECKS"
@@ -134,11 +155,16 @@ def clean_messages(documents: DataFrame) -> DataFrame:
 
 
 def dead_letters(validated: DataFrame) -> DataFrame:
-    """InvalidSensorData records: key = beach where known, value = RawData/Reason/Detail/Source/RejectedAt."""
+    """InvalidSensorData records: key = beach where known, value = RawData/Reason/Detail/Source/RejectedAt.
+
+    RawData is the whole line, except for a ``too_long`` one: its first :data:`rules.RAW_DATA_QUOTE`
+    characters (the Detail gives its length, Source the record that holds all of it), so that a
+    dead letter always fits in a Kafka message.
+    """
     beach = F.get(F.col("fields"), 4)
     value = F.to_json(
         F.struct(
-            F.col("value").alias("RawData"),
+            F.substring("value", 1, rules.RAW_DATA_QUOTE).alias("RawData"),
             F.col("reason").alias("Reason"),
             F.col("detail").alias("Detail"),
             F.struct(
@@ -149,7 +175,7 @@ def dead_letters(validated: DataFrame) -> DataFrame:
             F.date_format(F.current_timestamp(), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").alias("RejectedAt"),
         )
     )
-    key = F.when(F.size("fields") == rules.FIELD_COUNT, beach)
+    key = F.when((F.size("fields") == rules.FIELD_COUNT) & (F.col("reason") != "too_long"), beach)
     return validated.where(F.col("reason").isNotNull()).select(key.alias("key"), value.alias("value"))
 
 

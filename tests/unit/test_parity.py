@@ -1,57 +1,64 @@
-"""Parity: the Python rules and the Spark transformation give identical verdicts on one corpus."""
+"""Parity: the Python rules and the Spark transformation give identical verdicts and values.
+
+Run over the hand-written corpus and over generated edge cases of every field (tests/hostile.py):
+dates at the limits of both calendars and offsets, huge, tiny and negative numbers, Unicode digits,
+look-alike separators, line terminators inside fields, 1 MB lines.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from sensor_pipeline import rules, spark_rules
+from tests.hostile import hostile_lines
 from tests.unit.corpus import corpus
 
 pytestmark = pytest.mark.spark
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MEGABYTE_LINES = ["2020-01-01T00:00:00 1 1 1 X " + "1" * 1_000_000, "x" * 1_048_000, "\u00e9" * 500_000]
 
 
-def test_python_and_spark_agree_on_every_line(spark: Any) -> None:
+def mismatches(spark: Any, lines: list[str]) -> tuple[list[tuple[str, Any, Any]], Counter[str | None]]:
     from pyspark.sql import functions as F
 
-    lines = corpus()
     frame = spark.createDataFrame(
         [(line, "RawSensorData", 0, offset) for offset, line in enumerate(lines)],
         "value string, topic string, partition int, offset long",
     )
-    validated = spark_rules.validate(frame, now=F.lit(NOW)).orderBy("offset").collect()
-
-    mismatches = []
+    # Timestamps as epoch microseconds: Spark holds instants Python's datetime cannot (year 0).
+    validated = (
+        spark_rules.validate(frame, now=F.lit(NOW))
+        .select("value", "offset", "reason", F.unix_micros("TimeStamp").alias("micros"), *rules.FIELDS[1:])
+        .orderBy("offset")
+        .collect()
+    )
+    found = []
     for row in validated:
         expected = rules.validate_line(row.value, now=NOW)
         if expected.reason != row.reason:
-            mismatches.append((row.value, expected.reason, row.reason))
-            continue
-        if expected.record is not None:
-            record = expected.record
-            got = (
-                row.TimeStamp.replace(tzinfo=UTC),
-                row.WaterTemperature,
-                row.Turbidity,
-                row.BatteryLife,
-                row.Beach,
-                row.MeasurementID,
-            )
-            want = (
-                record["TimeStamp"],
-                record["WaterTemperature"],
-                record["Turbidity"],
-                record["BatteryLife"],
-                record["Beach"],
-                record["MeasurementID"],
-            )
+            found.append((row.value[:200], expected.reason, row.reason))
+        elif (record := expected.record) is not None:
+            want = ((record["TimeStamp"] - EPOCH) // timedelta(microseconds=1), *(record[f] for f in rules.FIELDS[1:]))
+            got = (row.micros, *(row[f] for f in rules.FIELDS[1:]))
             if got != want:
-                mismatches.append((row.value, want, got))
-    assert mismatches == []
-    # the corpus exercises every reason code and valid lines
-    reasons = Counter(row.reason for row in validated)
+                found.append((row.value[:200], want, got))
+    return found, Counter(row.reason for row in validated)
+
+
+def test_python_and_spark_agree_on_the_corpus(spark: Any) -> None:
+    found, reasons = mismatches(spark, corpus())
+    assert found == []
+    assert set(reasons) == {None, *rules.CHECKS} - {"too_long"}, reasons
+
+
+def test_python_and_spark_agree_on_generated_edge_cases_of_every_field(spark: Any) -> None:
+    lines = hostile_lines(20_000) + MEGABYTE_LINES
+    found, reasons = mismatches(spark, lines)
+    assert found == []
+    # The generator reaches every verdict, valid lines included.
     assert set(reasons) == {None, *rules.CHECKS}, reasons
