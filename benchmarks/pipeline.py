@@ -32,7 +32,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from sensor_pipeline import provision, store
 from sensor_pipeline.config import Settings, settings_from_env_map
-from sensor_pipeline.rules import clean_message, validate_line
+from sensor_pipeline.rules import validate_line
+from sensor_pipeline.schema import clean_message
 from sensor_pipeline.simulator import Simulator
 from sensor_pipeline.stack import artifacts
 from sensor_pipeline.stack.definition import find_root, load

@@ -1,14 +1,15 @@
 """Structure, validate and store: the pipeline's Spark Structured Streaming job.
 
-Reads raw lines from Kafka ``RawSensorData``, validates each with the project's single rule set
-(compiled to Spark built-in functions), and in every micro-batch writes
-  valid   -> MongoDB / DocumentDB ``water_quality.sensor_readings`` (idempotent, keyed by MeasurementID)
-  valid   -> Kafka ``CleanSensorData`` (JSON)
-  invalid -> Kafka ``InvalidSensorData`` (dead letters with a reason code and their source offset)
+    read       Kafka RawSensorData (offsets in the checkpoint; without one, where the ledger says)
+    transform  each line -> typed fields + a verdict, by the project's one rule set (Spark built-ins)
+    write      per micro-batch (sensor_pipeline.batch_writer):
+                 valid   -> MongoDB / DocumentDB water_quality.sensor_readings, exactly once
+                 valid   -> Kafka CleanSensorData (JSON)
+                 invalid -> Kafka InvalidSensorData (dead letters: reason code, detail, source offset)
 
 Locally (``make local-up`` runs this for you)::
 
-    spark-submit --master 'local[2]' --jars <spark-sql-kafka jars> \
+    spark-submit --master 'local[2]' --jars <spark-sql-kafka jars> \\
         --conf spark.sql.session.timeZone=UTC jobs/structure_validate_store.py [--available-now]
 
 On EMR Serverless the same file is the job run's entry point (``sensor-pipeline emr submit``), with
@@ -19,15 +20,19 @@ variables (see sensor_pipeline.config); the flags below override them.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
-from pyspark.sql import SparkSession
+from kafka import KafkaConsumer
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sensor_pipeline.config import load_settings
-from sensor_pipeline.sinks import BatchWriter
-from sensor_pipeline.spark_rules import utc_session_conf
+from sensor_pipeline import spark_rules
+from sensor_pipeline.batch_writer import BatchWriter
+from sensor_pipeline.config import Settings, load_settings
+
+log = logging.getLogger("sensor_pipeline.job")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -35,9 +40,60 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--checkpoint", dest="checkpoint_location", help="checkpoint folder or s3:// URI")
     parser.add_argument("--trigger-seconds", type=float, help="micro-batch interval (default 2)")
     parser.add_argument("--available-now", action="store_true", help="process what is there, then stop")
-    parser.add_argument("--starting-offsets", choices=["earliest", "latest"], help="first run only")
+    parser.add_argument("--starting-offsets", choices=["earliest", "latest"], help="first run, empty ledger only")
     parser.add_argument("--max-offsets-per-trigger", type=int)
     return parser.parse_args(argv)
+
+
+def session() -> SparkSession:
+    builder = SparkSession.builder.appName("structure_validate_store")
+    for key, value in spark_rules.utc_session_conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    if not spark.sparkContext.getConf().contains("spark.sql.shuffle.partitions"):
+        # Batches are small and frequent: a few shuffle partitions, not Spark's default 200.
+        spark.conf.set("spark.sql.shuffle.partitions", str(spark.sparkContext.defaultParallelism))
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def starting_offsets(settings: Settings, writer: BatchWriter) -> str:
+    """Where a query without a checkpoint starts: after the last batch the ledger saw done, so that a
+    deleted or moved checkpoint neither skips nor repeats readings. Spark ignores it otherwise."""
+    done = writer.book().next_offsets(settings.raw_topic)
+    if not done:
+        return settings.starting_offsets
+    consumer = KafkaConsumer(**settings.kafka_client_options())
+    try:
+        partitions = consumer.partitions_for_topic(settings.raw_topic) or set(done)
+    finally:
+        consumer.close()
+    earliest = -2  # Spark's code for "earliest" in a JSON offsets map: a partition the ledger never saw
+    offsets = {str(p): done.get(p, earliest) for p in sorted(partitions)}
+    log.info("starting offsets from the ledger (used only without a checkpoint): %s", offsets)
+    return json.dumps({settings.raw_topic: offsets})
+
+
+def finish_begun_batches(spark: SparkSession, settings: Settings, writer: BatchWriter) -> None:
+    """Batches a crash left half-written are finished first, from their own offsets and time, so the
+    result is the same whether or not the checkpoint that would replay them still exists."""
+    for entry in writer.book().incomplete():
+        bounds: dict[str, dict[str, tuple[int, int]]] = {r.topic: {} for r in entry.ranges}
+        for r in entry.ranges:
+            bounds[r.topic][str(r.partition)] = (r.first, r.last + 1)
+        records = (
+            spark.read.format("kafka")
+            .options(**settings.spark_kafka_options())
+            .option("subscribe", ",".join(bounds))
+            .option("startingOffsets", json.dumps({t: {p: b[0] for p, b in ps.items()} for t, ps in bounds.items()}))
+            .option("endingOffsets", json.dumps({t: {p: b[1] for p, b in ps.items()} for t, ps in bounds.items()}))
+            .option("failOnDataLoss", "false")
+            .load()
+        )
+        now = F.timestamp_micros(F.lit(entry.checked_at))
+        validated = spark_rules.validate(spark_rules.raw_lines(records), now, settings.future_tolerance_seconds)
+        log.info("finishing batch %s begun before a crash (%s)", entry.key, entry.ranges)
+        writer.write(validated, batch_id=-1, entry=entry)
 
 
 def main(argv: list[str]) -> int:
@@ -49,43 +105,35 @@ def main(argv: list[str]) -> int:
         starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger,
     )
-    builder = SparkSession.builder.appName("structure_validate_store")
-    for key, value in utc_session_conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    if not spark.sparkContext.getConf().contains("spark.sql.shuffle.partitions"):
-        # Batches are small and frequent: a few shuffle partitions, not Spark's default 200.
-        spark.conf.set("spark.sql.shuffle.partitions", str(spark.sparkContext.defaultParallelism))
-    spark.sparkContext.setLogLevel("WARN")
+    spark = session()
+    writer = BatchWriter(settings)
+    finish_begun_batches(spark, settings, writer)
 
-    # Source: the raw topic. Offsets live in the checkpoint, so a restart resumes where it stopped.
-    raw = (
+    # Read: the raw topic. Offsets live in the checkpoint, so a restart resumes where it stopped.
+    records: DataFrame = (
         spark.readStream.format("kafka")
         .options(**settings.spark_kafka_options())
         .option("subscribe", settings.raw_topic)
-        .option("startingOffsets", settings.starting_offsets)
+        .option("startingOffsets", starting_offsets(settings, writer))
         .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
         # Data deleted by retention before it was read cannot be recovered; fail loudly instead.
         .option("failOnDataLoss", "true")
         .load()
-        .select(
-            F.col("value").cast("string").alias("value"),
-            "topic",
-            "partition",
-            "offset",
-            F.col("timestamp").alias("kafka_timestamp"),
-        )
     )
 
-    # Sink: one idempotent foreachBatch writer for the store and both output topics.
-    writer = raw.writeStream.queryName("structure_validate_store").foreachBatch(BatchWriter(settings))
-    writer = writer.option("checkpointLocation", settings.checkpoint_location)
+    # Transform: lines -> typed fields and a verdict (current_timestamp() is the micro-batch's time).
+    validated = spark_rules.validate(
+        spark_rules.raw_lines(records), future_tolerance_seconds=settings.future_tolerance_seconds
+    )
+
+    # Write: store, clean topic and dead letters, exactly once per reading in the store.
+    stream = validated.writeStream.queryName("structure_validate_store").foreachBatch(writer)
+    stream = stream.option("checkpointLocation", settings.checkpoint_location)
     if args.available_now:
-        writer = writer.trigger(availableNow=True)
+        stream = stream.trigger(availableNow=True)
     else:
-        writer = writer.trigger(processingTime=f"{settings.trigger_seconds} seconds")
-    query = writer.start()
-    query.awaitTermination()
+        stream = stream.trigger(processingTime=f"{settings.trigger_seconds} seconds")
+    stream.start().awaitTermination()
     return 0
 
 

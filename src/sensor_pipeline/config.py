@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     max_offsets_per_trigger: int = Field(200_000, ge=1)
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     future_tolerance_seconds: int = Field(300, ge=0, description="how far ahead a timestamp may be")
+    batch_retry_seconds: float = Field(
+        900.0, ge=0, description="how long a failing batch is retried (with backoff) before the job fails"
+    )
+    ledger_retention_seconds: float = Field(3600.0, gt=0, description="how long done batches stay in the ledger")
 
     # --- dashboard --------------------------------------------------------------------------------
     dashboard_port: int = Field(5006, ge=1, le=65535)

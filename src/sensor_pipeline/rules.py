@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sensor_pipeline import schema
+
 # --- the rule set (data) -----------------------------------------------------------------------
 
 #: Field names, in line order.
@@ -152,7 +154,7 @@ class Verdict:
         return {
             "valid": self.valid,
             "reason": self.reason,
-            "record": clean_message(self.record) if self.record is not None else None,
+            "record": schema.clean_message(self.record) if self.record is not None else None,
         }
 
 
@@ -221,35 +223,21 @@ def validate_line(
     if not ID_MIN <= measurement_id <= ID_MAX:
         return _reject("bad_id", f"MeasurementID must be an integer in [1, 2^63-1]: {quote(id_text)!r}")
 
-    record = {
-        "Beach": raw["Beach"].replace("_", " "),
-        "MeasurementID": measurement_id,
-        "BatteryLife": numbers["BatteryLife"],
-        "RawData": line,
-        "WaterTemperature": numbers["WaterTemperature"],
-        "Turbidity": numbers["Turbidity"],
-        "TimeStamp": timestamp,
-    }
+    record = schema.record(
+        beach=raw["Beach"].replace("_", " "),
+        measurement_id=measurement_id,
+        battery=numbers["BatteryLife"],
+        raw=line,
+        water_temperature=numbers["WaterTemperature"],
+        turbidity=numbers["Turbidity"],
+        timestamp=timestamp,
+    )
     return Verdict(True, None, "", record)
 
 
 def flags_of(record: dict[str, Any]) -> list[str]:
     """The quality flags a valid record raises."""
     return [flag.name for flag in FLAGS if flag.raised(float(record[flag.field]))]
-
-
-# --- record shapes (contracts) ------------------------------------------------------------------
-
-
-def format_timestamp(value: datetime) -> str:
-    """ISO 8601 UTC ending in ``Z``, millisecond precision (what BSON dates hold)."""
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-def clean_message(record: dict[str, Any]) -> dict[str, Any]:
-    """The CleanSensorData value: the stored document's keys except ``_id``, JSON-ready."""
-    return {**record, "TimeStamp": format_timestamp(record["TimeStamp"])}
 
 
 def beach_key(line: str) -> str | None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from sensor_pipeline import rules
+from sensor_pipeline import rules, schema
 
 #: Session settings the transforms rely on.
 utc_session_conf: dict[str, str] = {"spark.sql.session.timeZone": "UTC"}
@@ -47,12 +47,23 @@ def _number(text: Column) -> Column:
     return F.when(text.rlike(rules.NUMBER_PATTERN), text.try_cast("double"))
 
 
+def raw_lines(records: DataFrame) -> DataFrame:
+    """Kafka records as raw lines: ``value`` (UTF-8 text, never null), ``topic``, ``partition``, ``offset``.
+
+    Bytes that are not UTF-8 become U+FFFD (the line is then invalid, never unreadable), and a record
+    without a value (a tombstone) is an empty line, so both reach the dead letters like any other.
+    """
+    value = F.coalesce(F.make_valid_utf8(F.col("value").cast("string")), F.lit(""))
+    return records.select(value.alias("value"), "topic", "partition", "offset")
+
+
 def validate(lines: DataFrame, now: Column | None = None, future_tolerance_seconds: int = 300) -> DataFrame:
     """Add the verdict of each ``value`` line: ``reason`` (null when valid), ``detail`` and the typed fields.
 
     Output columns added: ``fields`` (array), ``TimeStamp`` (timestamp), ``WaterTemperature``,
     ``Turbidity``, ``BatteryLife`` (double), ``Beach`` (string, spaces restored), ``MeasurementID``
-    (long), ``reason``, ``detail``.
+    (long), ``reason``, ``detail``, ``checked_at`` (the time ``future_timestamp`` was judged against:
+    in a streaming query, ``current_timestamp()`` is the micro-batch's time, the same on a replay).
     """
     now = now if now is not None else F.current_timestamp()
     stripped = F.regexp_replace(F.col("value"), f"^{rules.SPLIT_PATTERN}|{rules.SPLIT_PATTERN}$", "")
@@ -120,48 +131,38 @@ def validate(lines: DataFrame, now: Column | None = None, future_tolerance_secon
         failed, text = failures[code]
         reason = F.when(failed, F.lit(code)).otherwise(reason)
         detail = F.when(failed, text).otherwise(detail)
-    return df.withColumn("reason", reason).withColumn("detail", detail)
+    return df.withColumn("reason", reason).withColumn("detail", detail).withColumn("checked_at", now)
 
 
 def clean_documents(validated: DataFrame) -> DataFrame:
-    """Valid rows in the stored document's shape (contract), plus ``_id`` = MeasurementID."""
-    return validated.where(F.col("reason").isNull()).select(
-        F.col("MeasurementID").alias("_id"),
-        "Beach",
-        "MeasurementID",
-        "BatteryLife",
-        F.col("value").alias("RawData"),
-        "WaterTemperature",
-        "Turbidity",
+    """Valid rows in the stored document's shape (:data:`schema.DOCUMENT`), plus the source columns.
+
+    ``topic``, ``partition`` and ``offset`` stay so that the first copy can be chosen and a reading
+    the store rejects can be dead-lettered with its source.
+    """
+    sources = {
+        "_id": F.col("MeasurementID"),
+        "RawData": F.col("value"),
         # BSON dates hold milliseconds: truncate here so the topic and the store agree exactly.
-        F.date_trunc("millisecond", F.col("TimeStamp")).alias("TimeStamp"),
-    )
+        "TimeStamp": F.date_trunc("millisecond", F.col("TimeStamp")),
+    }
+    columns = [sources.get(key.name, F.col(key.name)).cast(key.spark_type).alias(key.name) for key in schema.DOCUMENT]
+    return validated.where(F.col("reason").isNull()).select(*columns, "topic", "partition", "offset")
 
 
 def clean_messages(documents: DataFrame) -> DataFrame:
-    """CleanSensorData records: key = beach (underscored, as on the raw topic), value = JSON document."""
-    value = F.to_json(
-        F.struct(
-            "Beach",
-            "MeasurementID",
-            "BatteryLife",
-            "RawData",
-            "WaterTemperature",
-            "Turbidity",
-            F.date_format("TimeStamp", "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").alias("TimeStamp"),
-        )
-    )
+    """CleanSensorData records: key = beach (underscored, as on the raw topic), value = JSON of
+    :data:`schema.MESSAGE_KEYS`."""
+    fields = [
+        F.date_format(name, schema.TIMESTAMP_FORMAT_SPARK).alias(name) if name == "TimeStamp" else F.col(name)
+        for name in schema.MESSAGE_KEYS
+    ]
+    value = F.to_json(F.struct(*fields))
     return documents.select(F.regexp_replace("Beach", " ", "_").alias("key"), value.alias("value"))
 
 
-def dead_letters(validated: DataFrame) -> DataFrame:
-    """InvalidSensorData records: key = beach where known, value = RawData/Reason/Detail/Source/RejectedAt.
-
-    RawData is the whole line, except for a ``too_long`` one: its first :data:`rules.RAW_DATA_QUOTE`
-    characters (the Detail gives its length, Source the record that holds all of it), so that a
-    dead letter always fits in a Kafka message.
-    """
-    beach = F.get(F.col("fields"), 4)
+def _dead_letter_records(frame: DataFrame, key: Column) -> DataFrame:
+    """Kafka records of dead letters from ``value``, ``reason``, ``detail`` and the source columns."""
     value = F.to_json(
         F.struct(
             F.substring("value", 1, rules.RAW_DATA_QUOTE).alias("RawData"),
@@ -172,11 +173,36 @@ def dead_letters(validated: DataFrame) -> DataFrame:
                 F.col("partition").alias("partition"),
                 F.col("offset").alias("offset"),
             ).alias("Source"),
-            F.date_format(F.current_timestamp(), "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'").alias("RejectedAt"),
+            F.date_format(F.current_timestamp(), schema.TIMESTAMP_FORMAT_SPARK).alias("RejectedAt"),
         )
     )
-    key = F.when((F.size("fields") == rules.FIELD_COUNT) & (F.col("reason") != "too_long"), beach)
-    return validated.where(F.col("reason").isNotNull()).select(key.alias("key"), value.alias("value"))
+    return frame.select(key.alias("key"), value.alias("value"))
+
+
+def dead_letters(validated: DataFrame) -> DataFrame:
+    """InvalidSensorData records: key = beach where known, value = RawData/Reason/Detail/Source/RejectedAt.
+
+    RawData is the whole line, except for a ``too_long`` one: its first :data:`rules.RAW_DATA_QUOTE`
+    characters (the Detail gives its length, Source the record that holds all of it), so that a
+    dead letter always fits in a Kafka message.
+    """
+    invalid = validated.where(F.col("reason").isNotNull())
+    key = F.when((F.size("fields") == rules.FIELD_COUNT) & (F.col("reason") != "too_long"), F.get(F.col("fields"), 4))
+    return _dead_letter_records(invalid, key)
+
+
+def store_rejections(documents: DataFrame, reason: str) -> DataFrame:
+    """Dead letters for valid readings the store refused (``documents`` joined with their ``error``)."""
+    frame = documents.select(
+        F.col("RawData").alias("value"),
+        F.lit(reason).alias("reason"),
+        F.format_string("the store refused the reading: %s", quote(F.col("error"), 500)).alias("detail"),
+        "topic",
+        "partition",
+        "offset",
+        "Beach",
+    )
+    return _dead_letter_records(frame, F.regexp_replace("Beach", " ", "_"))
 
 
 def first_copies(documents: DataFrame) -> DataFrame:

@@ -2,7 +2,8 @@
 
 Documents are keyed by ``_id`` = MeasurementID, so every write is idempotent: a reading delivered twice
 is stored once and the first copy wins. Writes are unordered ``insert_many`` batches; duplicate-key
-errors (code 11000) count as "already stored", any other error fails the batch so that Spark retries
+errors (code 11000) count as "already stored", a transient error fails the batch so that it is
+retried, and a document the server refuses for itself is returned so the job can dead-letter
 it. This is an upsert with ``$setOnInsert`` semantics that every MongoDB-wire server runs fast
 (upserts are slow or broken on FerretDB, and DocumentDB bills per I/O).
 """
@@ -10,18 +11,24 @@ it. This is an upsert with ``$setOnInsert`` semantics that every MongoDB-wire se
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import ASCENDING, MongoClient
+from pymongo import ASCENDING, MongoClient, ReadPreference
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
+from pymongo.write_concern import WriteConcern
 
 from sensor_pipeline.aws import aws_client
 from sensor_pipeline.config import Settings
 
 DUPLICATE_KEY = 11000
+#: Write error codes that say "the server could not write now", not "this document cannot be
+#: written": the batch is retried rather than the document dead-lettered. InternalError (1) is
+#: included because FerretDB reports a busy or locked SQLite database with it.
+TRANSIENT_CODES = frozenset({1, 6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 
 
 class StoreError(RuntimeError):
@@ -33,6 +40,8 @@ class WriteResult:
     inserted: int
     #: ``_id`` of every document that was already stored (rejected with E11000).
     duplicate_ids: tuple[Any, ...] = ()
+    #: ``(_id, error)`` of every document the server refused for a reason of its own (not transient).
+    rejected: tuple[tuple[Any, str], ...] = ()
 
     @property
     def duplicates(self) -> int:
@@ -60,8 +69,43 @@ def connect(settings: Settings, **options: Any) -> MongoClient[dict[str, Any]]:
     return MongoClient(settings.mongo_uri, tz_aware=True, **options)
 
 
+_shared: dict[str, MongoClient[dict[str, Any]]] = {}
+_shared_lock = threading.Lock()
+
+
+def _shared_key(settings: Settings) -> str:
+    return "|".join((settings.mongo_uri, settings.mongo_secret_arn, settings.mongo_tls_ca_file))
+
+
+def shared_client(settings: Settings) -> MongoClient[dict[str, Any]]:
+    """One client per process and store, reused by every batch and partition (Spark reuses its
+    Python workers): a connection pool and, on AWS, one Secrets Manager call instead of one per task."""
+    key = _shared_key(settings)
+    with _shared_lock:
+        client = _shared.get(key)
+        if client is None:
+            client = _shared[key] = connect(settings)
+        return client
+
+
+def drop_shared_client(settings: Settings) -> None:
+    """Forget the shared client after a failure: the next one reconnects (and rereads a rotated secret)."""
+    with _shared_lock:
+        client = _shared.pop(_shared_key(settings), None)
+    if client is not None:
+        client.close()
+
+
 def readings(client: MongoClient[dict[str, Any]], settings: Settings) -> Collection[dict[str, Any]]:
     return client[settings.mongo_database][settings.mongo_collection]
+
+
+def durable_readings(client: MongoClient[dict[str, Any]], settings: Settings) -> Collection[dict[str, Any]]:
+    """The readings for the job's writes: acknowledged by a majority before anything is published."""
+    database = client.get_database(
+        settings.mongo_database, read_preference=ReadPreference.PRIMARY, write_concern=WriteConcern("majority")
+    )
+    return database[settings.mongo_collection]
 
 
 def ensure_indexes(collection: Collection[dict[str, Any]]) -> None:
@@ -71,7 +115,8 @@ def ensure_indexes(collection: Collection[dict[str, Any]]) -> None:
 
 
 def insert_new(collection: Collection[dict[str, Any]], documents: Iterable[dict[str, Any]]) -> WriteResult:
-    """Insert documents unordered; duplicates (E11000) count as already stored, anything else raises."""
+    """Insert documents unordered; duplicates (E11000) count as already stored, documents the server
+    refuses (non-transient write errors) are returned as rejected, anything else raises."""
     batch = list(documents)
     if not batch:
         return WriteResult(0)
@@ -80,9 +125,18 @@ def insert_new(collection: Collection[dict[str, Any]], documents: Iterable[dict[
         return WriteResult(len(result.inserted_ids))
     except BulkWriteError as error:
         details = error.details
-        others = [e for e in details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-        if others or details.get("writeConcernErrors"):
-            first = (others or details["writeConcernErrors"])[0]
-            raise StoreError(f"insert failed ({len(others)} errors), first: {first.get('errmsg')}") from error
-        duplicate_ids = tuple(batch[e["index"]]["_id"] for e in details.get("writeErrors", []))
-        return WriteResult(details.get("nInserted", len(batch) - len(duplicate_ids)), duplicate_ids)
+        errors = details.get("writeErrors", [])
+        transient = [e for e in errors if e.get("code") in TRANSIENT_CODES]
+        if transient or details.get("writeConcernErrors"):
+            first = (transient or details["writeConcernErrors"])[0]
+            raise StoreError(
+                f"insert failed ({len(transient)} transient errors), first: {first.get('errmsg')}"
+            ) from error
+        duplicate_ids = tuple(batch[e["index"]]["_id"] for e in errors if e.get("code") == DUPLICATE_KEY)
+        rejected = tuple(
+            (batch[e["index"]]["_id"], f"{e.get('code')}: {e.get('errmsg')}")
+            for e in errors
+            if e.get("code") != DUPLICATE_KEY
+        )
+        inserted = details.get("nInserted", len(batch) - len(errors))
+        return WriteResult(inserted, duplicate_ids, rejected)

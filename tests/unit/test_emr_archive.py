@@ -66,7 +66,7 @@ def test_every_module_the_job_loads_imports_with_the_archives_packages_only(envi
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("job", {str(ROOT / "jobs" / "structure_validate_store.py")!r})
 job = importlib.util.module_from_spec(spec); spec.loader.exec_module(job)
-import sensor_pipeline.sinks, sensor_pipeline.store, sensor_pipeline.spark_rules, sensor_pipeline.rules
+import sensor_pipeline.batch_writer, sensor_pipeline.store, sensor_pipeline.spark_rules, sensor_pipeline.rules
 from sensor_pipeline.aws import aws_client
 from sensor_pipeline.config import Settings
 aws_client(Settings(aws_endpoint_url="http://127.0.0.1:1"), "secretsmanager")  # the emulator's path

@@ -33,7 +33,7 @@ def validated(spark: Any) -> Any:
 def test_clean_documents_have_the_contract_schema(validated: Any) -> None:
     from pyspark.testing import assertSchemaEqual
 
-    documents = spark_rules.clean_documents(spark_rules.first_copies(validated.where("reason IS NULL")))
+    documents = spark_rules.clean_documents(validated).drop("topic", "partition", "offset")
     from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
     assertSchemaEqual(
@@ -70,7 +70,7 @@ def test_first_copy_wins_by_partition_then_offset(spark: Any) -> None:
 
 
 def test_clean_messages_are_keyed_json_with_utc_z_timestamps(validated: Any) -> None:
-    documents = spark_rules.clean_documents(spark_rules.first_copies(validated.where("reason IS NULL")))
+    documents = spark_rules.clean_documents(validated).drop("topic", "partition", "offset")
     messages = {r.key: json.loads(r.value) for r in spark_rules.clean_messages(documents).collect()}
     assert set(messages) == {"Montrose_Beach", "Calumet_Beach"}
     calumet = messages["Calumet_Beach"]

@@ -7,13 +7,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from sensor_pipeline import schema
 from sensor_pipeline.rules import flags_of
 
-METRICS: tuple[tuple[str, str, str], ...] = (
-    ("WaterTemperature", "Water temperature", "°C"),
-    ("Turbidity", "Turbidity", "NTU"),
-    ("BatteryLife", "Battery", "V"),
-)
+#: (key, title, unit) of each measured value, from the one schema.
+METRICS: tuple[tuple[str, str, str], ...] = tuple((key.name, key.label, key.unit) for key in schema.METRICS)
 SERIES_COLUMNS = ("time", *(m[0] for m in METRICS), "MeasurementID")
 TABLE_COLUMNS = ("Beach", "Time", "WaterTemperature", "Turbidity", "BatteryLife", "Flags")
 

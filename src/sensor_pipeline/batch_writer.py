@@ -1,0 +1,280 @@
+"""The job's core: the ``foreachBatch`` writer that stores and publishes each validated micro-batch.
+
+Per batch (the job hands over raw lines already validated: ``spark_rules.validate``):
+
+1. **Ledger entry** (:mod:`sensor_pipeline.ledger`), keyed by the batch's source offset ranges. A
+   done entry means a replay: nothing is written again.
+2. **Store**: the first copy of each valid MeasurementID, hash-bucketed by id into a number of
+   buckets fixed in the entry, inserted unordered by the executors. Each bucket records its own
+   inserts in the ledger (ids marked pending before a chunk's insert, settled after), so a retried
+   task tells its own earlier inserts from readings other batches stored. Documents the store
+   refuses come back with the server's error.
+3. **Publish**, one Kafka write: dead letters (rule verdicts, and ``store_rejected`` readings with
+   the server's error) to ``InvalidSensorData``, the batch's own readings to ``CleanSensorData``.
+4. **Done**: the entry is marked done and the next offsets advanced.
+
+Nothing a record holds can fail a batch: the rules bound every field to what both the store and
+Kafka take (parity-tested), and what the store still refuses becomes a dead letter. A batch that
+fails for another reason (store or broker down, a lost executor) is retried with backoff and a log
+line per attempt, for up to ``SP_BATCH_RETRY_SECONDS``; then the job fails and its supervisor
+(supervisord, EMR's retry policy) restarts it from the checkpoint.
+
+Guarantees (proved by ``tests/chaos``): the store holds each valid reading exactly once.
+CleanSensorData and InvalidSensorData carry each reading at least once, and exactly once except in
+two windows: a crash after the Kafka write and before the done mark republishes that batch; and a
+reading another batch had already stored, in a chunk a crashed attempt was inserting, is published
+again (the duplicate answer cannot be told from the crashed attempt's own insert). Every message
+carries its MeasurementID (clean) or source offset (dead letters), so consumers can deduplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from itertools import islice
+from typing import Any
+
+from pyspark.sql import DataFrame, Row
+from pyspark.sql import functions as F
+
+from sensor_pipeline import faults, ledger, schema, spark_rules, store
+from sensor_pipeline.config import Settings
+
+log = logging.getLogger("sensor_pipeline.job")
+
+INSERT_CHUNK = 1000
+STORE_REJECTED = "store_rejected"
+
+
+class PhaseTimer:
+    """Wall time per phase of a batch, for the job's log."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.laps: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps.append((name, now - self.last))
+        self.last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.laps)
+
+
+@dataclass
+class BucketResult:
+    """What one insert bucket reports to the driver (small: counts and the exceptions only)."""
+
+    rows: int = 0
+    inserted: int = 0
+    ambiguous: int = 0
+    foreign: list[int] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+_settings_cache: dict[str, Settings] = {}
+
+
+def _settings(settings_json: str) -> Settings:
+    if settings_json not in _settings_cache:
+        _settings_cache[settings_json] = Settings.model_validate_json(settings_json)
+    return _settings_cache[settings_json]
+
+
+def insert_bucket(settings_json: str, key: str) -> Any:
+    """The executor side of step 2: one task per bucket, unordered inserts in chunks."""
+
+    def write(index: int, rows: Iterable[Row]) -> Iterator[BucketResult]:
+        settings = _settings(settings_json)
+        try:
+            client = store.shared_client(settings)
+            bucket = ledger.Bucket.load(ledger.collection(client, settings), key, index)
+            readings = store.durable_readings(client, settings)
+            result = BucketResult()
+            remaining = iter(rows)
+            while chunk := list(islice(remaining, INSERT_CHUNK)):
+                result.rows += len(chunk)
+                documents = []
+                for row in chunk:
+                    if bucket.settled(row["_id"]):
+                        continue
+                    try:
+                        documents.append(schema.to_document(row.asDict()))
+                    except Exception as error:
+                        result.rejected.append((row["_id"], f"cannot be encoded: {error}"))
+                if not documents:
+                    continue
+                ids = [int(d["_id"]) for d in documents]
+                bucket.intend(ids)
+                faults.hit("chunk_intended")
+                outcome = store.insert_new(readings, documents)
+                faults.hit("chunk_inserted")
+                rejected = {int(i): error for i, error in outcome.rejected}
+                result.ambiguous += bucket.settle(ids, {int(i) for i in outcome.duplicate_ids}, set(rejected))
+                result.inserted += outcome.inserted
+                result.rejected.extend(rejected.items())
+            result.foreign = sorted(bucket.foreign)
+            yield result
+        except Exception:
+            store.drop_shared_client(settings)
+            raise
+
+    return write
+
+
+class BatchWriter:
+    """Callable for ``writeStream.foreachBatch``; see the module docstring for the guarantees."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.settings_json = settings.model_dump_json()
+        self.kafka_options = settings.spark_kafka_options()
+        self.totals = dict.fromkeys(
+            ("batches", "valid", "invalid", "stored", "already_stored", "rejected", "published", "ambiguous"), 0
+        )
+        self.batches_since_prune = 0
+
+    def book(self) -> ledger.Ledger:
+        """The ledger, through this process's shared client."""
+        client = store.shared_client(self.settings)
+        retention = timedelta(seconds=self.settings.ledger_retention_seconds)
+        return ledger.Ledger(ledger.collection(client, self.settings), retention)
+
+    def __call__(self, validated: DataFrame, batch_id: int) -> None:
+        """Write one batch, retrying it with backoff when it fails (never because of a record)."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.write(validated, batch_id)
+                break
+            except Exception as error:
+                store.drop_shared_client(self.settings)
+                waited = time.monotonic() - started
+                if validated.sparkSession.sparkContext._jsc is None or waited > self.settings.batch_retry_seconds:
+                    log.error("batch %d failed after %d attempts in %.0f s: giving up", batch_id, attempt, waited)
+                    raise
+                delay = min(30.0, 2.0 ** (attempt - 1))
+                first_line = (str(error).strip().splitlines() or [""])[0][:300]
+                log.warning(
+                    "batch %d attempt %d failed (%s: %s); retrying in %.0f s (gives up after %.0f s)",
+                    batch_id, attempt, type(error).__name__, first_line, delay, self.settings.batch_retry_seconds,
+                )  # fmt: skip
+                time.sleep(delay)
+        log.info("batch %d written in %.2f s; totals %s", batch_id, time.monotonic() - started, self.totals)
+
+    def write(self, validated: DataFrame, batch_id: int, entry: ledger.BatchEntry | None = None) -> None:
+        """Steps 1-4 for one batch. ``entry`` is given when a begun batch is finished from the ledger."""
+        phases = PhaseTimer()
+        validated = validated.persist()
+        try:
+            summary = (
+                validated.groupBy("topic", "partition")
+                .agg(
+                    F.min("offset").alias("first"),
+                    F.max("offset").alias("last"),
+                    F.count(F.when(F.col("reason").isNull(), 1)).alias("valid"),
+                    F.count(F.when(F.col("reason").isNotNull(), 1)).alias("invalid"),
+                    F.max(F.unix_micros("checked_at")).alias("checked_at"),
+                )
+                .collect()
+            )
+            if not summary:
+                return
+            book = self.book()
+            if entry is None:
+                ranges = [ledger.OffsetRange(r.topic, r.partition, r["first"], r["last"]) for r in summary]
+                checked_at = max(r.checked_at for r in summary)
+                buckets = validated.sparkSession.sparkContext.defaultParallelism
+                entry = book.begin(ranges, batch_id, checked_at, buckets)
+            if entry.done:
+                log.info("batch %d (%s) was written before a restart: skipped", batch_id, entry.key)
+                return
+            faults.hit("batch_begun")
+            phases.lap("ledger")
+            valid = sum(r.valid for r in summary)
+            invalid = sum(r.invalid for r in summary)
+            counts = self._store_and_publish(validated, entry, valid, invalid, phases)
+            book.finish(entry, counts)
+            faults.hit("done")
+            phases.lap("done")
+            for name, value in counts.items():
+                self.totals[name] += value
+            self.totals["batches"] += 1
+            self.batches_since_prune += 1
+            if self.batches_since_prune >= 100:
+                self.batches_since_prune = 0
+                log.info("ledger: %d old entries pruned", book.prune())
+            log.info("batch %d phases: %s", batch_id, phases)
+        finally:
+            validated.unpersist()
+
+    def _store_and_publish(
+        self, validated: DataFrame, entry: ledger.BatchEntry, valid: int, invalid: int, phases: PhaseTimer
+    ) -> dict[str, int]:
+        documents = spark_rules.first_copies(
+            spark_rules.clean_documents(validated).repartition(entry.buckets, "MeasurementID")
+        ).persist()  # read by the insert and by the publish
+        try:
+            results: list[BucketResult] = []
+            if valid:
+                rows = documents.drop("topic", "partition", "offset").withColumn(
+                    "TimeStamp", F.unix_millis("TimeStamp")
+                )
+                results = rows.rdd.mapPartitionsWithIndex(insert_bucket(self.settings_json, entry.key)).collect()
+            faults.hit("stored")
+            phases.lap("store")
+            foreign = {i for r in results for i in r.foreign}
+            rejected = {i: error for r in results for i, error in r.rejected}
+            own = sum(r.rows for r in results) - len(foreign) - len(rejected)
+            published = self._publish(validated, documents, invalid, own, foreign, rejected)
+            faults.hit("published")
+            phases.lap("kafka")
+        finally:
+            documents.unpersist()
+        stored = sum(r.inserted for r in results)
+        return {
+            "valid": valid,
+            "invalid": invalid,
+            "stored": stored,
+            "already_stored": len(foreign),
+            "rejected": len(rejected),
+            "published": published,
+            "ambiguous": sum(r.ambiguous for r in results),
+        }
+
+    def _publish(
+        self,
+        validated: DataFrame,
+        documents: DataFrame,
+        invalid: int,
+        own_count: int,
+        foreign: set[int],
+        rejected: dict[int, str],
+    ) -> int:
+        """One Kafka write: dead letters and the batch's own clean readings, routed by a ``topic`` column."""
+        spark = validated.sparkSession
+        outputs = []
+        if invalid:
+            outputs.append(spark_rules.dead_letters(validated).withColumn("topic", F.lit(self.settings.invalid_topic)))
+        if rejected:
+            refused = spark.createDataFrame(sorted(rejected.items()), "_id long, error string")
+            letters = spark_rules.store_rejections(documents.join(F.broadcast(refused), "_id"), STORE_REJECTED)
+            outputs.append(letters.withColumn("topic", F.lit(self.settings.invalid_topic)))
+        own = documents
+        if foreign or rejected:
+            known = spark.createDataFrame([(i,) for i in sorted(foreign | set(rejected))], "_id long")
+            own = documents.join(F.broadcast(known), "_id", "left_anti")
+        if own_count:
+            outputs.append(spark_rules.clean_messages(own).withColumn("topic", F.lit(self.settings.clean_topic)))
+        if outputs:
+            combined = outputs[0]
+            for output in outputs[1:]:
+                combined = combined.unionByName(output)
+            combined.write.format("kafka").options(**self.kafka_options).save()
+        return own_count

@@ -1,0 +1,58 @@
+"""Deterministic fault points in the batch writer, for the fault suite (``make chaos``).
+
+Off unless ``SP_FAULT=<point>:<action>`` is set in the job's environment (executors inherit it in
+local mode). The first time the writer reaches ``<point>`` it either kills the whole job at once
+(``kill``: SIGKILL to the job's process group, as a crash or a lost node would) or fails the Spark
+task or batch there (``fail``: an exception, which Spark retries with ``local[N,F]``). A marker file
+(``SP_FAULT_MARKER``) makes the fault fire once, across processes and restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+log = logging.getLogger("sensor_pipeline.faults")
+
+#: Every point, in the order the writer reaches them within a batch.
+POINTS: tuple[str, ...] = (
+    "batch_begun",  # driver: ledger entry written, nothing stored
+    "chunk_intended",  # executor: a chunk's ids recorded as pending, not inserted
+    "chunk_inserted",  # executor: a chunk inserted, not yet settled in the ledger
+    "stored",  # driver: every bucket stored and settled, nothing published
+    "published",  # driver: clean readings and dead letters sent, batch not marked done
+    "done",  # driver: batch marked done, Spark's commit not yet written
+)
+ACTIONS = ("kill", "fail")
+
+
+class InjectedFault(RuntimeError):
+    """The ``fail`` action: an error the writer did not expect, at a known place."""
+
+
+def armed() -> tuple[str, str] | None:
+    spec = os.environ.get("SP_FAULT", "")
+    if not spec:
+        return None
+    point, _, action = spec.partition(":")
+    if point not in POINTS or action not in ACTIONS:
+        raise ValueError(f"SP_FAULT={spec!r}: expected <point>:<action>, point in {POINTS}, action in {ACTIONS}")
+    return point, action
+
+
+def hit(point: str) -> None:
+    """Called by the writer at ``point``; does nothing unless the fault suite armed this point."""
+    spec = armed()
+    if spec is None or spec[0] != point:
+        return
+    marker = os.environ.get("SP_FAULT_MARKER", "")
+    if marker:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return  # fired already
+    log.warning("fault point %s: %s", point, spec[1])
+    if spec[1] == "kill":
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    raise InjectedFault(f"injected fault at {point}")

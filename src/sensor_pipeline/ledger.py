@@ -1,0 +1,201 @@
+"""The batch ledger: what makes the job's writes exactly-once across task retries, crashes and resets.
+
+It lives next to the readings, in ``<collection>_ledger``, and holds three kinds of documents:
+
+``batch:<key>``
+    One per micro-batch, keyed by what identifies the batch's *data*: a hash of its source
+    topic-partition offset ranges (never Spark's batch id, which restarts at 0 with a new
+    checkpoint). It records the ranges, the time the batch was validated against (so a replay gives
+    the same verdicts), the number of insert buckets, and ``done`` once every output is written.
+    A replay of a done batch writes nothing.
+``part:<key>:<bucket>``
+    One per insert bucket (a hash bucket of MeasurementID, fixed per batch): the ids this batch
+    inserted itself (``own``), the ids the store already held from other batches (``foreign``),
+    and the chunk being inserted (``pending``, written before the insert). A retried task whose
+    inserts answer "duplicate key" can tell its own earlier inserts from other batches' readings.
+``next:<topic>``
+    The next offset to read per partition, advanced when a batch is done. A job started without a
+    checkpoint (deleted, or a new location) starts there instead of losing or redoing data.
+
+Everything is read on the primary and written with majority concerns: a ledger read from a lagging
+replica (DocumentDB URIs say ``readPreference=secondaryPreferred``) could miss the write that makes
+the difference. Ledger documents are small and looked up by ``_id`` only (FerretDB scans for any
+other filter); done batches are pruned after ``retention``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import MongoClient, ReadPreference
+from pymongo.collection import Collection
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from sensor_pipeline.config import Settings
+
+
+@dataclass(frozen=True, order=True)
+class OffsetRange:
+    """The offsets of one source topic-partition in a batch, both ends included."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    key: str
+    ranges: tuple[OffsetRange, ...]
+    #: Epoch microseconds the batch's rules ran against (``future_timestamp``).
+    checked_at: int
+    buckets: int
+    done: bool
+
+
+def batch_key(ranges: Iterable[OffsetRange]) -> str:
+    """A short, stable key for a batch's data: the same offsets give the same key in any run."""
+    text = ";".join(f"{r.topic}:{r.partition}:{r.first}-{r.last}" for r in sorted(ranges))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def collection(client: MongoClient[dict[str, Any]], settings: Settings) -> Collection[dict[str, Any]]:
+    """The ledger collection, read on the primary and written with majority concerns."""
+    database = client.get_database(
+        settings.mongo_database,
+        read_preference=ReadPreference.PRIMARY,
+        read_concern=ReadConcern("majority"),
+        write_concern=WriteConcern("majority"),
+    )
+    return database[f"{settings.mongo_collection}_ledger"]
+
+
+def _entry(document: dict[str, Any]) -> BatchEntry:
+    return BatchEntry(
+        key=document["_id"].removeprefix("batch:"),
+        ranges=tuple(OffsetRange(**r) for r in document["ranges"]),
+        checked_at=document["checked_at"],
+        buckets=document["buckets"],
+        done=document.get("done", False),
+    )
+
+
+class Ledger:
+    """The driver's view of the ledger (the insert buckets use :class:`Bucket` on the executors)."""
+
+    def __init__(self, ledger: Collection[dict[str, Any]], retention: timedelta = timedelta(hours=1)) -> None:
+        self.ledger = ledger
+        self.retention = retention
+
+    def begin(self, ranges: Sequence[OffsetRange], batch_id: int, checked_at: int, buckets: int) -> BatchEntry:
+        """The entry of the batch with these ranges: the existing one (a replay) or a new one."""
+        key = batch_key(ranges)
+        document = self.ledger.find_one({"_id": f"batch:{key}"})
+        if document is not None:
+            return _entry(document)
+        document = {
+            "_id": f"batch:{key}",
+            "batch": batch_id,
+            "ranges": [r.__dict__ for r in sorted(ranges)],
+            "checked_at": checked_at,
+            "buckets": buckets,
+            "done": False,
+            "at": datetime.now(UTC),
+        }
+        self.ledger.insert_one(document)
+        return _entry(document)
+
+    def finish(self, entry: BatchEntry, counts: dict[str, int]) -> None:
+        """Mark the batch done, advance the next offsets, drop its bucket documents."""
+        self.ledger.update_one(
+            {"_id": f"batch:{entry.key}"}, {"$set": {"done": True, "counts": counts, "at": datetime.now(UTC)}}
+        )
+        for topic in {r.topic for r in entry.ranges}:
+            advance = {f"next.{r.partition}": r.last + 1 for r in entry.ranges if r.topic == topic}
+            self.ledger.update_one({"_id": f"next:{topic}"}, {"$max": advance}, upsert=True)
+        for bucket in range(entry.buckets):
+            self.ledger.delete_one({"_id": f"part:{entry.key}:{bucket}"})
+
+    def incomplete(self) -> list[BatchEntry]:
+        """Batches begun and never finished (a crash; their checkpoint may be gone)."""
+        return [_entry(d) for d in self.ledger.find({"done": False, "_id": {"$regex": "^batch:"}})]
+
+    def next_offsets(self, topic: str) -> dict[int, int]:
+        """Partition -> next offset to read, from every batch done so far."""
+        document = self.ledger.find_one({"_id": f"next:{topic}"}) or {}
+        return {int(p): int(o) for p, o in document.get("next", {}).items()}
+
+    def prune(self) -> int:
+        """Delete done batches older than the retention, and orphaned bucket documents."""
+        cutoff = datetime.now(UTC) - self.retention
+        done = self.ledger.delete_many({"done": True, "at": {"$lt": cutoff}}).deleted_count
+        orphans = self.ledger.delete_many({"_id": {"$regex": "^part:"}, "at": {"$lt": cutoff}}).deleted_count
+        return done + orphans
+
+
+@dataclass
+class Bucket:
+    """One insert bucket's record of its inserts (an executor task; see the module docstring)."""
+
+    ledger: Collection[dict[str, Any]]
+    key: str
+    index: int
+    own: set[int]
+    foreign: set[int]
+    #: The chunk an earlier attempt was inserting when it died: its duplicate answers are ambiguous.
+    pending: set[int]
+
+    @classmethod
+    def load(cls, ledger: Collection[dict[str, Any]], key: str, index: int) -> Bucket:
+        document = ledger.find_one({"_id": f"part:{key}:{index}"}) or {}
+        return cls(
+            ledger,
+            key,
+            index,
+            set(document.get("own", [])),
+            set(document.get("foreign", [])),
+            set(document.get("pending", [])),
+        )
+
+    @property
+    def _id(self) -> str:
+        return f"part:{self.key}:{self.index}"
+
+    def settled(self, measurement_id: int) -> bool:
+        return measurement_id in self.own or measurement_id in self.foreign
+
+    def intend(self, ids: list[int]) -> None:
+        """Before inserting a chunk: record its ids, so a retry knows which answers may be its own.
+
+        An earlier attempt's pending ids that this attempt has not settled yet stay pending.
+        """
+        pending = sorted(self.pending.difference(self.own, self.foreign) | set(ids))
+        self.ledger.update_one({"_id": self._id}, {"$set": {"pending": pending, "at": datetime.now(UTC)}}, upsert=True)
+
+    def settle(self, ids: list[int], duplicates: set[int], rejected: set[int]) -> int:
+        """After the insert: split the chunk into own and foreign ids; returns how many were ambiguous.
+
+        A duplicate answer for an id an earlier attempt was inserting counts as its own (published):
+        it was either that attempt's insert or another batch's reading, and only publishing it again
+        cannot lose it.
+        """
+        ambiguous = duplicates & self.pending
+        foreign = duplicates - self.pending
+        own = [i for i in ids if i not in foreign and i not in rejected]
+        self.own.update(own)
+        self.foreign |= foreign
+        still_pending = sorted(self.pending.difference(self.own, self.foreign))
+        self.ledger.update_one(
+            {"_id": self._id},
+            {
+                "$push": {"own": {"$each": own}, "foreign": {"$each": sorted(foreign)}},
+                "$set": {"pending": still_pending},
+            },
+        )
+        return len(ambiguous)
