@@ -84,7 +84,8 @@ def finish_begun_batches(spark: SparkSession, settings: Settings, writer: BatchW
         records = (
             spark.read.format("kafka")
             .options(**settings.spark_kafka_options())
-            .option("subscribe", ",".join(bounds))
+            # assign, not subscribe: a JSON offsets map must name exactly the partitions read
+            .option("assign", json.dumps({t: sorted(int(p) for p in ps) for t, ps in bounds.items()}))
             .option("startingOffsets", json.dumps({t: {p: b[0] for p, b in ps.items()} for t, ps in bounds.items()}))
             .option("endingOffsets", json.dumps({t: {p: b[1] for p, b in ps.items()} for t, ps in bounds.items()}))
             .option("failOnDataLoss", "false")

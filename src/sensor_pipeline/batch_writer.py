@@ -29,6 +29,7 @@ carries its MeasurementID (clean) or source offset (dead letters), so consumers 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -74,6 +75,15 @@ class BucketResult:
     ambiguous: int = 0
     foreign: list[int] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Published:
+    """What an earlier attempt of a batch delivered to Kafka before it failed."""
+
+    clean: set[int]
+    #: Dead letters by their source (topic, partition, offset).
+    letters: set[tuple[str, int, int]]
 
 
 _settings_cache: dict[str, Settings] = {}
@@ -199,7 +209,7 @@ class BatchWriter:
             phases.lap("ledger")
             valid = sum(r.valid for r in summary)
             invalid = sum(r.invalid for r in summary)
-            counts = self._store_and_publish(validated, entry, valid, invalid, phases)
+            counts = self._store_and_publish(validated, book, entry, valid, invalid, phases)
             book.finish(entry, counts)
             faults.hit("done")
             phases.lap("done")
@@ -210,12 +220,18 @@ class BatchWriter:
             if self.batches_since_prune >= 100:
                 self.batches_since_prune = 0
                 log.info("ledger: %d old entries pruned", book.prune())
-            log.info("batch %d phases: %s", batch_id, phases)
+            log.info("batch %d done: counts %s; phases: %s", batch_id, json.dumps(counts), phases)
         finally:
             validated.unpersist()
 
     def _store_and_publish(
-        self, validated: DataFrame, entry: ledger.BatchEntry, valid: int, invalid: int, phases: PhaseTimer
+        self,
+        validated: DataFrame,
+        book: ledger.Ledger,
+        entry: ledger.BatchEntry,
+        valid: int,
+        invalid: int,
+        phases: PhaseTimer,
     ) -> dict[str, int]:
         documents = spark_rules.first_copies(
             spark_rules.clean_documents(validated).repartition(entry.buckets, "MeasurementID")
@@ -232,7 +248,9 @@ class BatchWriter:
             foreign = {i for r in results for i in r.foreign}
             rejected = {i: error for r in results for i, error in r.rejected}
             own = sum(r.rows for r in results) - len(foreign) - len(rejected)
-            published = self._publish(validated, documents, invalid, own, foreign, rejected)
+            already = self._published_before(validated, entry) if entry.publishing_at is not None else None
+            entry = book.publishing(entry)
+            published = self._publish(validated, documents, entry.key, invalid, own, foreign, rejected, already)
             faults.hit("published")
             phases.lap("kafka")
         finally:
@@ -248,33 +266,87 @@ class BatchWriter:
             "ambiguous": sum(r.ambiguous for r in results),
         }
 
+    def _published_before(self, validated: DataFrame, entry: ledger.BatchEntry) -> Published:
+        """What an earlier attempt's Kafka write delivered: read back from both output topics, from a
+        minute before it started, the messages with this batch's header (only after a failure)."""
+        assert entry.publishing_at is not None
+        records = (
+            validated.sparkSession.read.format("kafka")
+            .options(**self.kafka_options)
+            .option("subscribe", f"{self.settings.clean_topic},{self.settings.invalid_topic}")
+            .option("startingTimestamp", str(max(0, entry.publishing_at - 60_000)))
+            .option("startingOffsetsByTimestampStrategy", "latest")
+            .option("includeHeaders", "true")
+            .load()
+            .where(F.exists("headers", lambda h: (h["key"] == "batch") & (h["value"] == F.lit(entry.key.encode()))))
+        )
+        value = F.col("value").cast("string")
+        rows = records.select(
+            "topic",
+            F.get_json_object(value, "$.MeasurementID").cast("long").alias("id"),
+            F.get_json_object(value, "$.Source.topic").alias("source_topic"),
+            F.get_json_object(value, "$.Source.partition").cast("int").alias("source_partition"),
+            F.get_json_object(value, "$.Source.offset").cast("long").alias("source_offset"),
+        ).collect()
+        published = Published(
+            clean={r.id for r in rows if r.topic == self.settings.clean_topic},
+            letters={
+                (r.source_topic, r.source_partition, r.source_offset)
+                for r in rows
+                if r.topic == self.settings.invalid_topic
+            },
+        )
+        log.info(
+            "batch %s: its earlier Kafka write delivered %d clean messages and %d dead letters; not sent again",
+            entry.key, len(published.clean), len(published.letters),
+        )  # fmt: skip
+        return published
+
     def _publish(
         self,
         validated: DataFrame,
         documents: DataFrame,
+        key: str,
         invalid: int,
         own_count: int,
         foreign: set[int],
         rejected: dict[int, str],
+        already: Published | None,
     ) -> int:
-        """One Kafka write: dead letters and the batch's own clean readings, routed by a ``topic`` column."""
+        """One Kafka write: dead letters and the batch's own clean readings, routed by a ``topic`` column
+        and marked with the batch key in a ``batch`` header."""
         spark = validated.sparkSession
-        outputs = []
+        letters = []
         if invalid:
-            outputs.append(spark_rules.dead_letters(validated).withColumn("topic", F.lit(self.settings.invalid_topic)))
+            letters.append(spark_rules.dead_letters(validated))
         if rejected:
             refused = spark.createDataFrame(sorted(rejected.items()), "_id long, error string")
-            letters = spark_rules.store_rejections(documents.join(F.broadcast(refused), "_id"), STORE_REJECTED)
-            outputs.append(letters.withColumn("topic", F.lit(self.settings.invalid_topic)))
-        own = documents
-        if foreign or rejected:
-            known = spark.createDataFrame([(i,) for i in sorted(foreign | set(rejected))], "_id long")
-            own = documents.join(F.broadcast(known), "_id", "left_anti")
+            letters.append(spark_rules.store_rejections(documents.join(F.broadcast(refused), "_id"), STORE_REJECTED))
+        skip = foreign | set(rejected) | (already.clean if already else set())
+        outputs = [frame.withColumn("topic", F.lit(self.settings.invalid_topic)) for frame in letters]
+        if already and already.letters:
+            sent = spark.createDataFrame(sorted(already.letters), "t string, p int, o long")
+            source = F.col("source")
+            outputs = [
+                frame.join(
+                    F.broadcast(sent),
+                    (source["topic"] == F.col("t"))
+                    & (source["partition"] == F.col("p"))
+                    & (source["offset"] == F.col("o")),
+                    "left_anti",
+                )
+                for frame in outputs
+            ]
         if own_count:
+            own = documents
+            if skip:
+                known = spark.createDataFrame([(i,) for i in sorted(skip)], "_id long")
+                own = documents.join(F.broadcast(known), "_id", "left_anti")
             outputs.append(spark_rules.clean_messages(own).withColumn("topic", F.lit(self.settings.clean_topic)))
         if outputs:
-            combined = outputs[0]
+            header = F.array(F.struct(F.lit("batch").alias("key"), F.lit(key.encode()).alias("value")))
+            combined = outputs[0].select("key", "value", "topic")
             for output in outputs[1:]:
-                combined = combined.unionByName(output)
-            combined.write.format("kafka").options(**self.kafka_options).save()
+                combined = combined.unionByName(output.select("key", "value", "topic"))
+            combined.withColumn("headers", header).write.format("kafka").options(**self.kafka_options).save()
         return own_count

@@ -2,7 +2,8 @@
 
 Off unless ``SP_FAULT=<point>:<action>`` is set in the job's environment (executors inherit it in
 local mode). The first time the writer reaches ``<point>`` it either kills the whole job at once
-(``kill``: SIGKILL to the job's process group, as a crash or a lost node would) or fails the Spark
+(``kill``: SIGKILL to the job's session and process group, as a crash or a lost node would; start
+the job in a session of its own) or fails the Spark
 task or batch there (``fail``: an exception, which Spark retries with ``local[N,F]``). A marker file
 (``SP_FAULT_MARKER``) makes the fault fire once, across processes and restarts.
 """
@@ -54,5 +55,8 @@ def hit(point: str) -> None:
             return  # fired already
     log.warning("fault point %s: %s", point, spec[1])
     if spec[1] == "kill":
+        # The job's session is spark-submit's (start it in a session of its own): the JVM and the
+        # Python driver. PySpark's worker daemon has a process group of its own: that one next.
+        os.killpg(os.getsid(0), signal.SIGKILL)
         os.killpg(os.getpgrp(), signal.SIGKILL)
     raise InjectedFault(f"injected fault at {point}")

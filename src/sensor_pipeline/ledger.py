@@ -6,8 +6,10 @@ It lives next to the readings, in ``<collection>_ledger``, and holds three kinds
     One per micro-batch, keyed by what identifies the batch's *data*: a hash of its source
     topic-partition offset ranges (never Spark's batch id, which restarts at 0 with a new
     checkpoint). It records the ranges, the time the batch was validated against (so a replay gives
-    the same verdicts), the number of insert buckets, and ``done`` once every output is written.
-    A replay of a done batch writes nothing.
+    the same verdicts), the number of insert buckets, when its Kafka write started, and ``done``
+    once every output is written. A replay of a done batch writes nothing; a replay of a batch whose
+    Kafka write started first reads back what that write delivered (every message carries the
+    batch key in a ``batch`` header) and publishes only the rest.
 ``part:<key>:<bucket>``
     One per insert bucket (a hash bucket of MeasurementID, fixed per batch): the ids this batch
     inserted itself (``own``), the ids the store already held from other batches (``foreign``),
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,6 +59,8 @@ class BatchEntry:
     checked_at: int
     buckets: int
     done: bool
+    #: Epoch ms at which an attempt started the batch's Kafka write (None: never started).
+    publishing_at: int | None = None
 
 
 def batch_key(ranges: Iterable[OffsetRange]) -> str:
@@ -83,6 +87,7 @@ def _entry(document: dict[str, Any]) -> BatchEntry:
         checked_at=document["checked_at"],
         buckets=document["buckets"],
         done=document.get("done", False),
+        publishing_at=document.get("publishing_at"),
     )
 
 
@@ -110,6 +115,14 @@ class Ledger:
         }
         self.ledger.insert_one(document)
         return _entry(document)
+
+    def publishing(self, entry: BatchEntry) -> BatchEntry:
+        """Record that the Kafka write starts now (a replay then looks for what it already wrote)."""
+        if entry.publishing_at is not None:
+            return entry
+        at = int(datetime.now(UTC).timestamp() * 1000)
+        self.ledger.update_one({"_id": f"batch:{entry.key}"}, {"$set": {"publishing_at": at}})
+        return replace(entry, publishing_at=at)
 
     def finish(self, entry: BatchEntry, counts: dict[str, int]) -> None:
         """Mark the batch done, advance the next offsets, drop its bucket documents."""

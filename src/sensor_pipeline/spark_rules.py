@@ -162,21 +162,23 @@ def clean_messages(documents: DataFrame) -> DataFrame:
 
 
 def _dead_letter_records(frame: DataFrame, key: Column) -> DataFrame:
-    """Kafka records of dead letters from ``value``, ``reason``, ``detail`` and the source columns."""
+    """Kafka records (``key``, ``value``) of dead letters from ``value``, ``reason``, ``detail`` and the
+    source columns, which stay as a ``source`` struct."""
+    source = F.struct(
+        F.col("topic").alias("topic"),
+        F.col("partition").alias("partition"),
+        F.col("offset").alias("offset"),
+    )
     value = F.to_json(
         F.struct(
             F.substring("value", 1, rules.RAW_DATA_QUOTE).alias("RawData"),
             F.col("reason").alias("Reason"),
             F.col("detail").alias("Detail"),
-            F.struct(
-                F.col("topic").alias("topic"),
-                F.col("partition").alias("partition"),
-                F.col("offset").alias("offset"),
-            ).alias("Source"),
+            source.alias("Source"),
             F.date_format(F.current_timestamp(), schema.TIMESTAMP_FORMAT_SPARK).alias("RejectedAt"),
         )
     )
-    return frame.select(key.alias("key"), value.alias("value"))
+    return frame.select(key.alias("key"), value.alias("value"), source.alias("source"))
 
 
 def dead_letters(validated: DataFrame) -> DataFrame:

@@ -112,13 +112,21 @@ def _java_classpath(libs: Path) -> str:
 
 
 def spark_submit_command(
-    root: Path, jars: list[Path], job_args: tuple[str, ...] = (), ui_port: int | None = None, driver_memory: str = "1g"
+    root: Path,
+    jars: list[Path],
+    job_args: tuple[str, ...] = (),
+    ui_port: int | None = None,
+    driver_memory: str = "1g",
+    master: str = "local[2]",
 ) -> list[str]:
-    """The streaming job under local ``spark-submit`` (UTC session, connector jars); no UI without ``ui_port``."""
+    """The streaming job under local ``spark-submit`` (UTC session, connector jars); no UI without ``ui_port``.
+
+    ``master`` ``local[N,F]`` retries a failed task up to F times, as a cluster does (``local[N]`` never does).
+    """
     ui = f"spark.ui.port={ui_port}" if ui_port else "spark.ui.enabled=false"
     return [
         str(Path(sys.executable).parent / "spark-submit"),
-        "--master", "local[2]",
+        "--master", master,
         "--jars", ",".join(str(j) for j in jars),
         "--conf", "spark.sql.session.timeZone=UTC",
         "--conf", ui,

@@ -1,0 +1,243 @@
+"""What the end-to-end, fault and fuzz tests share: the real job as a supervised process, a feeder of
+readings, and an audit of the three outputs against the raw topic.
+
+The audit's ground truth is RawSensorData itself: every valid line's MeasurementID must be stored
+once and published on CleanSensorData; every invalid line (by its offset) must be dead-lettered on
+InvalidSensorData. It counts, per output, what is lost and what is duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaProducer
+
+from sensor_pipeline import rules, store
+from sensor_pipeline.config import Settings
+from sensor_pipeline.simulator import BEACHES, SnowflakeIds, format_line
+from sensor_pipeline.stack import artifacts
+from sensor_pipeline.stack.definition import find_root, load
+from sensor_pipeline.stack.health import wait_until
+from sensor_pipeline.stack.runner import spark_submit_command
+from tests.hostile import invalid_lines
+from tests.integration.conftest import read_all
+
+ROOT = find_root(Path(__file__))
+CLI = str(Path(sys.executable).parent / "sensor-pipeline")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Job:
+    """The real job file under spark-submit, in its own process group (so it can be killed whole),
+    restarted when it exits unexpectedly, as supervisord or EMR's retry policy would."""
+
+    def __init__(self, settings: Settings, log: Path, master: str = "local[2]", env: dict[str, str] | None = None):
+        jars = artifacts.spark_jars(ROOT, load(ROOT).versions["spark"])
+        self.command = spark_submit_command(ROOT, jars, ("--trigger-seconds", "1"), master=master)
+        self.env = {**os.environ, **settings.to_env(), "PYSPARK_PYTHON": sys.executable, **(env or {})}
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self.supervise = True
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> Job:
+        self._stop.clear()
+        self._spawn()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
+        return self
+
+    def _spawn(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            if self.supervise and self.process is not None and self.process.poll() is not None:
+                time.sleep(1)  # supervisord's backoff, shortened
+                if not self._stop.is_set():
+                    self.restarts += 1
+                    self._spawn()
+
+    def kill(self) -> None:
+        """SIGKILL to the whole job (driver JVM, Python driver and workers) and no restart."""
+        self._stop.set()
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(30)
+
+    def ambiguous(self) -> int:
+        """Readings the job's log says it published again because a crash left them ambiguous."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return sum(int(n) for n in re.findall(r'"ambiguous": (\d+)', text))
+
+
+def valid_line(ids: SnowflakeIds, rng: random.Random, now: datetime) -> str:
+    return format_line(
+        now - timedelta(seconds=rng.randrange(3600)),
+        rng.uniform(5, 30),
+        rng.uniform(0.5, 50),
+        rng.uniform(9, 13),
+        rng.choice(BEACHES),
+        ids.next(),
+    )
+
+
+class Feeder(threading.Thread):
+    """Streams readings into the raw topic at a steady rate: valid lines, hostile invalid lines, and
+    redeliveries of earlier valid lines (the same reading twice, as a producer retry would)."""
+
+    def __init__(
+        self, settings: Settings, rate: float, seconds: float, invalid_share: float = 0.05, repeat_share: float = 0.03
+    ) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.rate, self.seconds = settings, rate, seconds
+        self.invalid_share, self.repeat_share = invalid_share, repeat_share
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        rng = random.Random(11)
+        ids = SnowflakeIds(worker=rng.randrange(1024))
+        hostile = invalid_lines(2000, seed=rng.randrange(1000))
+        # Retries outlast a broker restart: the feeder must not be what loses readings.
+        producer = KafkaProducer(
+            **self.settings.kafka_client_options(), acks="all", linger_ms=5, retries=10_000, retry_backoff_ms=500
+        )
+        sent_lines: list[str] = []
+        started = time.monotonic()
+        try:
+            while (elapsed := time.monotonic() - started) < self.seconds:
+                roll = rng.random()
+                if roll < self.invalid_share:
+                    line = rng.choice(hostile)
+                elif roll < self.invalid_share + self.repeat_share and sent_lines:
+                    line = rng.choice(sent_lines)
+                else:
+                    line = valid_line(ids, rng, datetime.now(UTC))
+                    sent_lines.append(line)
+                producer.send(self.settings.raw_topic, key=(rules.beach_key(line) or "").encode() or None,
+                              value=line.encode())  # fmt: skip
+                self.sent += 1
+                ahead = self.sent / self.rate - elapsed
+                if ahead > 0:
+                    time.sleep(ahead)
+            producer.flush(60)
+        except BaseException as error:
+            self.error = error
+        finally:
+            producer.close(30)
+
+
+@dataclass
+class Tally:
+    lost: int = 0
+    duplicated: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.lost}/{self.duplicated}"
+
+
+@dataclass
+class Audit:
+    """Lost and duplicated readings per output, against what RawSensorData holds."""
+
+    valid: int
+    invalid: int
+    store: Tally
+    clean: Tally
+    dead: Tally
+    unexpected: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.store.lost == self.clean.lost == self.dead.lost == 0
+
+
+def _expected(settings: Settings) -> tuple[set[int], set[tuple[int, int]]]:
+    valid: set[int] = set()
+    invalid: set[tuple[int, int]] = set()
+    now = datetime.now(UTC)
+    for record in read_all(settings, settings.raw_topic, timeout=60):
+        line = (record.value or b"").decode("utf-8", errors="replace")
+        verdict = rules.validate_line(line, now=now)
+        if verdict.record is not None:
+            valid.add(verdict.record["MeasurementID"])
+        else:
+            invalid.add((record.partition, record.offset))
+    return valid, invalid
+
+
+def audit(settings: Settings, timeout: float = 180) -> Audit:
+    """Wait until every output holds what the raw topic asks for (or ``timeout``), then count."""
+    valid, invalid = _expected(settings)
+    client = store.connect(settings)
+    collection = store.readings(client, settings)
+
+    def stored_ids() -> list[int]:
+        return [d["_id"] for d in collection.find({}, {"_id": 1})]
+
+    wait_until(lambda: len(stored_ids()) >= len(valid), timeout, interval=1)
+    stored = Counter(stored_ids())
+    client.close()
+
+    def clean_ids(records: list[Any]) -> Counter[int]:
+        return Counter(json.loads(r.value)["MeasurementID"] for r in records)
+
+    def sources(records: list[Any]) -> Counter[tuple[int, int]]:
+        return Counter((s["partition"], s["offset"]) for s in (json.loads(r.value)["Source"] for r in records))
+
+    clean = clean_ids(read_all(settings, settings.clean_topic, timeout=timeout / 2,
+                               until=lambda rs: set(clean_ids(rs)) >= valid))  # fmt: skip
+    dead = sources(read_all(settings, settings.invalid_topic, timeout=timeout / 2,
+                            until=lambda rs: set(sources(rs)) >= invalid))  # fmt: skip
+
+    def tally(seen: Counter[Any], expected: set[Any]) -> Tally:
+        return Tally(len(expected - set(seen)), sum(n - 1 for n in seen.values() if n > 1))
+
+    return Audit(
+        valid=len(valid),
+        invalid=len(invalid),
+        store=tally(stored, valid),
+        clean=tally(clean, valid),
+        dead=tally(dead, invalid),
+        unexpected=len(set(stored) - valid),
+    )
+
+
+def wait_for_file(path: Path, timeout: float) -> bool:
+    return wait_until(path.exists, timeout, interval=0.2)
