@@ -38,7 +38,7 @@ local-clean: venv ## Stop the local stack and delete its data, logs and checkpoi
 	@$(BIN)/sensor-pipeline stack clean
 
 # --- quality -------------------------------------------------------------------------------------
-.PHONY: lint typecheck fmt test unit integration test-infra bench tools
+.PHONY: lint typecheck fmt test unit integration chaos test-infra bench tools
 lint: venv ## ruff check + format check, compose file up to date
 	@$(BIN)/ruff check src jobs tests benchmarks
 	@$(BIN)/ruff format --check src jobs tests benchmarks
@@ -55,6 +55,9 @@ unit: venv ## Unit tests only (no services)
 
 integration: venv ## Integration tests (start the local stack's services if they are not running)
 	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+chaos: venv ## Fault and fuzz suites in full (make test runs a CI-sized part): prints lost/duplicated per case
+	@SP_CHAOS=full $(BIN)/pytest tests/chaos $(PYTEST_ARGS)
 
 tools: venv ## Install the pinned infra tools (checkov) into the cache
 	@bash scripts/install-tools.sh
