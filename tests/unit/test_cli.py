@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sensor_pipeline import rules
+
 CLI = str(Path(sys.executable).parent / "sensor-pipeline")
 GOOD = "2020-02-17T11:12:58.765969 26.04 540.1 13.12 Montrose_Beach 758028"
 
@@ -38,6 +40,19 @@ def test_validate_prints_one_json_verdict_per_line() -> None:
 
 def test_validate_exits_zero_when_all_lines_are_valid() -> None:
     assert run("validate", stdin=GOOD + "\n").returncode == 0
+
+
+def test_validate_takes_hostile_input_without_a_traceback() -> None:
+    from tests.hostile import hostile_lines
+
+    lines = [line.replace("\n", " ").replace("\r", " ") for line in hostile_lines(3000)]
+    text = "\n".join(lines).encode("utf-8", errors="surrogatepass")
+    hostile = b"\xff\xfe\x00 bad\n\xc0\xaf\n" + b"9" * 2_000_000 + b"\n" + text + b"\n" + GOOD.encode()
+    result = subprocess.run([CLI, "validate"], check=False, input=hostile, capture_output=True, timeout=120)
+    assert result.returncode == 1 and b"Traceback" not in result.stderr, result.stderr[-2000:]
+    verdicts = [json.loads(line) for line in result.stdout.splitlines()]
+    assert verdicts[-1]["valid"] and all(v["reason"] in (None, *rules.CHECKS) for v in verdicts)
+    assert verdicts[2]["reason"] == "too_long"
 
 
 def test_bad_arguments_exit_2_with_a_message() -> None:

@@ -1,0 +1,73 @@
+"""The batch ledger on the real MongoDB-wire server: what a retried or replayed batch knows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from bson.int64 import Int64
+from pymongo.collection import Collection
+
+from sensor_pipeline import ledger, store
+from sensor_pipeline.config import Settings
+
+pytestmark = pytest.mark.integration
+RANGES = [ledger.OffsetRange("raw", 1, 10, 19), ledger.OffsetRange("raw", 0, 0, 9)]
+
+
+@pytest.fixture
+def collections(settings: Settings) -> Iterator[tuple[Collection[dict[str, Any]], Collection[dict[str, Any]]]]:
+    client = store.connect(settings)
+    yield ledger.collection(client, settings), store.durable_readings(client, settings)
+    client.close()
+
+
+def insert(readings: Collection[dict[str, Any]], ids: list[int]) -> store.WriteResult:
+    return store.insert_new(readings, [{"_id": Int64(i), "MeasurementID": Int64(i)} for i in ids])
+
+
+def test_a_retry_counts_its_crashed_attempts_inserts_as_its_own(collections: Any) -> None:
+    book, readings = collections
+    insert(readings, [9])  # stored by an earlier batch
+    first = ledger.Bucket.load(book, "k", 0)
+    first.intend([1, 2, 3])
+    insert(readings, [1, 2, 3])  # ... and the attempt dies before settling
+
+    retry = ledger.Bucket.load(book, "k", 0)
+    outcome = insert(readings, [1, 2, 3])
+    assert set(outcome.duplicate_ids) == {1, 2, 3}
+    assert retry.settle([1, 2, 3], {1, 2, 3}, set()) == 3  # ambiguous: published, never lost
+    retry.intend([9, 10])
+    outcome = insert(readings, [9, 10])
+    assert retry.settle([9, 10], set(outcome.duplicate_ids), set()) == 0
+
+    replay = ledger.Bucket.load(book, "k", 0)
+    assert replay.own == {1, 2, 3, 10} and replay.foreign == {9} and replay.pending == set()
+    assert all(replay.settled(i) for i in (1, 2, 3, 9, 10))
+
+
+def test_pending_ids_survive_a_second_crash(collections: Any) -> None:
+    book, _ = collections
+    ledger.Bucket.load(book, "k2", 1).intend([1, 2, 3])
+    ledger.Bucket.load(book, "k2", 1).intend([4])  # another chunk first; dies again
+    assert ledger.Bucket.load(book, "k2", 1).pending == {1, 2, 3, 4}
+
+
+def test_batches_are_known_by_their_offsets_not_by_spark_batch_ids(collections: Any) -> None:
+    book = ledger.Ledger(collections[0], retention=timedelta(0))
+    entry = book.begin(RANGES, batch_id=5, checked_at=1_000, buckets=2)
+    again = book.begin(list(reversed(RANGES)), batch_id=0, checked_at=2_000, buckets=4)  # a new checkpoint
+    assert again == entry and not entry.done and entry.checked_at == 1_000 and entry.buckets == 2
+    assert book.incomplete() == [entry]
+
+    publishing = book.publishing(entry)
+    assert publishing.publishing_at is not None and book.publishing(publishing) == publishing
+    book.finish(publishing, {"valid": 20})
+    assert book.begin(RANGES, batch_id=6, checked_at=0, buckets=2).done
+    assert book.incomplete() == []
+    assert book.next_offsets("raw") == {0: 10, 1: 20}
+    book.finish(book.begin([ledger.OffsetRange("raw", 0, 10, 14)], 7, 0, 1), {})
+    assert book.next_offsets("raw") == {0: 15, 1: 20}
+    assert book.prune() == 2 and book.next_offsets("raw") == {0: 15, 1: 20}
