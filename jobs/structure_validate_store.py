@@ -24,7 +24,6 @@ import json
 import logging
 import sys
 
-from kafka import KafkaConsumer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -57,17 +56,29 @@ def session() -> SparkSession:
     return spark
 
 
-def starting_offsets(settings: Settings, writer: BatchWriter) -> str:
+def topic_partitions(spark: SparkSession, settings: Settings, topic: str) -> set[int]:
+    """The topic's partitions, asked with the connector's own Kafka client (its auth, e.g. MSK IAM,
+    and no Python Kafka client in the job's EMR archive)."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    properties = jvm.java.util.Properties()
+    for key, value in settings.spark_kafka_options().items():
+        properties.put(key.removeprefix("kafka."), value)
+    admin = jvm.org.apache.kafka.clients.admin.Admin.create(properties)
+    try:
+        topics = admin.describeTopics(jvm.java.util.Collections.singletonList(topic)).allTopicNames().get()
+        return {int(info.partition()) for info in topics.get(topic).partitions()}
+    finally:
+        admin.close()
+
+
+def starting_offsets(spark: SparkSession, settings: Settings, writer: BatchWriter) -> str:
     """Where a query without a checkpoint starts: after the last batch the ledger saw done, so that a
     deleted or moved checkpoint neither skips nor repeats readings. Spark ignores it otherwise."""
     done = writer.book().next_offsets(settings.raw_topic)
     if not done:
         return settings.starting_offsets
-    consumer = KafkaConsumer(**settings.kafka_client_options())
-    try:
-        partitions = consumer.partitions_for_topic(settings.raw_topic) or set(done)
-    finally:
-        consumer.close()
+    partitions = topic_partitions(spark, settings, settings.raw_topic) or set(done)
     earliest = -2  # Spark's code for "earliest" in a JSON offsets map: a partition the ledger never saw
     offsets = {str(p): done.get(p, earliest) for p in sorted(partitions)}
     log.info("starting offsets from the ledger (used only without a checkpoint): %s", offsets)
@@ -115,7 +126,7 @@ def main(argv: list[str]) -> int:
         spark.readStream.format("kafka")
         .options(**settings.spark_kafka_options())
         .option("subscribe", settings.raw_topic)
-        .option("startingOffsets", starting_offsets(settings, writer))
+        .option("startingOffsets", starting_offsets(spark, settings, writer))
         .option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
         # Data deleted by retention before it was read cannot be recovered; fail loudly instead.
         .option("failOnDataLoss", "true")
