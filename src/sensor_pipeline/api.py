@@ -9,13 +9,16 @@ Endpoints
                                       simulator's pace (``speed``); what the producer reads
   ``GET /beaches``                    the per-beach models fitted from the real data
   ``GET /health``                     liveness and counters
-Bad query parameters answer 400 with a JSON error that says what is accepted.
+Bad query parameters answer 400 with a JSON error that says what is accepted; any other failure
+answers a JSON 500 (logged), never a traceback.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -25,27 +28,47 @@ from sensor_pipeline.config import Settings
 from sensor_pipeline.simulator import Simulator, describe_models
 
 MAX_COUNT = 10_000
+#: How often a stream with nothing due looks again (seconds).
+STREAM_POLL = 0.05
+# ASCII digits only: int() also takes ' 12', '+12', '1_2' and other scripts' digits ('١٢'). Eighteen
+# digits hold every accepted value, and keep int() cheap on a hostile string.
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 
 class BadParameter(ValueError):
     """A query parameter is missing its allowed form."""
 
 
+@dataclass(frozen=True)
+class Clock:
+    """Where the stream reads the time (monotonic seconds) and how it waits.
+
+    Tests pass a fake one to check the pacing without sleeping.
+    """
+
+    now: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
 def _int_param(name: str, default: int, low: int, high: int) -> int:
-    text = request.args.get(name)
-    if text is None:
+    values = request.args.getlist(name)
+    if not values:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadParameter(f"{name} must be an integer in [{low}, {high}], got {text!r}") from None
-    if not low <= value <= high:
-        raise BadParameter(f"{name} must be an integer in [{low}, {high}], got {value}")
-    return value
+    accepted = f"{name} must be an integer in [{low}, {high}]"
+    if len(values) > 1:
+        raise BadParameter(f"{accepted}, given once; it was given {len(values)} times")
+    text = values[0]
+    shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+    if not _INTEGER.fullmatch(text) or not low <= int(text) <= high:
+        raise BadParameter(f"{accepted}, got {shown!r}")
+    return int(text)
 
 
-def create_app(settings: Settings | None = None, simulator: Simulator | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, simulator: Simulator | None = None, clock: Clock | None = None
+) -> Flask:
     settings = settings or Settings()
+    clock = clock or Clock()
     source = simulator or Simulator(
         mode=settings.sim_mode,
         seed=settings.sim_seed,
@@ -64,6 +87,12 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
     def http_error(error: HTTPException) -> tuple[Response, int]:
         return jsonify(error=error.name.lower().replace(" ", "_"), message=error.description), error.code or 500
 
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> tuple[Response, int]:
+        # Flask does not log an error a handler took; the client gets no internals.
+        app.logger.error("%s %s failed", request.method, request.path, exc_info=error)
+        return jsonify(error="internal_error", message="the sensor API failed on this request; see its log"), 500
+
     @app.get("/sensordata")
     def sensordata() -> Response:
         count = _int_param("count", 1, 1, MAX_COUNT)
@@ -77,12 +106,12 @@ def create_app(settings: Settings | None = None, simulator: Simulator | None = N
         def generate() -> Iterator[str]:
             sent = 0
             while not limit or sent < limit:
-                lines = source.take_due(limit - sent if limit else MAX_COUNT)
+                lines = source.take_due(limit - sent if limit else MAX_COUNT, now=clock.now())
                 if lines:
                     sent += len(lines)
                     yield "\n".join(lines) + "\n"
                 else:
-                    time.sleep(0.05)
+                    clock.sleep(STREAM_POLL)
 
         return Response(generate(), mimetype="text/plain")
 

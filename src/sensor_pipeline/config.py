@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     producer_batch: int = Field(60, ge=1, le=10_000, description="readings fetched per API request")
     producer_rate: float = Field(6.0, ge=0, description="max readings/s sent; 0 = unlimited")
     producer_log_every: float = Field(10.0, gt=0, description="seconds between progress log lines")
+    producer_shutdown_timeout: float = Field(
+        10.0, gt=0, description="seconds a stopping producer flushes in-flight readings before it reports the rest"
+    )
 
     # --- Spark job --------------------------------------------------------------------------------
     checkpoint_location: str = ".local-stack/checkpoints/structure_validate_store"

@@ -246,14 +246,15 @@ class Simulator:
             self.served += len(lines)
             return lines
 
-    def take_due(self, limit: int = 10_000) -> list[str]:
+    def take_due(self, limit: int = 10_000, now: float | None = None) -> list[str]:
         """The lines whose time has come at ``speed`` data-seconds per real second (streaming pace).
 
         Simulated beaches report hourly, so six beaches give 6 * speed / 3600 lines per second.
         Replay keeps the real gaps between readings, capped at one hour so winters pass at once.
+        ``now`` (monotonic seconds, default the real clock) lets a caller's clock set the pace.
         """
         with self._lock:
-            now = time.monotonic()
+            now = time.monotonic() if now is None else now
             if self._paced_since is None:
                 self._paced_since = now
             budget = (now - self._paced_since) * self.speed

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,47 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class BrokerDoor:
+    """A TCP forwarder to the broker, closed until :meth:`open`: a broker down at start-up.
+
+    Only the bootstrap goes through it (the broker then advertises its own address), which is all a
+    start-up needs; the shared broker itself is never stopped.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        host, port = bootstrap.split(",", maxsplit=1)[0].rsplit(":", 1)
+        self.target = (host, int(port))
+        self.port = free_port()
+        self._server: socket.socket | None = None
+
+    def open(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
 
 
 @pytest.fixture
@@ -95,3 +138,39 @@ def test_the_producer_waits_for_the_api_and_recovers(settings: Settings, tmp_pat
         api.send_signal(signal.SIGTERM)
         api.wait(10)
     assert len(read_all(settings, settings.raw_topic, expect=30)) == 30
+
+
+def test_a_broker_down_at_start_up_is_waited_for_then_everything_is_delivered(api: Settings, tmp_path: Path) -> None:
+    door = BrokerDoor(api.kafka_bootstrap)
+    target = api.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{door.port}"})
+    log = tmp_path / "producer.log"
+    producer = start_producer(target, "--count", "30", "--rate", "0", log=log)
+    try:
+        wait_for(lambda: "unreachable" in log.read_text(), 60, "the producer to retry the broker")
+        assert producer.poll() is None, log.read_text()  # still waiting, not exited
+        door.open()
+        assert producer.wait(120) == 0, log.read_text()
+    finally:
+        door.close()
+        if producer.poll() is None:
+            producer.kill()
+    records = read_all(api, api.raw_topic, expect=30)
+    assert len(records) == 30 and "delivered 30" in log.read_text()
+
+
+def test_sigterm_while_the_broker_is_down_exits_promptly(settings: Settings, tmp_path: Path) -> None:
+    down = settings.model_copy(
+        update={"kafka_bootstrap": f"127.0.0.1:{free_port()}", "api_url": f"http://127.0.0.1:{free_port()}"}
+    )
+    log = tmp_path / "producer.log"
+    producer = start_producer(down, log=log)
+    try:
+        wait_for(lambda: "unreachable" in log.read_text(), 60, "the producer to retry the broker")
+        started = time.monotonic()
+        producer.send_signal(signal.SIGTERM)
+        assert producer.wait(30) == 0, log.read_text()  # nothing was read, so nothing was lost
+        assert time.monotonic() - started < 10  # one start-up attempt (5 s) at most
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+    assert "nothing was read" in log.read_text()

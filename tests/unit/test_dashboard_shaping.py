@@ -6,13 +6,15 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from sensor_pipeline.config import Settings
 from sensor_pipeline.dashboard.hub import Hub
-from sensor_pipeline.dashboard.shaping import latest_table, newer, parse_message, series_by_beach
+from sensor_pipeline.dashboard.shaping import Rejected, latest_table, newer, parse_clean, series_by_beach
 
 
 def message(beach: str, hour: int, mid: int, turbidity: float = 1.0, battery: float = 11.0) -> dict[str, Any]:
-    parsed = parse_message(
+    return parse_clean(
         json.dumps(
             {
                 "Beach": beach,
@@ -25,14 +27,14 @@ def message(beach: str, hour: int, mid: int, turbidity: float = 1.0, battery: fl
             }
         )
     )
-    assert parsed is not None
-    return parsed
 
 
 def test_messages_parse_with_utc_timestamps_and_bad_ones_are_skipped() -> None:
     assert message("Calumet Beach", 3, 1)["TimeStamp"] == datetime(2024, 7, 1, 3, tzinfo=UTC)
-    assert parse_message(b"not json") is None
-    assert parse_message(json.dumps({"Beach": "X"})) is None
+    with pytest.raises(Rejected, match="not JSON"):
+        parse_clean(b"not json")
+    with pytest.raises(Rejected, match="missing"):
+        parse_clean(json.dumps({"Beach": "X"}))
 
 
 def test_series_are_grouped_per_beach_in_time_order() -> None:

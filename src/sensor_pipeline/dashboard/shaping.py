@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sensor_pipeline import schema
@@ -16,16 +17,67 @@ SERIES_COLUMNS = ("time", *(m[0] for m in METRICS), "MeasurementID")
 TABLE_COLUMNS = ("Beach", "Time", "WaterTemperature", "Turbidity", "BatteryLife", "Flags")
 
 
-def parse_message(value: bytes | str) -> dict[str, Any] | None:
-    """One CleanSensorData value as a dict with ``TimeStamp`` as a datetime; None if unreadable."""
+#: A clean message is a few hundred bytes (RawData is at most 1024 characters); anything far larger
+#: is not one, and is not worth parsing.
+MAX_MESSAGE_BYTES = 64 * 1024
+REQUIRED_KEYS = ("Beach", "MeasurementID", "TimeStamp", *(metric for metric, _, _ in METRICS))
+ID_MAX = 2**63 - 1
+
+
+class Rejected(ValueError):
+    """A CleanSensorData value that is not a clean reading; the message says why."""
+
+
+def parse_clean(value: object) -> dict[str, Any]:
+    """One CleanSensorData value as a message, ``TimeStamp`` an aware UTC datetime, metrics floats.
+
+    Raises :class:`Rejected` unless the value is a UTF-8 JSON object of at most ``MAX_MESSAGE_BYTES``
+    with a Beach name, an integer MeasurementID in [1, 2^63-1], an ISO 8601 TimeStamp with a UTC
+    offset, and finite numbers for the metrics.
+    """
+    if value is None:
+        raise Rejected("no value")
+    raw = value.encode("utf-8", errors="surrogatepass") if isinstance(value, str) else value
+    if not isinstance(raw, bytes | bytearray):
+        raise Rejected(f"a value of type {type(value).__name__}")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise Rejected(f"{len(raw)} bytes, more than {MAX_MESSAGE_BYTES}")
     try:
-        message = json.loads(value)
-        message["TimeStamp"] = datetime.fromisoformat(message["TimeStamp"].replace("Z", "+00:00"))
-        for metric, _, _ in METRICS:
-            message[metric] = float(message[metric])
-        return message if isinstance(message.get("Beach"), str) else None
-    except (ValueError, KeyError, TypeError):
-        return None
+        message = json.loads(bytes(raw).decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise Rejected(f"not UTF-8 ({error.reason} at byte {error.start})") from None
+    except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
+        raise Rejected("not JSON") from None
+    if not isinstance(message, dict):
+        raise Rejected(f"a JSON {type(message).__name__}, not an object")
+    missing = [key for key in REQUIRED_KEYS if key not in message]
+    if missing:
+        raise Rejected(f"missing {', '.join(missing)}")
+    beach = message["Beach"]
+    if not isinstance(beach, str) or not beach.strip() or len(beach) > 100:
+        raise Rejected("Beach is not a name")
+    mid = message["MeasurementID"]
+    if type(mid) is not int or not 1 <= mid <= ID_MAX:  # type(): bool is an int too
+        raise Rejected("MeasurementID is not an integer in [1, 2^63-1]")
+    stamp = message["TimeStamp"]
+    try:
+        timestamp = datetime.fromisoformat(stamp) if isinstance(stamp, str) and len(stamp) <= 64 else None
+    except ValueError:
+        timestamp = None
+    if timestamp is None or timestamp.tzinfo is None:
+        raise Rejected("TimeStamp is not ISO 8601 with a UTC offset")
+    metrics: dict[str, float] = {}
+    for metric, _, _ in METRICS:
+        number = message[metric]
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise Rejected(f"{metric} is not a number")
+        try:
+            metrics[metric] = float(number)
+        except OverflowError:  # an integer of hundreds of digits
+            metrics[metric] = math.inf
+        if not math.isfinite(metrics[metric]):
+            raise Rejected(f"{metric} is not finite")
+    return {**message, **metrics, "TimeStamp": timestamp.astimezone(UTC)}
 
 
 def series_by_beach(messages: Iterable[dict[str, Any]]) -> dict[str, dict[str, list[Any]]]:

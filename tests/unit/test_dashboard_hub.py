@@ -1,0 +1,308 @@
+"""The dashboard's consumer loop, driven by a fake consumer: no Kafka, no Bokeh server.
+
+Whatever arrives on CleanSensorData and whatever the broker does, the loop goes on: bad values are
+counted and skipped, errors are counted, logged and followed by a new consumer, and stop() ends the
+thread with its consumer closed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+from sensor_pipeline.config import Settings
+from sensor_pipeline.dashboard.hub import Hub, _Throttle
+from sensor_pipeline.dashboard.shaping import Rejected, parse_clean
+
+GOOD = {
+    "Beach": "Calumet Beach",
+    "MeasurementID": 1,
+    "BatteryLife": 11.0,
+    "RawData": "...",
+    "WaterTemperature": 20.5,
+    "Turbidity": 1.25,
+    "TimeStamp": "2024-07-01T03:00:00.000Z",
+}
+
+
+def clean(mid: int = 1, **changes: Any) -> bytes:
+    return json.dumps({**GOOD, "MeasurementID": mid, **changes}).encode()
+
+
+def without(key: str) -> bytes:
+    return json.dumps({k: v for k, v in GOOD.items() if k != key}).encode()
+
+
+@dataclass
+class Record:
+    value: Any
+
+
+class FakeConsumer:
+    """Plays a script: each item is one poll's values, or an exception the poll raises."""
+
+    def __init__(self, script: list[list[Any] | Exception], partitions: set[int] | None = None) -> None:
+        self.script: deque[list[Any] | Exception] = deque(script)
+        self.partitions = {0, 1} if partitions is None else partitions
+        self.assigned: list[TopicPartition] = []
+        self.seeks: dict[TopicPartition, int] = {}
+        self.closed = False
+        self.played = threading.Event()
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return self.partitions or None
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned = partitions
+
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 100 for tp in partitions}
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.seeks[partition] = offset
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Record]]:
+        if not self.script:
+            self.played.set()
+            time.sleep(0.005)
+            return {}
+        item = self.script.popleft()
+        if isinstance(item, Exception):
+            raise item
+        return {TopicPartition("CleanSensorData", 0): [Record(value) for value in item]}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Factory:
+    """Hands out the given consumers in turn, or raises the given exceptions (a broker down)."""
+
+    def __init__(self, *items: FakeConsumer | Exception) -> None:
+        self.items = deque(items)
+        self.made: list[FakeConsumer] = []
+
+    def __call__(self) -> FakeConsumer:
+        item = self.items.popleft() if self.items else FakeConsumer([])
+        if isinstance(item, Exception):
+            raise item
+        self.made.append(item)
+        return item
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def run_hub() -> Any:
+    """Start a hub on the given factory and wait until its last consumer played its script."""
+    hubs: list[Hub] = []
+
+    def run(factory: Factory, **options: Any) -> Hub:
+        hub = Hub(Settings(), history=12, consumer_factory=factory, backoff=0.01, **options)
+        hubs.append(hub)
+        hub.start()
+        wait_until(lambda: not factory.items and bool(factory.made) and factory.made[-1].played.is_set())
+        return hub
+
+    yield run
+    for hub in hubs:
+        assert hub.stop(timeout=5)
+
+
+# --- what arrives on the topic --------------------------------------------------------------------
+
+HOSTILE: dict[str, Any] = {
+    "not JSON": b"not json",
+    "not UTF-8": b'{"Beach": "\xff\xfe"}',
+    "a JSON array": b"[1, 2]",
+    "a JSON string": b'"text"',
+    "a JSON number": b"42",
+    "JSON null": b"null",
+    "no value (tombstone)": None,
+    "empty": b"",
+    "missing Beach": without("Beach"),
+    "missing MeasurementID": without("MeasurementID"),
+    "missing TimeStamp": without("TimeStamp"),
+    "missing Turbidity": without("Turbidity"),
+    "Beach a number": clean(Beach=5),
+    "Beach empty": clean(Beach=" "),
+    "MeasurementID text": clean(MeasurementID="x"),
+    "MeasurementID float": clean(MeasurementID=1.5),
+    "MeasurementID boolean": clean(MeasurementID=True),
+    "MeasurementID zero": clean(MeasurementID=0),
+    "MeasurementID over 2^63-1": clean(MeasurementID=2**63),
+    "TimeStamp a number": clean(TimeStamp=5),
+    "TimeStamp not ISO": clean(TimeStamp="yesterday"),
+    "TimeStamp without offset": clean(TimeStamp="2024-07-01T03:00:00"),
+    "TimeStamp huge": clean(TimeStamp="2024" * 10_000),
+    "metric text": clean(WaterTemperature="warm"),
+    "metric boolean": clean(Turbidity=True),
+    "metric null": clean(BatteryLife=None),
+    "metric NaN": b'{"Beach": "A", "MeasurementID": 1, "BatteryLife": NaN, "WaterTemperature": 1, "Turbidity": 1, "TimeStamp": "2024-07-01T03:00:00Z"}',
+    "metric overflows to infinity": clean().replace(b'"Turbidity": 1.25', b'"Turbidity": 1e400'),
+    "metric a 400-digit integer": clean().replace(b'"Turbidity": 1.25', b'"Turbidity": 1' + b"0" * 400),
+    "metric a 5000-digit integer": clean().replace(b'"Turbidity": 1.25', b'"Turbidity": 1' + b"0" * 5000),
+    "nested 100000 deep": b"[" * 100_000 + b"]" * 100_000,
+    "a megabyte": clean(RawData="x" * 1_000_000),
+    "not bytes": 12345,
+}
+
+
+@pytest.mark.parametrize("value", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_value_that_is_not_a_clean_reading_is_rejected_with_a_reason(value: Any) -> None:
+    with pytest.raises(Rejected) as rejected:
+        parse_clean(value)
+    assert str(rejected.value)
+
+
+def test_a_clean_reading_parses_with_a_utc_timestamp_and_float_metrics() -> None:
+    message = parse_clean(clean(7, WaterTemperature=21, TimeStamp="2024-07-01T05:00:00.000+02:00"))
+    assert message["MeasurementID"] == 7 and message["WaterTemperature"] == 21.0
+    assert message["TimeStamp"].isoformat() == "2024-07-01T03:00:00+00:00"
+    assert parse_clean(clean().decode())["Beach"] == "Calumet Beach"  # str values too
+
+
+@pytest.mark.parametrize("value", HOSTILE.values(), ids=HOSTILE.keys())
+def test_the_loop_counts_and_skips_a_bad_value_and_keeps_delivering(run_hub: Any, value: Any) -> None:
+    factory = Factory(FakeConsumer([[clean(1), value, clean(2)], [clean(3)]]))
+    hub = run_hub(factory)
+    received: list[int] = [m["MeasurementID"] for m in hub.history]
+    health = hub.health()
+    assert received == [1, 2, 3]
+    assert health["alive"] and health["connected"]
+    assert health["messages"] == 4 and health["received"] == 3 and health["rejected"] == 1
+    assert health["errors"] == 0 and len(factory.made) == 1
+
+
+def test_rejections_are_logged_at_most_once_per_interval(run_hub: Any, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="sensor_pipeline.dashboard"):
+        hub = run_hub(Factory(FakeConsumer([[b"junk"] * 500, [clean(1)]])), log_every=3600)
+    assert hub.health()["rejected"] == 500 and hub.received == 1
+    [line] = [r.getMessage() for r in caplog.records if "not a clean reading" in r.getMessage()]
+    assert "CleanSensorData" in line and "not JSON" in line and "b'junk'" in line
+
+
+def test_the_throttle_reports_how_many_lines_it_held_back() -> None:
+    now = [0.0]
+    throttle = _Throttle(10, clock=lambda: now[0])
+    assert throttle() == 0
+    assert [throttle() for _ in range(3)] == [None, None, None]
+    now[0] = 10.0
+    assert throttle() == 3 and throttle() is None
+
+
+# --- errors of the loop ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [KafkaConnectionError("connection refused"), OSError("network unreachable"), RuntimeError("a bug")],
+    ids=lambda e: type(e).__name__,
+)
+def test_an_error_in_the_loop_closes_the_consumer_and_a_new_one_goes_on(
+    run_hub: Any, error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = FakeConsumer([[clean(1)], error]), FakeConsumer([[clean(2)]])
+    with caplog.at_level(logging.WARNING, logger="sensor_pipeline.dashboard"):
+        hub = run_hub(Factory(first, second))
+    health = hub.health()
+    assert first.closed and not second.closed
+    assert [m["MeasurementID"] for m in hub.history] == [1, 2]
+    assert health["alive"] and health["errors"] == 1
+    assert health["last_error"].startswith(type(error).__name__) and health["last_error_at"]
+    assert "a new consumer starts in" in caplog.text
+
+
+def test_a_broker_down_when_the_consumer_starts_is_retried(run_hub: Any) -> None:
+    down = KafkaTimeoutError("Unable to bootstrap from ['127.0.0.1:9092']")
+    hub = run_hub(Factory(down, down, FakeConsumer([[clean(1)]])))
+    assert hub.received == 1 and hub.health()["errors"] == 2
+
+
+def test_a_topic_without_partitions_yet_is_waited_for(run_hub: Any) -> None:
+    empty = FakeConsumer([], partitions=set())
+    factory = Factory(empty, FakeConsumer([[clean(1)]]))
+    hub = run_hub(factory)
+    assert empty.closed and hub.received == 1
+    assert "has no partitions yet" in hub.health()["last_error"]
+
+
+def test_a_failing_publish_skips_the_batch_but_keeps_the_consumer(
+    run_hub: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    original = Hub.publish
+
+    def publish(self: Hub, messages: list[dict[str, Any]]) -> None:
+        calls.append(len(messages))
+        if len(calls) == 1:
+            raise TypeError("can't compare offset-naive and offset-aware datetimes")
+        original(self, messages)
+
+    monkeypatch.setattr(Hub, "publish", publish)
+    factory = Factory(FakeConsumer([[clean(1)], [clean(2)]]))
+    hub = run_hub(factory)
+    assert [m["MeasurementID"] for m in hub.history] == [2]
+    assert len(factory.made) == 1 and hub.health()["errors"] == 1
+
+
+def test_the_consumer_starts_from_recent_history_on_every_partition(run_hub: Any) -> None:
+    consumer = FakeConsumer([], partitions={0, 1, 2})
+    run_hub(Factory(consumer))
+    assert [tp.partition for tp in consumer.assigned] == [0, 1, 2]
+    assert set(consumer.seeks.values()) == {100 - 12 // 3}
+
+
+# --- stop and health ------------------------------------------------------------------------------
+
+
+def test_stop_ends_the_thread_and_closes_the_consumer() -> None:
+    factory = Factory(FakeConsumer([[clean(1)]]))
+    hub = Hub(Settings(), history=12, consumer_factory=factory, backoff=0.01)
+    hub.start()
+    wait_until(lambda: hub.received == 1)
+    assert hub.stop(timeout=5)
+    assert factory.made[0].closed
+    assert not hub.health()["alive"] and not hub.health()["connected"]
+
+
+def test_stop_during_a_backoff_ends_promptly() -> None:
+    hub = Hub(Settings(), history=12, consumer_factory=Factory(KafkaTimeoutError("down")), backoff=60)
+    hub.start()
+    wait_until(lambda: hub.health()["errors"] == 1)
+    started = time.monotonic()
+    assert hub.stop(timeout=5)
+    assert time.monotonic() - started < 1
+
+
+def test_health_is_a_json_snapshot_before_and_after_start(run_hub: Any) -> None:
+    idle = Hub(Settings(), history=12, consumer_factory=Factory())
+    assert idle.health() == {
+        "alive": False,
+        "connected": False,
+        "messages": 0,
+        "received": 0,
+        "rejected": 0,
+        "errors": 0,
+        "last_message_at": None,
+        "last_error": None,
+        "last_error_at": None,
+    }
+    hub = run_hub(Factory(FakeConsumer([[clean(1), b"junk"]])))
+    snapshot = json.loads(json.dumps(hub.health()))
+    assert snapshot["messages"] == 2 and snapshot["last_message_at"].endswith("+00:00")
