@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import sys
+from functools import partial
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -45,7 +46,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def session() -> SparkSession:
-    builder = SparkSession.builder.appName("structure_validate_store")
+    # No speculative task attempts: an insert bucket is fenced against a second attempt (a zombie
+    # task), but running two on purpose only costs store writes.
+    builder = SparkSession.builder.appName("structure_validate_store").config("spark.speculation", "false")
     for key, value in spark_rules.utc_session_conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -105,7 +108,7 @@ def finish_begun_batches(spark: SparkSession, settings: Settings, writer: BatchW
         now = F.timestamp_micros(F.lit(entry.checked_at))
         validated = spark_rules.validate(spark_rules.raw_lines(records), now, settings.future_tolerance_seconds)
         log.info("finishing batch %s begun before a crash (%s)", entry.key, entry.ranges)
-        writer.write(validated, batch_id=-1, entry=entry)
+        writer.with_retries(f"begun batch {entry.key}", partial(writer.write, validated, -1, entry), spark)
 
 
 def main(argv: list[str]) -> int:

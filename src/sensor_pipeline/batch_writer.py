@@ -19,12 +19,15 @@ fails for another reason (store or broker down, a lost executor) is retried with
 line per attempt, for up to ``SP_BATCH_RETRY_SECONDS``; then the job fails and its supervisor
 (supervisord, EMR's retry policy) restarts it from the checkpoint.
 
-Guarantees (proved by ``tests/chaos``): the store holds each valid reading exactly once.
-CleanSensorData and InvalidSensorData carry each reading at least once, and exactly once except in
-two windows: a crash after the Kafka write and before the done mark republishes that batch; and a
-reading another batch had already stored, in a chunk a crashed attempt was inserting, is published
-again (the duplicate answer cannot be told from the crashed attempt's own insert). Every message
-carries its MeasurementID (clean) or source offset (dead letters), so consumers can deduplicate.
+Guarantees (proved by ``tests/chaos``; README "Guarantees"): the store holds each valid reading
+exactly once. CleanSensorData and InvalidSensorData carry each reading at least once, and exactly
+once except in two windows. A: a crash after the Kafka write began and before the done mark: the
+replay reads back the messages with the batch's header (from a minute before the write began, so
+clocks must agree within a minute) and sends only the rest; a record still buffered in a failed
+task's producer when the replay reads can arrive twice. B: a reading another batch had already
+stored, in a chunk a crashed attempt was inserting, is published again (the duplicate answer
+cannot be told from the crashed attempt's own insert). Every message carries its MeasurementID
+(clean) or source offset (dead letters), so consumers can deduplicate.
 """
 
 from __future__ import annotations
@@ -32,13 +35,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import reduce
 from itertools import islice
 from typing import Any
 
-from pyspark.sql import DataFrame, Row
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from sensor_pipeline import faults, ledger, schema, spark_rules, store
@@ -46,7 +50,6 @@ from sensor_pipeline.config import Settings
 
 log = logging.getLogger("sensor_pipeline.job")
 
-INSERT_CHUNK = 1000
 STORE_REJECTED = "store_rejected"
 
 
@@ -72,7 +75,7 @@ class BucketResult:
 
     rows: int = 0
     inserted: int = 0
-    ambiguous: int = 0
+    ambiguous: list[int] = field(default_factory=list)
     foreign: list[int] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
@@ -106,7 +109,7 @@ def insert_bucket(settings_json: str, key: str) -> Any:
             readings = store.durable_readings(client, settings)
             result = BucketResult()
             remaining = iter(rows)
-            while chunk := list(islice(remaining, INSERT_CHUNK)):
+            while chunk := list(islice(remaining, settings.insert_chunk)):
                 result.rows += len(chunk)
                 documents = []
                 for row in chunk:
@@ -124,7 +127,8 @@ def insert_bucket(settings_json: str, key: str) -> Any:
                 outcome = store.insert_new(readings, documents)
                 faults.hit("chunk_inserted")
                 rejected = {int(i): error for i, error in outcome.rejected}
-                result.ambiguous += bucket.settle(ids, {int(i) for i in outcome.duplicate_ids}, set(rejected))
+                ambiguous = bucket.settle(ids, {int(i) for i in outcome.duplicate_ids}, set(rejected))
+                result.ambiguous.extend(sorted(ambiguous))
                 result.inserted += outcome.inserted
                 result.rejected.extend(rejected.items())
             result.foreign = sorted(bucket.foreign)
@@ -147,6 +151,11 @@ class BatchWriter:
             ("batches", "valid", "invalid", "stored", "already_stored", "rejected", "published", "ambiguous"), 0
         )
         self.batches_since_prune = 0
+        self.ambiguous: list[int] = []
+
+    def buckets(self, spark: SparkSession) -> int:
+        """Insert buckets of a new batch (fixed in its ledger entry, so replays hash ids the same way)."""
+        return self.settings.write_buckets or spark.sparkContext.defaultParallelism
 
     def book(self) -> ledger.Ledger:
         """The ledger, through this process's shared client."""
@@ -155,57 +164,94 @@ class BatchWriter:
         return ledger.Ledger(ledger.collection(client, self.settings), retention)
 
     def __call__(self, validated: DataFrame, batch_id: int) -> None:
-        """Write one batch, retrying it with backoff when it fails (never because of a record)."""
+        """Write one micro-batch (``foreachBatch``), retried with backoff when it fails."""
+        self.with_retries(f"batch {batch_id}", lambda: self.write(validated, batch_id), validated.sparkSession)
+
+    def with_retries(self, what: str, action: Callable[[], None], spark: SparkSession) -> None:
+        """Run ``action`` until it succeeds, with backoff (1 s doubling to 30 s) and a log line per
+        failure, for up to ``SP_BATCH_RETRY_SECONDS``; no record can make it fail, so what fails is
+        the store, the broker or an executor, and waiting is what helps."""
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
             try:
-                self.write(validated, batch_id)
+                action()
                 break
             except Exception as error:
                 store.drop_shared_client(self.settings)
                 waited = time.monotonic() - started
-                if validated.sparkSession.sparkContext._jsc is None or waited > self.settings.batch_retry_seconds:
-                    log.error("batch %d failed after %d attempts in %.0f s: giving up", batch_id, attempt, waited)
+                if spark.sparkContext._jsc is None or waited > self.settings.batch_retry_seconds:
+                    log.error("%s failed after %d attempts in %.0f s: giving up", what, attempt, waited)
                     raise
                 delay = min(30.0, 2.0 ** (attempt - 1))
                 first_line = (str(error).strip().splitlines() or [""])[0][:300]
                 log.warning(
-                    "batch %d attempt %d failed (%s: %s); retrying in %.0f s (gives up after %.0f s)",
-                    batch_id, attempt, type(error).__name__, first_line, delay, self.settings.batch_retry_seconds,
+                    "%s attempt %d failed (%s: %s); retrying in %.0f s (gives up after %.0f s)",
+                    what, attempt, type(error).__name__, first_line, delay, self.settings.batch_retry_seconds,
                 )  # fmt: skip
                 time.sleep(delay)
-        log.info("batch %d written in %.2f s; totals %s", batch_id, time.monotonic() - started, self.totals)
+        log.info("%s written in %.2f s; totals %s", what, time.monotonic() - started, self.totals)
+
+    @staticmethod
+    def _summary(validated: DataFrame) -> list[Row]:
+        return (
+            validated.groupBy("topic", "partition")
+            .agg(
+                F.min("offset").alias("first"),
+                F.max("offset").alias("last"),
+                F.count(F.when(F.col("reason").isNull(), 1)).alias("valid"),
+                F.count(F.when(F.col("reason").isNotNull(), 1)).alias("invalid"),
+                F.max(F.unix_micros("checked_at")).alias("checked_at"),
+            )
+            .collect()
+        )
+
+    @staticmethod
+    def _already_done(book: ledger.Ledger, summary: list[Row]) -> Column | None:
+        """Rows of offsets a done batch covered (a checkpoint older than the ledger, or none): a
+        condition selecting them, or None when the batch does not overlap the done offsets."""
+        overlap = []
+        for topic in {r.topic for r in summary}:
+            done = book.next_offsets(topic)
+            for r in summary:
+                if r.topic == topic and r["first"] < done.get(r.partition, 0):
+                    overlap.append(
+                        (F.col("topic") == topic)
+                        & (F.col("partition") == r.partition)
+                        & (F.col("offset") < done[r.partition])
+                    )
+        return reduce(lambda a, b: a | b, overlap) if overlap else None
 
     def write(self, validated: DataFrame, batch_id: int, entry: ledger.BatchEntry | None = None) -> None:
         """Steps 1-4 for one batch. ``entry`` is given when a begun batch is finished from the ledger."""
         phases = PhaseTimer()
-        validated = validated.persist()
+        self.ambiguous = []
+        cached = [validated.persist()]
+        validated = cached[0]
         try:
-            summary = (
-                validated.groupBy("topic", "partition")
-                .agg(
-                    F.min("offset").alias("first"),
-                    F.max("offset").alias("last"),
-                    F.count(F.when(F.col("reason").isNull(), 1)).alias("valid"),
-                    F.count(F.when(F.col("reason").isNotNull(), 1)).alias("invalid"),
-                    F.max(F.unix_micros("checked_at")).alias("checked_at"),
-                )
-                .collect()
-            )
-            if not summary:
-                return
+            summary = self._summary(validated)
             book = self.book()
+            if not summary:
+                if entry is not None:  # a begun batch whose records are gone (retention): nothing to do
+                    log.warning("batch %s: its records are no longer in Kafka; marked done", entry.key)
+                    book.finish(entry, {})
+                return
             if entry is None:
                 ranges = [ledger.OffsetRange(r.topic, r.partition, r["first"], r["last"]) for r in summary]
                 checked_at = max(r.checked_at for r in summary)
-                buckets = validated.sparkSession.sparkContext.defaultParallelism
-                entry = book.begin(ranges, batch_id, checked_at, buckets)
+                entry = book.begin(ranges, batch_id, checked_at, self.buckets(validated.sparkSession))
             if entry.done:
+                book.advance(entry)  # in case a crash came between the done mark and the advance
                 log.info("batch %d (%s) was written before a restart: skipped", batch_id, entry.key)
                 return
             faults.hit("batch_begun")
+            done_before = self._already_done(book, summary)
+            if done_before is not None:
+                log.warning("batch %s overlaps offsets a done batch wrote: those rows are skipped", entry.key)
+                validated = validated.where(~done_before).persist()
+                cached.append(validated)
+                summary = self._summary(validated)
             phases.lap("ledger")
             valid = sum(r.valid for r in summary)
             invalid = sum(r.invalid for r in summary)
@@ -221,8 +267,12 @@ class BatchWriter:
                 self.batches_since_prune = 0
                 log.info("ledger: %d old entries pruned", book.prune())
             log.info("batch %d done: counts %s; phases: %s", batch_id, json.dumps(counts), phases)
+            if self.ambiguous:
+                # The ids a crash left ambiguous (published even if another batch had stored them).
+                log.info("batch %d ambiguous ids: %s", batch_id, json.dumps(sorted(self.ambiguous)))
         finally:
-            validated.unpersist()
+            for frame in cached:
+                frame.unpersist()
 
     def _store_and_publish(
         self,
@@ -245,6 +295,7 @@ class BatchWriter:
                 results = rows.rdd.mapPartitionsWithIndex(insert_bucket(self.settings_json, entry.key)).collect()
             faults.hit("stored")
             phases.lap("store")
+            self.ambiguous = [i for r in results for i in r.ambiguous]
             foreign = {i for r in results for i in r.foreign}
             rejected = {i: error for r in results for i, error in r.rejected}
             own = sum(r.rows for r in results) - len(foreign) - len(rejected)
@@ -263,7 +314,7 @@ class BatchWriter:
             "already_stored": len(foreign),
             "rejected": len(rejected),
             "published": published,
-            "ambiguous": sum(r.ambiguous for r in results),
+            "ambiguous": sum(len(r.ambiguous) for r in results),
         }
 
     def _published_before(self, validated: DataFrame, entry: ledger.BatchEntry) -> Published:

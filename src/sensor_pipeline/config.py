@@ -68,6 +68,8 @@ class Settings(BaseSettings):
         900.0, ge=0, description="how long a failing batch is retried (with backoff) before the job fails"
     )
     ledger_retention_seconds: float = Field(3600.0, gt=0, description="how long done batches stay in the ledger")
+    insert_chunk: int = Field(1000, ge=1, le=100_000, description="documents per insert (and per ledger intent)")
+    write_buckets: int = Field(0, ge=0, le=10_000, description="insert tasks per batch; 0 = Spark's parallelism")
 
     # --- dashboard --------------------------------------------------------------------------------
     dashboard_port: int = Field(5006, ge=1, le=65535)

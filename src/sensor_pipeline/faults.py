@@ -5,7 +5,9 @@ local mode). The first time the writer reaches ``<point>`` it either kills the w
 (``kill``: SIGKILL to the job's session and process group, as a crash or a lost node would; start
 the job in a session of its own) or fails the Spark
 task or batch there (``fail``: an exception, which Spark retries with ``local[N,F]``). A marker file
-(``SP_FAULT_MARKER``) makes the fault fire once, across processes and restarts.
+(``SP_FAULT_MARKER``) makes the fault fire once, across processes and restarts; with
+``SP_FAULT_AFTER=N`` a process passes the point N times before it fires (so a fault can strike a
+later batch, with earlier readings stored).
 """
 
 from __future__ import annotations
@@ -42,10 +44,16 @@ def armed() -> tuple[str, str] | None:
     return point, action
 
 
+_passes: dict[str, int] = {}
+
+
 def hit(point: str) -> None:
     """Called by the writer at ``point``; does nothing unless the fault suite armed this point."""
     spec = armed()
     if spec is None or spec[0] != point:
+        return
+    _passes[point] = _passes.get(point, 0) + 1
+    if _passes[point] <= int(os.environ.get("SP_FAULT_AFTER", "0")):
         return
     marker = os.environ.get("SP_FAULT_MARKER", "")
     if marker:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import MongoClient, ReadPreference
+from pymongo import MongoClient, ReadPreference, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
@@ -125,15 +125,19 @@ class Ledger:
         return replace(entry, publishing_at=at)
 
     def finish(self, entry: BatchEntry, counts: dict[str, int]) -> None:
-        """Mark the batch done, advance the next offsets, drop its bucket documents."""
+        """Advance the next offsets, mark the batch done, drop its bucket documents (in this order: a
+        done batch has always advanced them)."""
+        self.advance(entry)
         self.ledger.update_one(
             {"_id": f"batch:{entry.key}"}, {"$set": {"done": True, "counts": counts, "at": datetime.now(UTC)}}
         )
+        self.ledger.delete_many({"_id": {"$in": [f"part:{entry.key}:{b}" for b in range(entry.buckets)]}})
+
+    def advance(self, entry: BatchEntry) -> None:
+        """Move the next offsets past the batch's ranges (idempotent: ``$max``)."""
         for topic in {r.topic for r in entry.ranges}:
             advance = {f"next.{r.partition}": r.last + 1 for r in entry.ranges if r.topic == topic}
             self.ledger.update_one({"_id": f"next:{topic}"}, {"$max": advance}, upsert=True)
-        for bucket in range(entry.buckets):
-            self.ledger.delete_one({"_id": f"part:{entry.key}:{bucket}"})
 
     def incomplete(self) -> list[BatchEntry]:
         """Batches begun and never finished (a crash; their checkpoint may be gone)."""
@@ -145,35 +149,58 @@ class Ledger:
         return {int(p): int(o) for p, o in document.get("next", {}).items()}
 
     def prune(self) -> int:
-        """Delete done batches older than the retention, and orphaned bucket documents."""
+        """Delete done batches older than the retention, and bucket documents left behind by done
+        batches (a crash between the done mark and their deletion); an unfinished batch keeps its own."""
         cutoff = datetime.now(UTC) - self.retention
         done = self.ledger.delete_many({"done": True, "at": {"$lt": cutoff}}).deleted_count
-        orphans = self.ledger.delete_many({"_id": {"$regex": "^part:"}, "at": {"$lt": cutoff}}).deleted_count
-        return done + orphans
+        unfinished = {entry.key for entry in self.incomplete()}
+        parts = self.ledger.find({"_id": {"$regex": "^part:"}, "at": {"$lt": cutoff}}, {"_id": 1})
+        orphans = [d["_id"] for d in parts if d["_id"].split(":")[1] not in unfinished]
+        return done + (self.ledger.delete_many({"_id": {"$in": orphans}}).deleted_count if orphans else 0)
+
+
+class Fenced(RuntimeError):
+    """A newer attempt of the same bucket has started: this one must stop writing."""
 
 
 @dataclass
 class Bucket:
-    """One insert bucket's record of its inserts (an executor task; see the module docstring)."""
+    """One insert bucket's record of its inserts (an executor task; see the module docstring).
+
+    Two attempts of one bucket can run at once (speculation, a zombie task on a lost executor, a
+    batch retried while a cancelled task still runs). Each attempt takes a new ``epoch`` when it
+    loads the bucket, and every later ledger write is conditional on it: an older attempt finds
+    itself fenced at its next intent, before its next insert, and fails. A newer attempt therefore
+    sees every chunk an older one inserted as pending (ambiguous, published), never as foreign.
+    """
 
     ledger: Collection[dict[str, Any]]
     key: str
     index: int
+    epoch: int
     own: set[int]
     foreign: set[int]
-    #: The chunk an earlier attempt was inserting when it died: its duplicate answers are ambiguous.
+    #: Ids an earlier attempt was inserting when it stopped: their duplicate answers are ambiguous.
     pending: set[int]
 
     @classmethod
     def load(cls, ledger: Collection[dict[str, Any]], key: str, index: int) -> Bucket:
-        document = ledger.find_one({"_id": f"part:{key}:{index}"}) or {}
+        document = ledger.find_one_and_update(
+            {"_id": f"part:{key}:{index}"},
+            {"$inc": {"epoch": 1}, "$set": {"at": datetime.now(UTC)}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        assert document is not None  # upserted
         return cls(
             ledger,
             key,
             index,
-            set(document.get("own", [])),
-            set(document.get("foreign", [])),
-            set(document.get("pending", [])),
+            int(document["epoch"]),
+            # Plain ints: the store hands back BSON Int64, which Spark's schema check refuses as a long.
+            {int(i) for i in document.get("own", [])},
+            {int(i) for i in document.get("foreign", [])},
+            {int(i) for i in document.get("pending", [])},
         )
 
     @property
@@ -183,16 +210,20 @@ class Bucket:
     def settled(self, measurement_id: int) -> bool:
         return measurement_id in self.own or measurement_id in self.foreign
 
+    def _update(self, change: dict[str, Any]) -> None:
+        if self.ledger.update_one({"_id": self._id, "epoch": self.epoch}, change).matched_count != 1:
+            raise Fenced(f"bucket {self.index} of batch {self.key}: a newer attempt took over")
+
     def intend(self, ids: list[int]) -> None:
         """Before inserting a chunk: record its ids, so a retry knows which answers may be its own.
 
         An earlier attempt's pending ids that this attempt has not settled yet stay pending.
         """
         pending = sorted(self.pending.difference(self.own, self.foreign) | set(ids))
-        self.ledger.update_one({"_id": self._id}, {"$set": {"pending": pending, "at": datetime.now(UTC)}}, upsert=True)
+        self._update({"$set": {"pending": pending, "at": datetime.now(UTC)}})
 
-    def settle(self, ids: list[int], duplicates: set[int], rejected: set[int]) -> int:
-        """After the insert: split the chunk into own and foreign ids; returns how many were ambiguous.
+    def settle(self, ids: list[int], duplicates: set[int], rejected: set[int]) -> set[int]:
+        """After the insert: split the chunk into own and foreign ids; returns the ambiguous ids.
 
         A duplicate answer for an id an earlier attempt was inserting counts as its own (published):
         it was either that attempt's insert or another batch's reading, and only publishing it again
@@ -204,11 +235,10 @@ class Bucket:
         self.own.update(own)
         self.foreign |= foreign
         still_pending = sorted(self.pending.difference(self.own, self.foreign))
-        self.ledger.update_one(
-            {"_id": self._id},
+        self._update(
             {
                 "$push": {"own": {"$each": own}, "foreign": {"$each": sorted(foreign)}},
                 "$set": {"pending": still_pending},
-            },
+            }
         )
-        return len(ambiguous)
+        return ambiguous

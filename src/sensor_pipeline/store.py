@@ -2,9 +2,10 @@
 
 Documents are keyed by ``_id`` = MeasurementID, so every write is idempotent: a reading delivered twice
 is stored once and the first copy wins. Writes are unordered ``insert_many`` batches; duplicate-key
-errors (code 11000) count as "already stored", a transient error fails the batch so that it is
-retried, and a document the server refuses for itself is returned so the job can dead-letter
-it. This is an upsert with ``$setOnInsert`` semantics that every MongoDB-wire server runs fast
+errors (code 11000) count as "already stored"; a document the server refuses for what it holds is
+returned so the job can dead-letter it; any other write error is retried, and fails the batch when
+the server writes nothing at all (see :func:`insert_new`). This is an upsert with ``$setOnInsert``
+semantics that every MongoDB-wire server runs fast
 (upserts are slow or broken on FerretDB, and DocumentDB bills per I/O).
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +27,18 @@ from sensor_pipeline.aws import aws_client
 from sensor_pipeline.config import Settings
 
 DUPLICATE_KEY = 11000
-#: Write error codes that say "the server could not write now", not "this document cannot be
-#: written": the batch is retried rather than the document dead-lettered. InternalError (1) is
-#: included because FerretDB reports a busy or locked SQLite database with it.
-TRANSIENT_CODES = frozenset({1, 6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+#: Write errors that say "this document cannot be stored, whatever the server's state": BadValue,
+#: TypeMismatch, DollarPrefixedFieldName, DocumentValidationFailure, BSONObjectTooLarge, KeyTooLong.
+#: Any other code (disk full, a lock timeout, a stepdown, FerretDB's InternalError for a busy SQLite
+#: database) may pass: the document is retried rather than dead-lettered.
+DOCUMENT_ERRORS = frozenset({2, 14, 52, 121, 10334, 17280})
+#: Attempts (with backoff from 0.5 s) for documents that met another write error while others in
+#: the same insert were written; a document still refused after them is dead-lettered.
+ATTEMPTS = 4
 
 
 class StoreError(RuntimeError):
-    """A write failed for a reason other than a duplicate key; the batch must be retried."""
+    """The server wrote nothing (or could not confirm a write): the batch must be retried."""
 
 
 @dataclass(frozen=True)
@@ -114,29 +120,55 @@ def ensure_indexes(collection: Collection[dict[str, Any]]) -> None:
     collection.create_index([("Beach", ASCENDING), ("TimeStamp", ASCENDING)], name="Beach_TimeStamp")
 
 
-def insert_new(collection: Collection[dict[str, Any]], documents: Iterable[dict[str, Any]]) -> WriteResult:
-    """Insert documents unordered; duplicates (E11000) count as already stored, documents the server
-    refuses (non-transient write errors) are returned as rejected, anything else raises."""
-    batch = list(documents)
-    if not batch:
-        return WriteResult(0)
+def _insert_once(
+    collection: Collection[dict[str, Any]], batch: list[dict[str, Any]]
+) -> tuple[int, list[Any], list[tuple[dict[str, Any], int, str]]]:
+    """One unordered insert: (inserted, duplicate ids, (document, code, message) of other errors)."""
     try:
-        result = collection.insert_many(batch, ordered=False)
-        return WriteResult(len(result.inserted_ids))
+        return len(collection.insert_many(batch, ordered=False).inserted_ids), [], []
     except BulkWriteError as error:
         details = error.details
+        if details.get("writeConcernErrors"):
+            raise StoreError(f"insert not confirmed: {details['writeConcernErrors'][0].get('errmsg')}") from error
         errors = details.get("writeErrors", [])
-        transient = [e for e in errors if e.get("code") in TRANSIENT_CODES]
-        if transient or details.get("writeConcernErrors"):
-            first = (transient or details["writeConcernErrors"])[0]
-            raise StoreError(
-                f"insert failed ({len(transient)} transient errors), first: {first.get('errmsg')}"
-            ) from error
-        duplicate_ids = tuple(batch[e["index"]]["_id"] for e in errors if e.get("code") == DUPLICATE_KEY)
-        rejected = tuple(
-            (batch[e["index"]]["_id"], f"{e.get('code')}: {e.get('errmsg')}")
+        duplicates = [batch[e["index"]]["_id"] for e in errors if e.get("code") == DUPLICATE_KEY]
+        others = [
+            (batch[e["index"]], int(e.get("code", 0)), str(e.get("errmsg")))
             for e in errors
             if e.get("code") != DUPLICATE_KEY
-        )
-        inserted = details.get("nInserted", len(batch) - len(errors))
-        return WriteResult(inserted, duplicate_ids, rejected)
+        ]
+        return int(details.get("nInserted", len(batch) - len(errors))), duplicates, others
+
+
+def insert_new(
+    collection: Collection[dict[str, Any]],
+    documents: Iterable[dict[str, Any]],
+    sleep: Callable[[float], None] = time.sleep,
+) -> WriteResult:
+    """Insert documents unordered; duplicates (E11000) count as already stored.
+
+    A document refused for what it holds (:data:`DOCUMENT_ERRORS`) is returned as rejected. One that
+    meets any other error is tried again, up to :data:`ATTEMPTS` times. If the first attempt writes
+    nothing at all, the server is down or broken and :class:`StoreError` fails the batch (to be
+    retried whole); if others were written, it is the document: still refused after the attempts,
+    it is returned as rejected, so no single document can stall the pipeline.
+    """
+    remaining = list(documents)
+    inserted, duplicates, rejected = 0, list[Any](), list[tuple[Any, str]]()
+    for attempt in range(ATTEMPTS):
+        if not remaining:
+            break
+        written, dups, others = _insert_once(collection, remaining)
+        inserted += written
+        duplicates += dups
+        rejected += [(d["_id"], f"{code}: {message}") for d, code, message in others if code in DOCUMENT_ERRORS]
+        retry = [(d, code, message) for d, code, message in others if code not in DOCUMENT_ERRORS]
+        if attempt == 0 and retry and not written and not dups and len(retry) == len(remaining):
+            _, code, message = retry[0]
+            raise StoreError(f"the store wrote none of {len(remaining)} documents: {code}: {message}")
+        if retry and attempt == ATTEMPTS - 1:
+            rejected += [(d["_id"], f"{code}: {message} (after {ATTEMPTS} attempts)") for d, code, message in retry]
+        elif retry:
+            sleep(0.5 * 2**attempt)
+        remaining = [d for d, _, _ in retry]
+    return WriteResult(inserted, tuple(duplicates), tuple(rejected))

@@ -24,9 +24,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaTimeoutError
 
-from sensor_pipeline import rules, store
+from sensor_pipeline import ledger, rules, store
 from sensor_pipeline.config import Settings
 from sensor_pipeline.simulator import BEACHES, SnowflakeIds, format_line
 from sensor_pipeline.stack import artifacts
@@ -99,10 +100,11 @@ class Job:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(30)
 
-    def ambiguous(self) -> int:
-        """Readings the job's log says it published again because a crash left them ambiguous."""
+    def ambiguous(self) -> set[int]:
+        """Readings the job's log names as ambiguous after a crash (published even if another batch
+        had stored them: the only clean duplicates allowed)."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return sum(int(n) for n in re.findall(r'"ambiguous": (\d+)', text))
+        return {i for ids in re.findall(r"ambiguous ids: (\[[0-9, ]*\])", text) for i in json.loads(ids)}
 
 
 def valid_line(ids: SnowflakeIds, rng: random.Random, now: datetime) -> str:
@@ -149,13 +151,18 @@ class Feeder(threading.Thread):
                 else:
                     line = valid_line(ids, rng, datetime.now(UTC))
                     sent_lines.append(line)
-                producer.send(self.settings.raw_topic, key=(rules.beach_key(line) or "").encode() or None,
-                              value=line.encode())  # fmt: skip
+                key = (rules.beach_key(line) or "").encode() or None
+                while True:
+                    try:  # blocks while the broker is down (metadata), and gives up after max_block_ms
+                        producer.send(self.settings.raw_topic, key=key, value=line.encode())
+                        break
+                    except KafkaTimeoutError:
+                        continue
                 self.sent += 1
                 ahead = self.sent / self.rate - elapsed
                 if ahead > 0:
                     time.sleep(ahead)
-            producer.flush(60)
+            producer.flush(300)
         except BaseException as error:
             self.error = error
         finally:
@@ -166,6 +173,8 @@ class Feeder(threading.Thread):
 class Tally:
     lost: int = 0
     duplicated: int = 0
+    #: What was duplicated (MeasurementIDs, or source offsets for dead letters).
+    repeated: set[Any] = field(default_factory=set)
 
     def __str__(self) -> str:
         return f"{self.lost}/{self.duplicated}"
@@ -202,8 +211,29 @@ def _expected(settings: Settings) -> tuple[set[int], set[tuple[int, int]]]:
     return valid, invalid
 
 
+def idle(settings: Settings) -> bool:
+    """The job has finished everything in the raw topic: the ledger's next offsets are the topic's
+    end offsets, and no batch is half-written."""
+    consumer = KafkaConsumer(**settings.kafka_client_options())
+    try:
+        partitions = [
+            TopicPartition(settings.raw_topic, p) for p in consumer.partitions_for_topic(settings.raw_topic) or []
+        ]
+        ends = {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+    client = store.connect(settings)
+    try:
+        book = ledger.Ledger(ledger.collection(client, settings))
+        done = book.next_offsets(settings.raw_topic)
+        return not book.incomplete() and all(done.get(p, 0) >= end for p, end in ends.items() if end > 0)
+    finally:
+        client.close()
+
+
 def audit(settings: Settings, timeout: float = 180) -> Audit:
-    """Wait until every output holds what the raw topic asks for (or ``timeout``), then count."""
+    """Wait until the job is idle (or ``timeout``), then count what each output holds, in full."""
+    wait_until(lambda: idle(settings), timeout, interval=1)
     valid, invalid = _expected(settings)
     client = store.connect(settings)
     collection = store.readings(client, settings)
@@ -227,7 +257,8 @@ def audit(settings: Settings, timeout: float = 180) -> Audit:
                             until=lambda rs: set(sources(rs)) >= invalid))  # fmt: skip
 
     def tally(seen: Counter[Any], expected: set[Any]) -> Tally:
-        return Tally(len(expected - set(seen)), sum(n - 1 for n in seen.values() if n > 1))
+        repeated = {k for k, n in seen.items() if n > 1}
+        return Tally(len(expected - set(seen)), sum(seen[k] - 1 for k in repeated), repeated)
 
     return Audit(
         valid=len(valid),

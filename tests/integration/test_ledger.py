@@ -14,6 +14,7 @@ from sensor_pipeline import ledger, store
 from sensor_pipeline.config import Settings
 
 pytestmark = pytest.mark.integration
+BIG = 2**40 + 9  # stored as a BSON long, read back as Int64
 RANGES = [ledger.OffsetRange("raw", 1, 10, 19), ledger.OffsetRange("raw", 0, 0, 9)]
 
 
@@ -30,7 +31,7 @@ def insert(readings: Collection[dict[str, Any]], ids: list[int]) -> store.WriteR
 
 def test_a_retry_counts_its_crashed_attempts_inserts_as_its_own(collections: Any) -> None:
     book, readings = collections
-    insert(readings, [9])  # stored by an earlier batch
+    insert(readings, [BIG])  # stored by an earlier batch
     first = ledger.Bucket.load(book, "k", 0)
     first.intend([1, 2, 3])
     insert(readings, [1, 2, 3])  # ... and the attempt dies before settling
@@ -38,14 +39,15 @@ def test_a_retry_counts_its_crashed_attempts_inserts_as_its_own(collections: Any
     retry = ledger.Bucket.load(book, "k", 0)
     outcome = insert(readings, [1, 2, 3])
     assert set(outcome.duplicate_ids) == {1, 2, 3}
-    assert retry.settle([1, 2, 3], {1, 2, 3}, set()) == 3  # ambiguous: published, never lost
-    retry.intend([9, 10])
-    outcome = insert(readings, [9, 10])
-    assert retry.settle([9, 10], set(outcome.duplicate_ids), set()) == 0
+    assert retry.settle([1, 2, 3], {1, 2, 3}, set()) == {1, 2, 3}  # ambiguous: published, never lost
+    retry.intend([BIG, 10])
+    outcome = insert(readings, [BIG, 10])
+    assert retry.settle([BIG, 10], set(outcome.duplicate_ids), set()) == set()
 
     replay = ledger.Bucket.load(book, "k", 0)
-    assert replay.own == {1, 2, 3, 10} and replay.foreign == {9} and replay.pending == set()
-    assert all(replay.settled(i) for i in (1, 2, 3, 9, 10))
+    assert replay.own == {1, 2, 3, 10} and replay.foreign == {BIG} and replay.pending == set()
+    assert {type(i) for i in replay.own | replay.foreign} == {int}  # not Int64: Spark takes them as longs
+    assert all(replay.settled(i) for i in (1, 2, 3, BIG, 10))
 
 
 def test_pending_ids_survive_a_second_crash(collections: Any) -> None:
@@ -53,6 +55,21 @@ def test_pending_ids_survive_a_second_crash(collections: Any) -> None:
     ledger.Bucket.load(book, "k2", 1).intend([1, 2, 3])
     ledger.Bucket.load(book, "k2", 1).intend([4])  # another chunk first; dies again
     assert ledger.Bucket.load(book, "k2", 1).pending == {1, 2, 3, 4}
+
+
+def test_an_older_attempt_of_a_bucket_is_fenced_before_its_next_insert(collections: Any) -> None:
+    book, readings = collections
+    old = ledger.Bucket.load(book, "k3", 0)
+    old.intend([1, 2])
+    insert(readings, [1, 2])  # a zombie attempt, still inserting when a new one starts
+    new = ledger.Bucket.load(book, "k3", 0)
+    with pytest.raises(ledger.Fenced):
+        old.settle([1, 2], set(), set())
+    with pytest.raises(ledger.Fenced):
+        old.intend([5])
+    assert new.pending == {1, 2}  # what the zombie was inserting counts as the new attempt's own
+    assert new.settle([1, 2], set(insert(readings, [1, 2]).duplicate_ids), set()) == {1, 2}
+    assert new.own == {1, 2} and new.foreign == set()
 
 
 def test_batches_are_known_by_their_offsets_not_by_spark_batch_ids(collections: Any) -> None:
@@ -70,4 +87,7 @@ def test_batches_are_known_by_their_offsets_not_by_spark_batch_ids(collections: 
     assert book.next_offsets("raw") == {0: 10, 1: 20}
     book.finish(book.begin([ledger.OffsetRange("raw", 0, 10, 14)], 7, 0, 1), {})
     assert book.next_offsets("raw") == {0: 15, 1: 20}
+    unfinished = book.begin([ledger.OffsetRange("raw", 0, 15, 19)], 8, 0, 1)
+    ledger.Bucket.load(collections[0], unfinished.key, 0).intend([1])
     assert book.prune() == 2 and book.next_offsets("raw") == {0: 15, 1: 20}
+    assert ledger.Bucket.load(collections[0], unfinished.key, 0).pending == {1}  # kept: not done yet

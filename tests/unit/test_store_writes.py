@@ -1,0 +1,57 @@
+"""How the store's write errors are told apart: already stored, refused for good, or the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pymongo.errors import BulkWriteError
+
+from sensor_pipeline import store
+
+
+class FakeCollection:
+    """insert_many that answers per document from ``codes`` (a list per _id: one code per attempt)."""
+
+    def __init__(self, codes: dict[int, list[int]]) -> None:
+        self.codes = codes
+        self.calls = 0
+
+    def insert_many(self, documents: list[dict[str, Any]], ordered: bool) -> Any:
+        self.calls += 1
+        errors = []
+        for index, document in enumerate(documents):
+            answers = self.codes.get(document["_id"], [])
+            code = answers.pop(0) if answers else 0
+            if code:
+                errors.append({"index": index, "code": code, "errmsg": f"code {code}"})
+        if errors:
+            raise BulkWriteError({"writeErrors": errors, "nInserted": len(documents) - len(errors)})
+        return type("Result", (), {"inserted_ids": [d["_id"] for d in documents]})()
+
+
+def insert(codes: dict[int, list[int]], ids: list[int]) -> tuple[store.WriteResult, FakeCollection]:
+    collection = FakeCollection(codes)
+    return store.insert_new(collection, [{"_id": i} for i in ids], sleep=lambda _: None), collection  # type: ignore[arg-type]
+
+
+def test_duplicates_count_as_stored_and_document_errors_as_rejected() -> None:
+    result, _ = insert({2: [store.DUPLICATE_KEY], 3: [121]}, [1, 2, 3])
+    assert result.inserted == 1 and result.duplicate_ids == (2,)
+    assert [i for i, _ in result.rejected] == [3]
+
+
+def test_a_passing_error_on_some_documents_is_retried_until_they_are_written() -> None:
+    result, collection = insert({2: [24, 24]}, [1, 2])  # LockTimeout twice, then written
+    assert result.inserted == 2 and result.rejected == () and collection.calls == 3
+
+
+def test_a_document_refused_every_time_while_others_are_written_is_dead_lettered_not_retried_forever() -> None:
+    result, collection = insert({2: [1] * 10}, [1, 2])
+    assert result.inserted == 1 and [i for i, _ in result.rejected] == [2] and collection.calls == store.ATTEMPTS
+    assert "after 4 attempts" in result.rejected[0][1]
+
+
+def test_a_server_that_writes_nothing_fails_the_batch() -> None:
+    with pytest.raises(store.StoreError, match="wrote none of 2"):
+        insert({1: [14031], 2: [14031]}, [1, 2])  # disk full: retried as a batch, never dead-lettered
