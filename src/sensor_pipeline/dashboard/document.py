@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import partial
+from html import escape
 from typing import Any
 
 from bokeh.document import Document
@@ -61,6 +62,22 @@ def build(doc: Document, hub: Hub, settings: Settings) -> None:
         index_position=None,
     )
     status = Div(text="waiting for CleanSensorData ...")
+    consumer = Div(text="")
+
+    def show_health() -> None:
+        """The consumer's health, for operators: a stalled or rejecting consumer is visible here."""
+        health = hub.health()
+        state = "connected" if health["connected"] else ("reconnecting" if health["alive"] else "stopped")
+        text = (
+            f"consumer <b>{state}</b> &middot; {health['messages']} messages &middot; "
+            f"{health['rejected']} rejected &middot; {health['errors']} errors"
+        )
+        if health["last_error"]:
+            text += f" &middot; last error {escape(str(health['last_error'])[:200])} at {health['last_error_at']}"
+        consumer.text = text
+
+    show_health()
+    doc.add_periodic_callback(show_health, 2000)
 
     def ensure_beach(beach: str) -> ColumnDataSource:
         if beach not in sources:
@@ -97,6 +114,7 @@ def build(doc: Document, hub: Hub, settings: Settings) -> None:
     doc.add_root(
         column(
             row(Div(text="<h2>Chicago beach water quality &mdash; live</h2>"), status),
+            consumer,
             *(fig for _, fig in figures),
             Div(text="<h3>Latest reading per beach</h3>"),
             table,
