@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -178,13 +179,14 @@ class Api:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [CLI, "api", "--port", str(self.port)], env=self.env, stdout=out, stderr=out
+                [CLI, "api", "--port", str(self.port)], env=self.env, stdout=out, stderr=out, start_new_session=True
             )
         assert wait_until(lambda: http_ready(f"{self.settings.api_url}/health"), 30, interval=0.2)
 
     def stop(self) -> None:
+        """Down at once, workers included (a crash, not a graceful stop that waits for open streams)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(15)
 
     def producer(self, log: Path) -> subprocess.Popen[bytes]:
