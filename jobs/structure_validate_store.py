@@ -108,7 +108,15 @@ def finish_begun_batches(spark: SparkSession, settings: Settings, writer: BatchW
         now = F.timestamp_micros(F.lit(entry.checked_at))
         validated = spark_rules.validate(spark_rules.raw_lines(records), now, settings.future_tolerance_seconds)
         log.info("finishing batch %s begun before a crash (%s)", entry.key, entry.ranges)
-        writer.with_retries(f"begun batch {entry.key}", partial(writer.write, validated, -1, entry), spark)
+        writer.with_retries(f"begun batch {entry.key}", partial(finish, writer, validated, entry.key), spark)
+
+
+def finish(writer: BatchWriter, validated: DataFrame, key: str) -> None:
+    """One attempt at a begun batch, from its entry as the ledger has it now (an earlier attempt may
+    have started its Kafka write, or finished it)."""
+    entry = writer.book().get(key)
+    if entry is not None and not entry.done:
+        writer.write(validated, -1, entry)
 
 
 def main(argv: list[str]) -> int:

@@ -14,7 +14,9 @@ Per batch (the job hands over raw lines already validated: ``spark_rules.validat
 4. **Done**: the entry is marked done and the next offsets advanced.
 
 Nothing a record holds can fail a batch: the rules bound every field to what both the store and
-Kafka take (parity-tested), and what the store still refuses becomes a dead letter. A batch that
+Kafka take (parity-tested); a document the store refuses for what it holds becomes a dead letter,
+and one it refuses otherwise, in ``SP_REFUSALS_BEFORE_DEAD_LETTER`` attempts of its batch while the
+store takes the ledger's writes, too. A batch that
 fails for another reason (store or broker down, a lost executor) is retried with backoff and a log
 line per attempt, for up to ``SP_BATCH_RETRY_SECONDS``; then the job fails and its supervisor
 (supervisord, EMR's retry policy) restarts it from the checkpoint.
@@ -115,6 +117,10 @@ def insert_bucket(settings_json: str, key: str) -> Any:
                 for row in chunk:
                     if bucket.settled(row["_id"]):
                         continue
+                    refusals, error = bucket.refusals.get(row["_id"], (0, ""))
+                    if refusals >= settings.refusals_before_dead_letter:
+                        result.rejected.append((row["_id"], f"refused in {refusals} attempts, last: {error}"))
+                        continue
                     try:
                         documents.append(schema.to_document(row.asDict()))
                     except Exception as error:
@@ -124,7 +130,11 @@ def insert_bucket(settings_json: str, key: str) -> Any:
                 ids = [int(d["_id"]) for d in documents]
                 bucket.intend(ids)
                 faults.hit("chunk_intended")
-                outcome = store.insert_new(readings, documents)
+                try:
+                    outcome = store.insert_new(readings, documents)
+                except store.StoreError as error:
+                    bucket.count_refusals({int(i): e for i, e in error.failed.items()})
+                    raise
                 faults.hit("chunk_inserted")
                 rejected = {int(i): error for i, error in outcome.rejected}
                 ambiguous = bucket.settle(ids, {int(i) for i in outcome.duplicate_ids}, set(rejected))
@@ -226,6 +236,7 @@ class BatchWriter:
     def write(self, validated: DataFrame, batch_id: int, entry: ledger.BatchEntry | None = None) -> None:
         """Steps 1-4 for one batch. ``entry`` is given when a begun batch is finished from the ledger."""
         phases = PhaseTimer()
+        recovering = entry is not None
         self.ambiguous = []
         cached = [validated.persist()]
         validated = cached[0]
@@ -246,7 +257,8 @@ class BatchWriter:
                 log.info("batch %d (%s) was written before a restart: skipped", batch_id, entry.key)
                 return
             faults.hit("batch_begun")
-            done_before = self._already_done(book, summary)
+            # A begun batch finished from the ledger covers exactly its own offsets: nothing to skip.
+            done_before = None if recovering else self._already_done(book, summary)
             if done_before is not None:
                 log.warning("batch %s overlaps offsets a done batch wrote: those rows are skipped", entry.key)
                 validated = validated.where(~done_before).persist()

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     )
     ledger_retention_seconds: float = Field(3600.0, gt=0, description="how long done batches stay in the ledger")
     insert_chunk: int = Field(1000, ge=1, le=100_000, description="documents per insert (and per ledger intent)")
+    refusals_before_dead_letter: int = Field(
+        6, ge=1, description="batch attempts a document may be refused (store otherwise up) before it is dead-lettered"
+    )
     write_buckets: int = Field(0, ge=0, le=10_000, description="insert tasks per batch; 0 = Spark's parallelism")
 
     # --- dashboard --------------------------------------------------------------------------------

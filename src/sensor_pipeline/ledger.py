@@ -35,6 +35,7 @@ from typing import Any
 
 from pymongo import MongoClient, ReadPreference, ReturnDocument
 from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
@@ -131,7 +132,10 @@ class Ledger:
         self.ledger.update_one(
             {"_id": f"batch:{entry.key}"}, {"$set": {"done": True, "counts": counts, "at": datetime.now(UTC)}}
         )
-        self.ledger.delete_many({"_id": {"$in": [f"part:{entry.key}:{b}" for b in range(entry.buckets)]}})
+        # Closed, not deleted: a zombie task of this batch must not start a fresh bucket (pruned later).
+        self.ledger.update_many(
+            {"_id": {"$in": [f"part:{entry.key}:{b}" for b in range(entry.buckets)]}}, {"$set": {"closed": True}}
+        )
 
     def advance(self, entry: BatchEntry) -> None:
         """Move the next offsets past the batch's ranges (idempotent: ``$max``)."""
@@ -140,8 +144,13 @@ class Ledger:
             self.ledger.update_one({"_id": f"next:{topic}"}, {"$max": advance}, upsert=True)
 
     def incomplete(self) -> list[BatchEntry]:
-        """Batches begun and never finished (a crash; their checkpoint may be gone)."""
-        return [_entry(d) for d in self.ledger.find({"done": False, "_id": {"$regex": "^batch:"}})]
+        """Batches begun and never finished (a crash; their checkpoint may be gone), oldest offsets first."""
+        entries = [_entry(d) for d in self.ledger.find({"done": False, "_id": {"$regex": "^batch:"}})]
+        return sorted(entries, key=lambda e: min(e.ranges))
+
+    def get(self, key: str) -> BatchEntry | None:
+        document = self.ledger.find_one({"_id": f"batch:{key}"})
+        return _entry(document) if document is not None else None
 
     def next_offsets(self, topic: str) -> dict[int, int]:
         """Partition -> next offset to read, from every batch done so far."""
@@ -172,6 +181,10 @@ class Bucket:
     loads the bucket, and every later ledger write is conditional on it: an older attempt finds
     itself fenced at its next intent, before its next insert, and fails. A newer attempt therefore
     sees every chunk an older one inserted as pending (ambiguous, published), never as foreign.
+    This needs an atomic ``findAndModify`` and conditional update, as MongoDB and DocumentDB have;
+    FerretDB 1.x emulates them (read, then write), so on the local FerretDB store two attempts
+    running at the same instant are not fenced. A finished batch closes its buckets: a zombie that
+    arrives after the end is fenced too.
     """
 
     ledger: Collection[dict[str, Any]]
@@ -182,15 +195,20 @@ class Bucket:
     foreign: set[int]
     #: Ids an earlier attempt was inserting when it stopped: their duplicate answers are ambiguous.
     pending: set[int]
+    #: Id -> (times the store refused it while it took this bucket's ledger writes, last error).
+    refusals: dict[int, tuple[int, str]]
 
     @classmethod
     def load(cls, ledger: Collection[dict[str, Any]], key: str, index: int) -> Bucket:
-        document = ledger.find_one_and_update(
-            {"_id": f"part:{key}:{index}"},
-            {"$inc": {"epoch": 1}, "$set": {"at": datetime.now(UTC)}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+        try:
+            document = ledger.find_one_and_update(
+                {"_id": f"part:{key}:{index}", "closed": {"$ne": True}},
+                {"$inc": {"epoch": 1}, "$set": {"at": datetime.now(UTC)}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:  # the upsert met the closed document of a finished batch
+            raise Fenced(f"bucket {index} of batch {key}: the batch is finished") from None
         assert document is not None  # upserted
         return cls(
             ledger,
@@ -201,6 +219,7 @@ class Bucket:
             {int(i) for i in document.get("own", [])},
             {int(i) for i in document.get("foreign", [])},
             {int(i) for i in document.get("pending", [])},
+            {int(i): (int(n), document.get("refused", {}).get(i, "")) for i, n in document.get("refusals", {}).items()},
         )
 
     @property
@@ -213,6 +232,16 @@ class Bucket:
     def _update(self, change: dict[str, Any]) -> None:
         if self.ledger.update_one({"_id": self._id, "epoch": self.epoch}, change).matched_count != 1:
             raise Fenced(f"bucket {self.index} of batch {self.key}: a newer attempt took over")
+
+    def count_refusals(self, failed: dict[int, str]) -> None:
+        """The store refused these documents (not for what they hold, as far as it said) while this
+        bucket's ledger write below succeeds: a store that is down cannot raise the count."""
+        self._update(
+            {
+                "$inc": {f"refusals.{i}": 1 for i in failed},
+                "$set": {f"refused.{i}": error[:500] for i, error in failed.items()},
+            }
+        )
 
     def intend(self, ids: list[int]) -> None:
         """Before inserting a chunk: record its ids, so a retry knows which answers may be its own.

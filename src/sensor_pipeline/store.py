@@ -38,7 +38,15 @@ ATTEMPTS = 4
 
 
 class StoreError(RuntimeError):
-    """The server wrote nothing (or could not confirm a write): the batch must be retried."""
+    """Documents could not be written now: the batch must be retried.
+
+    ``failed`` maps the ``_id`` of each document that was refused to the server's error, so the
+    caller can count refusals across attempts (see ``sensor_pipeline.batch_writer``).
+    """
+
+    def __init__(self, message: str, failed: dict[Any, str] | None = None) -> None:
+        super().__init__(message)
+        self.failed = failed or {}
 
 
 @dataclass(frozen=True)
@@ -148,10 +156,11 @@ def insert_new(
     """Insert documents unordered; duplicates (E11000) count as already stored.
 
     A document refused for what it holds (:data:`DOCUMENT_ERRORS`) is returned as rejected. One that
-    meets any other error is tried again, up to :data:`ATTEMPTS` times. If the first attempt writes
-    nothing at all, the server is down or broken and :class:`StoreError` fails the batch (to be
-    retried whole); if others were written, it is the document: still refused after the attempts,
-    it is returned as rejected, so no single document can stall the pipeline.
+    meets any other error is tried again, up to :data:`ATTEMPTS` times in this call; still refused,
+    it fails the call with :class:`StoreError` (naming it), never becomes a dead letter here: a disk
+    full or a stepdown must not cost a reading. Whether a document that keeps failing is poison is
+    decided across batch attempts by the caller, which counts refusals only while the store accepts
+    its other writes.
     """
     remaining = list(documents)
     inserted, duplicates, rejected = 0, list[Any](), list[tuple[Any, str]]()
@@ -163,12 +172,12 @@ def insert_new(
         duplicates += dups
         rejected += [(d["_id"], f"{code}: {message}") for d, code, message in others if code in DOCUMENT_ERRORS]
         retry = [(d, code, message) for d, code, message in others if code not in DOCUMENT_ERRORS]
-        if attempt == 0 and retry and not written and not dups and len(retry) == len(remaining):
-            _, code, message = retry[0]
-            raise StoreError(f"the store wrote none of {len(remaining)} documents: {code}: {message}")
-        if retry and attempt == ATTEMPTS - 1:
-            rejected += [(d["_id"], f"{code}: {message} (after {ATTEMPTS} attempts)") for d, code, message in retry]
-        elif retry:
+        everything_failed = not written and not dups and len(retry) == len(remaining)
+        if retry and (attempt == ATTEMPTS - 1 or (attempt == 0 and everything_failed)):
+            failed = {d["_id"]: f"{code}: {message}" for d, code, message in retry}
+            first = next(iter(failed.values()))
+            raise StoreError(f"the store refused {len(failed)} of {len(remaining)} documents: {first}", failed)
+        if retry:
             sleep(0.5 * 2**attempt)
         remaining = [d for d, _, _ in retry]
     return WriteResult(inserted, tuple(duplicates), tuple(rejected))

@@ -73,10 +73,12 @@ def record(case: str, result: Audit, job: Job) -> None:
         result.notes.append(f"{len(ambiguous)} ambiguous (window B)")
     RESULTS[case] = result
     assert result.store.lost == result.clean.lost == result.dead.lost == 0, result
-    assert result.unexpected == 0, result  # nothing stored that is not a valid raw reading
+    # Nothing stored or published that is not a valid raw reading, no valid reading dead-lettered.
+    assert result.unexpected == result.unexpected_clean == result.unexpected_dead == 0, result
     # The _id key makes a second stored copy impossible; the clean topic may repeat only what the
     # job named ambiguous; dead letters never repeat.
-    assert result.clean.repeated <= ambiguous and result.dead.duplicated == 0, result
+    assert result.clean.repeated <= ambiguous and result.clean.duplicated == len(result.clean.repeated), result
+    assert result.dead.duplicated == 0, result
 
 
 def feed(settings: Settings) -> Feeder:

@@ -189,7 +189,11 @@ class Audit:
     store: Tally
     clean: Tally
     dead: Tally
+    #: Stored or published readings that are not valid lines of the raw topic, and dead letters of
+    #: records that are not invalid lines (a valid reading dead-lettered, e.g. store_rejected).
     unexpected: int = 0
+    unexpected_clean: int = 0
+    unexpected_dead: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -233,7 +237,7 @@ def idle(settings: Settings) -> bool:
 
 def audit(settings: Settings, timeout: float = 180) -> Audit:
     """Wait until the job is idle (or ``timeout``), then count what each output holds, in full."""
-    wait_until(lambda: idle(settings), timeout, interval=1)
+    assert wait_until(lambda: idle(settings), timeout, interval=1), "the job never caught up with the raw topic"
     valid, invalid = _expected(settings)
     client = store.connect(settings)
     collection = store.readings(client, settings)
@@ -267,6 +271,8 @@ def audit(settings: Settings, timeout: float = 180) -> Audit:
         clean=tally(clean, valid),
         dead=tally(dead, invalid),
         unexpected=len(set(stored) - valid),
+        unexpected_clean=len(set(clean) - valid),
+        unexpected_dead=len(set(dead) - invalid),
     )
 
 

@@ -72,6 +72,18 @@ def test_an_older_attempt_of_a_bucket_is_fenced_before_its_next_insert(collectio
     assert new.own == {1, 2} and new.foreign == set()
 
 
+def test_a_finished_batch_fences_a_late_zombie_and_refusals_are_counted(collections: Any) -> None:
+    book = ledger.Ledger(collections[0])
+    entry = book.begin([ledger.OffsetRange("raw", 3, 0, 4)], 1, 0, 1)
+    bucket = ledger.Bucket.load(collections[0], entry.key, 0)
+    bucket.count_refusals({BIG: "1: busy"})
+    bucket.count_refusals({BIG: "1: still busy"})
+    assert ledger.Bucket.load(collections[0], entry.key, 0).refusals == {BIG: (2, "1: still busy")}
+    book.finish(entry, {})
+    with pytest.raises(ledger.Fenced, match="finished"):
+        ledger.Bucket.load(collections[0], entry.key, 0)
+
+
 def test_batches_are_known_by_their_offsets_not_by_spark_batch_ids(collections: Any) -> None:
     book = ledger.Ledger(collections[0], retention=timedelta(0))
     entry = book.begin(RANGES, batch_id=5, checked_at=1_000, buckets=2)
@@ -79,6 +91,7 @@ def test_batches_are_known_by_their_offsets_not_by_spark_batch_ids(collections: 
     assert again == entry and not entry.done and entry.checked_at == 1_000 and entry.buckets == 2
     assert book.incomplete() == [entry]
 
+    assert book.get(entry.key) == entry and book.get("unknown") is None
     publishing = book.publishing(entry)
     assert publishing.publishing_at is not None and book.publishing(publishing) == publishing
     book.finish(publishing, {"valid": 20})

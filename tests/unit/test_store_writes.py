@@ -46,12 +46,14 @@ def test_a_passing_error_on_some_documents_is_retried_until_they_are_written() -
     assert result.inserted == 2 and result.rejected == () and collection.calls == 3
 
 
-def test_a_document_refused_every_time_while_others_are_written_is_dead_lettered_not_retried_forever() -> None:
-    result, collection = insert({2: [1] * 10}, [1, 2])
-    assert result.inserted == 1 and [i for i, _ in result.rejected] == [2] and collection.calls == store.ATTEMPTS
-    assert "after 4 attempts" in result.rejected[0][1]
+def test_a_document_refused_every_time_fails_the_call_naming_it_never_a_dead_letter_here() -> None:
+    with pytest.raises(store.StoreError) as refused:
+        insert({2: [1] * 10}, [1, 2])
+    assert set(refused.value.failed) == {2}  # counted by the caller across batch attempts
 
 
-def test_a_server_that_writes_nothing_fails_the_batch() -> None:
-    with pytest.raises(store.StoreError, match="wrote none of 2"):
+def test_a_server_that_writes_nothing_fails_the_batch_even_beside_a_duplicate() -> None:
+    with pytest.raises(store.StoreError, match="refused 2 of 2"):
         insert({1: [14031], 2: [14031]}, [1, 2])  # disk full: retried as a batch, never dead-lettered
+    with pytest.raises(store.StoreError, match="refused 1 of 1"):
+        insert({1: [store.DUPLICATE_KEY], 2: [14031] * 10}, [1, 2])
