@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from sensor_pipeline import store
 from sensor_pipeline.config import Settings
@@ -90,6 +91,17 @@ def feed(settings: Settings) -> Feeder:
 def finish(feeder: Feeder) -> None:
     feeder.join(SECONDS + 300)
     assert feeder.error is None, feeder.error
+
+
+def raw_records(settings: Settings) -> int:
+    consumer = KafkaConsumer(**settings.kafka_client_options())
+    try:
+        partitions = [
+            TopicPartition(settings.raw_topic, p) for p in consumer.partitions_for_topic(settings.raw_topic) or []
+        ]
+        return sum(consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()
 
 
 def stored(settings: Settings) -> int:
@@ -219,7 +231,9 @@ def test_the_pipeline_recovers_when_the_source_side_fails(fault: str, settings: 
             api.stop()
             time.sleep(OUTAGE)
             api.start()
-        before = stored(settings)
+        # Flowing again: readings the (new) producer delivered after the fault, stored by the job.
+        sent, before = raw_records(settings), stored(settings)
+        assert wait_until(lambda: raw_records(settings) > sent + 50, 120, interval=0.5), "the producer did not resume"
         assert wait_until(lambda: stored(settings) > before + 50, 120, interval=0.5), "readings stopped flowing"
         producer.terminate()
         assert producer.wait(30) == 0, (tmp_path / "producer.log").read_text()[-2000:]
