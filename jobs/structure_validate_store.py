@@ -81,7 +81,7 @@ def starting_offsets(spark: SparkSession, settings: Settings, writer: BatchWrite
     done = writer.book().next_offsets(settings.raw_topic)
     if not done:
         return settings.starting_offsets
-    partitions = topic_partitions(spark, settings, settings.raw_topic) or set(done)
+    partitions = topic_partitions(spark, settings, settings.raw_topic)
     earliest = -2  # Spark's code for "earliest" in a JSON offsets map: a partition the ledger never saw
     offsets = {str(p): done.get(p, earliest) for p in sorted(partitions)}
     log.info("starting offsets from the ledger (used only without a checkpoint): %s", offsets)

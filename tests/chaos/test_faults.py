@@ -22,14 +22,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
-from sensor_pipeline import store
 from sensor_pipeline.config import Settings
 from sensor_pipeline.stack.health import http_ready, wait_until
 from sensor_pipeline.stack.runner import Paths, Supervisor
 from tests.chaos.conftest import FULL, RESULTS
-from tests.integration.harness import CLI, ROOT, Audit, Feeder, Job, audit, free_port
+from tests.integration.harness import (
+    CLI,
+    ROOT,
+    Audit,
+    Feeder,
+    Job,
+    audit,
+    free_port,
+    raw_end_offsets,
+    stored_count,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.chaos]
 
@@ -93,25 +101,6 @@ def finish(feeder: Feeder) -> None:
     assert feeder.error is None, feeder.error
 
 
-def raw_records(settings: Settings) -> int:
-    consumer = KafkaConsumer(**settings.kafka_client_options())
-    try:
-        partitions = [
-            TopicPartition(settings.raw_topic, p) for p in consumer.partitions_for_topic(settings.raw_topic) or []
-        ]
-        return sum(consumer.end_offsets(partitions).values())
-    finally:
-        consumer.close()
-
-
-def stored(settings: Settings) -> int:
-    client = store.connect(settings)
-    try:
-        return store.readings(client, settings).estimated_document_count()
-    finally:
-        client.close()
-
-
 @pytest.mark.parametrize("fault", [f for f in FAULTS if FULL or f.ci], ids=lambda f: f"{f.point}-{f.action}")
 def test_no_reading_is_lost_or_stored_twice_when_the_writer_fails_at(
     fault: Fault, settings: Settings, tmp_path: Path
@@ -150,7 +139,7 @@ def test_no_reading_is_lost_or_stored_twice_across_a_restart_of(
     job = Job(settings, tmp_path / "job.log", env=JOB_ENV).start()
     try:
         feeder = feed(settings)
-        assert wait_until(lambda: stored(settings) > 0, 180, interval=0.5), f"nothing stored; log {job.log}"
+        assert wait_until(lambda: stored_count(settings) > 0, 180, interval=0.5), f"nothing stored; log {job.log}"
         outage(service, OUTAGE / 2)
         finish(feeder)
         result = audit(settings, timeout=300)
@@ -222,7 +211,7 @@ def test_the_pipeline_recovers_when_the_source_side_fails(fault: str, settings: 
     job = Job(settings, tmp_path / "job.log", env=JOB_ENV).start()
     producer = api.producer(tmp_path / "producer.log")
     try:
-        assert wait_until(lambda: stored(settings) > 0, 180, interval=0.5), f"nothing stored; log {job.log}"
+        assert wait_until(lambda: stored_count(settings) > 0, 180, interval=0.5), f"nothing stored; log {job.log}"
         if fault == "producer-kill":
             producer.kill()
             producer.wait(10)
@@ -232,9 +221,11 @@ def test_the_pipeline_recovers_when_the_source_side_fails(fault: str, settings: 
             time.sleep(OUTAGE)
             api.start()
         # Flowing again: readings the (new) producer delivered after the fault, stored by the job.
-        sent, before = raw_records(settings), stored(settings)
-        assert wait_until(lambda: raw_records(settings) > sent + 50, 120, interval=0.5), "the producer did not resume"
-        assert wait_until(lambda: stored(settings) > before + 50, 120, interval=0.5), "readings stopped flowing"
+        sent, before = sum(raw_end_offsets(settings).values()), stored_count(settings)
+        assert wait_until(lambda: sum(raw_end_offsets(settings).values()) > sent + 50, 120, interval=0.5), (
+            "the producer did not resume"
+        )
+        assert wait_until(lambda: stored_count(settings) > before + 50, 120, interval=0.5), "readings stopped flowing"
         producer.terminate()
         assert producer.wait(30) == 0, (tmp_path / "producer.log").read_text()[-2000:]
         result = audit(settings)

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from sensor_pipeline import rules, store
+from sensor_pipeline import rules
 from sensor_pipeline.config import Settings
 from sensor_pipeline.simulator import SnowflakeIds
 from sensor_pipeline.stack.health import wait_until
 from tests.hostile import invalid_lines
 from tests.integration.conftest import read_all
-from tests.integration.harness import Job, valid_line
+from tests.integration.harness import Job, stored_ids, valid_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.chaos]
 
@@ -77,15 +77,9 @@ def test_hostile_records_are_all_dead_lettered_and_the_job_stays_alive(settings:
         producer.flush(60)
         producer.close()
         expected = {int(line.split()[5]) for line in valid}
-
-        def stored_ids() -> set[int]:
-            client = store.connect(settings)
-            try:
-                return {d["_id"] for d in store.readings(client, settings).find({}, {"_id": 1})}
-            finally:
-                client.close()
-
-        assert wait_until(lambda: stored_ids() >= expected, 600, interval=1), f"valid readings not stored; {job.log}"
+        assert wait_until(lambda: set(stored_ids(settings)) >= expected, 600, interval=1), (
+            f"valid readings not stored; {job.log}"
+        )
         elapsed = time.monotonic() - started
         letters = read_all(settings, settings.invalid_topic, expect=COUNT, timeout=300)
         clean = read_all(settings, settings.clean_topic, expect=len(valid), timeout=120)
@@ -100,7 +94,7 @@ def test_hostile_records_are_all_dead_lettered_and_the_job_stays_alive(settings:
     reasons = Counter(json.loads(r.value)["Reason"] for r in letters)
     assert set(reasons) <= set(rules.CHECKS), reasons
     assert all(len(r.value) < 1_000_000 for r in letters)  # far below Kafka's 1 MB message limit
-    assert stored_ids() == expected  # none of the hostile records stored
+    assert set(stored_ids(settings)) == expected  # none of the hostile records stored
     assert {json.loads(r.value)["MeasurementID"] for r in clean} == expected
     print(
         f"\nfuzz: {COUNT} hostile records dead-lettered in {elapsed:.0f} s (job start included); reasons {dict(reasons)}"

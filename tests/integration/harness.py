@@ -215,17 +215,39 @@ def _expected(settings: Settings) -> tuple[set[int], set[tuple[int, int]]]:
     return valid, invalid
 
 
-def idle(settings: Settings) -> bool:
-    """The job has finished everything in the raw topic: the ledger's next offsets are the topic's
-    end offsets, and no batch is half-written."""
+def raw_end_offsets(settings: Settings) -> dict[int, int]:
+    """Partition -> end offset of the raw topic (how many records each holds)."""
     consumer = KafkaConsumer(**settings.kafka_client_options())
     try:
         partitions = [
             TopicPartition(settings.raw_topic, p) for p in consumer.partitions_for_topic(settings.raw_topic) or []
         ]
-        ends = {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
     finally:
         consumer.close()
+
+
+def stored_ids(settings: Settings) -> list[int]:
+    """The ``_id`` of every stored reading."""
+    client = store.connect(settings)
+    try:
+        return [d["_id"] for d in store.readings(client, settings).find({}, {"_id": 1})]
+    finally:
+        client.close()
+
+
+def stored_count(settings: Settings) -> int:
+    client = store.connect(settings)
+    try:
+        return store.readings(client, settings).count_documents({})
+    finally:
+        client.close()
+
+
+def idle(settings: Settings) -> bool:
+    """The job has finished everything in the raw topic: the ledger's next offsets are the topic's
+    end offsets, and no batch is half-written."""
+    ends = raw_end_offsets(settings)
     client = store.connect(settings)
     try:
         book = ledger.Ledger(ledger.collection(client, settings))
@@ -239,15 +261,8 @@ def audit(settings: Settings, timeout: float = 180) -> Audit:
     """Wait until the job is idle (or ``timeout``), then count what each output holds, in full."""
     assert wait_until(lambda: idle(settings), timeout, interval=1), "the job never caught up with the raw topic"
     valid, invalid = _expected(settings)
-    client = store.connect(settings)
-    collection = store.readings(client, settings)
-
-    def stored_ids() -> list[int]:
-        return [d["_id"] for d in collection.find({}, {"_id": 1})]
-
-    wait_until(lambda: len(stored_ids()) >= len(valid), timeout, interval=1)
-    stored = Counter(stored_ids())
-    client.close()
+    wait_until(lambda: len(stored_ids(settings)) >= len(valid), timeout, interval=1)
+    stored = Counter(stored_ids(settings))
 
     def clean_ids(records: list[Any]) -> Counter[int]:
         return Counter(json.loads(r.value)["MeasurementID"] for r in records)

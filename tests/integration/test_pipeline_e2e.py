@@ -23,7 +23,7 @@ from sensor_pipeline.config import Settings
 from sensor_pipeline.simulator import BEACHES, SnowflakeIds, format_line
 from sensor_pipeline.stack.definition import StackDefinition
 from tests.integration.conftest import read_all, wait_for
-from tests.integration.harness import Job
+from tests.integration.harness import Job, stored_count
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 Send = Callable[[str, list[tuple[str | None, str]]], None]
@@ -50,14 +50,6 @@ def valid_lines(count: int, ids: SnowflakeIds) -> list[str]:
 
 def keyed(lines: list[str]) -> list[tuple[str | None, str]]:
     return [(line.split()[4] if len(line.split()) == 6 else None, line) for line in lines]
-
-
-def stored_count(settings: Settings) -> int:
-    client = store.connect(settings)
-    try:
-        return store.readings(client, settings).count_documents({})
-    finally:
-        client.close()
 
 
 def test_valid_invalid_and_duplicate_lines_survive_a_hard_kill(

@@ -20,15 +20,10 @@ from sensor_pipeline.rules import validate_line
 from sensor_pipeline.simulator import BEACHES
 from sensor_pipeline.stack.health import http_ready
 from tests.integration.conftest import read_all, settings_env, wait_for
+from tests.integration.harness import free_port
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).parent / "sensor-pipeline")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class BrokerDoor:
