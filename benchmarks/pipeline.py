@@ -1,87 +1,500 @@
-"""Pipeline benchmarks on the local stack, with a baseline in the original design's style, same run.
+"""``make bench``: what users live with, measured on the local stack in one run.
 
-    make local-infra-up && make bench          (options: python benchmarks/pipeline.py --help)
+    make bench                       (options: .venv/bin/python benchmarks/pipeline.py --help)
 
-Measures, on this machine:
-1. baseline: the original design's path for each reading: one HTTP request to the API for one reading,
-   one unbatched synchronous Kafka send, one consume, Python validation, one insert_one, one clean send.
-2. throughput: N raw lines already in RawSensorData, processed by the real Spark job (spark-submit,
-   local[2], --available-now); readings/s over the job's processing time (from its batch log lines).
-3. latency: the producer streams from the real API at a steady rate while the job runs with a 1 s
-   trigger; for every reading, the delay from its timestamp to its arrival on CleanSensorData.
-Prints figures only; nothing here asserts a time.
+On this machine, with the real job (spark-submit, local[2]) and the running Kafka broker and
+MongoDB-wire server (started for the run when they are not up; the rest of the stack should be
+down: its load would be counted), this measures:
+
+1. **Ceilings**, each part alone: the broker (librdkafka produce -> consume), the store
+   (``insert_many`` of the same documents, as the job writes them), Spark (parse + validate +
+   shape the output, from memory, no I/O).
+2. **Live-rate delay** at 100, 1,000 and 5,000 readings/s: a load generator (``loadgen.py``,
+   librdkafka) sends readings stamped with the current time; the delay is from that stamp to the
+   broker's append time on CleanSensorData (the bench's clean topic uses ``LogAppendTime``) and to
+   the moment the reading is found in the store (sampled ids, polled every 50 ms).
+3. **Maximum sustained rate**: offered rates stepped up; a rate is kept up with when every reading
+   was published and stored within 5 s of the last send and the lag never exceeded 5 s of input.
+4. **CPU ms per 1,000 readings for each process**, from ``/proc/<pid>/stat`` (user + system,
+   children included), per phase: broker, store, Spark JVM, the job's Python driver, Spark's Python
+   workers, dashboard, load generator.
+5. **Baseline**, the original design's per-reading path (HTTP GET, synchronous send, consume,
+   validate, ``insert_one``, synchronous send), timed start to end like the pipeline.
+
+Prints a table; writes ``benchmarks/results/bench.json`` and ``bench.png``. Every topic and
+database it creates is removed afterwards. Figures only: nothing here asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import platform
 import re
+import shutil
 import signal
-import statistics
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from sensor_pipeline import provision, store
 from sensor_pipeline.config import Settings, settings_from_env_map
-from sensor_pipeline.rules import validate_line
-from sensor_pipeline.schema import clean_message
-from sensor_pipeline.simulator import Simulator
 from sensor_pipeline.stack import artifacts
 from sensor_pipeline.stack.definition import find_root, load
 from sensor_pipeline.stack.runner import spark_submit_command
 
 ROOT = find_root(Path(__file__))
 BIN = Path(sys.executable).parent
+RESULTS = ROOT / "benchmarks" / "results"
+TICKS = os.sysconf("SC_CLK_TCK")
+DRAIN_LIMIT = 5.0  # seconds after the last send within which a kept-up rate has drained
+ROLES = ("broker", "store", "spark_jvm", "spark_py_driver", "spark_py_workers", "dashboard", "loadgen")
+PIPELINE_ROLES = ("broker", "store", "spark_jvm", "spark_py_driver", "spark_py_workers")
 
 
-def isolated(base: Settings, tag: str, tmp: Path) -> Settings:
-    # No injected faults: both sides process the same clean stream.
-    settings = base.sandboxed(f"bench-{tag}", str(tmp)).model_copy(update={"sim_fault_rate": 0.0})
-    provision.ensure_topics(settings)
-    provision.ensure_store(settings)
-    return settings
+# --- CPU from /proc --------------------------------------------------------------------------------
 
 
-def env_of(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **settings.to_env()}
+def _stat(pid: int) -> tuple[int, float, float] | None:
+    """(parent pid, own CPU s, reaped children's CPU s) of a process, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
+    ppid = int(fields[1])
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return ppid, (utime + stime) / TICKS, (cutime + cstime) / TICKS
 
 
-def spark_job(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    jars = artifacts.spark_jars(ROOT, load(ROOT).versions["spark"])
-    command = spark_submit_command(ROOT, jars, args, driver_memory="2g")
-    env = {**env_of(settings), "PYSPARK_PYTHON": sys.executable}
-    with log.open("wb") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
-def baseline(base: Settings, tmp: Path, count: int) -> float:
-    """The original style, end to end, per reading; returns readings/s."""
-    from flask import Flask
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def find_process(*needles: str) -> int | None:
+    """The oldest process whose command line holds every needle."""
+    found = [p for p in _pids() if p != os.getpid() and all(n in _cmdline(p) for n in needles)]
+    return min(found) if found else None
+
+
+def tree_cpu(root: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds (own + reaped children) of ``root`` and each descendant, with its command line."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for pid in _pids():
+        stat = _stat(pid)
+        if stat:
+            parents[pid] = stat[0]
+            cpu[pid] = stat[1] + stat[2]
+    members = {root} if root in cpu else set()
+    grew = True
+    while grew:
+        new = {p for p, parent in parents.items() if parent in members and p not in members}
+        members |= new
+        grew = bool(new)
+    return {p: (_cmdline(p), cpu[p]) for p in members}
+
+
+@dataclass
+class CpuMeter:
+    """Cumulative CPU seconds per role; a role's processes are found by pid."""
+
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def snapshot(self) -> dict[str, float]:
+        out = dict.fromkeys(ROLES, 0.0)
+        for role, pid in self.pids.items():
+            if role != "spark_jvm":
+                out[role] += sum(cpu for _, cpu in tree_cpu(pid).values())
+                continue
+            # The JVM alone; its children split into the job's Python driver and Spark's workers.
+            stat = _stat(pid)
+            if stat is None:
+                continue
+            out["spark_jvm"] += stat[1]
+            for child, (cmdline, cpu) in tree_cpu(pid).items():
+                if child == pid:
+                    out["spark_py_workers"] += stat[2]  # reaped workers
+                elif "structure_validate_store" in cmdline:
+                    out["spark_py_driver"] += cpu
+                else:
+                    out["spark_py_workers"] += cpu
+        return out
+
+
+def per_thousand(before: dict[str, float], after: dict[str, float], readings: int) -> dict[str, float]:
+    """CPU ms per 1,000 readings per role between two snapshots, plus the pipeline's sum."""
+    out = {role: (after[role] - before[role]) * 1e6 / max(readings, 1) for role in ROLES}
+    out["pipeline"] = sum(out[r] for r in PIPELINE_ROLES)
+    return out
+
+
+# --- the bench's own topics, store and clients -----------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50": percentile(values, 0.5), "p95": percentile(values, 0.95),
+            "p99": percentile(values, 0.99), "max": max(values, default=float("nan"))}  # fmt: skip
+
+
+class Bench:
+    def __init__(self, base: Settings, work: Path) -> None:
+        tag = f"bench-{uuid.uuid4().hex[:6]}"
+        self.settings = base.sandboxed(tag, str(work)).model_copy(update={"sim_fault_rate": 0.0})
+        self.work = work
+        self.admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap})
+        self.extra_topics: list[str] = []
+        # The clean topic stamps each record with the broker's append time: "arrived on CleanSensorData".
+        self.create_topic(self.settings.clean_topic, {"message.timestamp.type": "LogAppendTime"})
+        provision.ensure_topics(self.settings)
+        provision.ensure_store(self.settings)
+        self.mongo = store.connect(self.settings)
+        self.readings = store.readings(self.mongo, self.settings)
+        self.sent = 0  # readings sent to the raw topic so far, all phases
+
+    def create_topic(self, name: str, config: dict[str, str] | None = None) -> None:
+        topic = NewTopic(name, self.settings.topic_partitions, self.settings.topic_replication, config=config or {})
+        self.admin.create_topics([topic])[name].result(30)
+        if name not in self.settings.topics:
+            self.extra_topics.append(name)
+
+    def end_offsets(self, topic: str) -> int:
+        """Sum of the topic's end offsets (every record ever appended)."""
+        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "bench-offsets"})
+        try:
+            total = 0
+            for p in range(self.settings.topic_partitions):
+                total += consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            return total
+        finally:
+            consumer.close()
+
+    def cleanup(self) -> None:
+        with suppress(Exception):
+            self.mongo.drop_database(self.settings.mongo_database)
+            self.mongo.close()
+        with suppress(Exception):
+            topics = [*self.settings.topics, *self.extra_topics]
+            for future in self.admin.delete_topics(topics).values():
+                future.result(30)
+        shutil.rmtree(self.settings.checkpoint_location, ignore_errors=True)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **self.settings.to_env(), "PYSPARK_PYTHON": sys.executable}
+
+    def loadgen(self, rate: float, seconds: float, first_id: int, count: int = 0,
+                topic: str | None = None) -> subprocess.Popen[str]:  # fmt: skip
+        command = [
+            sys.executable, str(ROOT / "benchmarks" / "loadgen.py"),
+            "--bootstrap", self.settings.kafka_bootstrap, "--topic", topic or self.settings.raw_topic,
+            "--rate", str(rate), "--seconds", str(seconds), "--first-id", str(first_id), "--count", str(count),
+        ]  # fmt: skip
+        return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def finish_loadgen(process: subprocess.Popen[str]) -> dict[str, Any]:
+    out, _ = process.communicate(timeout=900)
+    if process.returncode != 0:
+        raise SystemExit(f"the load generator failed ({process.returncode}): {out}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+# --- delay collectors --------------------------------------------------------------------------------
+
+
+class CleanDelays(threading.Thread):
+    """Reads CleanSensorData; for each record, broker append time minus the reading's timestamp."""
+
+    MARK = b'"TimeStamp":"'
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.delays: list[float] = []
+        self.count = 0
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def take(self) -> list[float]:
+        with self.lock:
+            out, self.delays = self.delays, []
+        return out
+
+    def run(self) -> None:
+        consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4()}",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                             "fetch.wait.max.ms": 20})  # fmt: skip
+        consumer.assign(
+            [TopicPartition(self.settings.clean_topic, p, 0) for p in range(self.settings.topic_partitions)]
+        )
+        try:
+            while not self.stop.is_set():
+                batch = consumer.consume(5000, 0.2)
+                delays = []
+                for message in batch:
+                    if message.error():
+                        continue
+                    value = message.value() or b""
+                    start = value.find(self.MARK) + len(self.MARK)
+                    stamp = datetime.fromisoformat(value[start : value.index(b'"', start)].decode())
+                    delays.append(message.timestamp()[1] / 1000 - stamp.timestamp())
+                with self.lock:
+                    self.delays.extend(delays)
+                    self.count += len(batch)
+        finally:
+            consumer.close()
+
+
+def store_delays(log_text: str) -> dict[str, float]:
+    """Reading timestamp -> stored, from the job's per-batch histograms (the moment the store
+    acknowledged each insert; 10 ms buckets): a query per reading would cost FerretDB a scan."""
+    histogram: dict[int, int] = {}
+    width = 10
+    for match in re.finditer(r"store delay \((\d+) ms buckets\): (\{.*\})", log_text):
+        width = int(match.group(1))
+        for bucket, count in json.loads(match.group(2)).items():
+            histogram[int(bucket)] = histogram.get(int(bucket), 0) + count
+    total = sum(histogram.values())
+    out: dict[str, float] = {"n": total}
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)):
+        seen, value = 0, float("nan")
+        for bucket in sorted(histogram):
+            seen += histogram[bucket]
+            if total and seen >= q * total:
+                value = (bucket + 1) * width / 1000  # the bucket's upper edge
+                break
+        out[name] = value
+    return out
+
+
+# --- phases --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stream:
+    bench: Bench
+    meter: CpuMeter
+    clean: CleanDelays
+    job_log: Path
+    next_id: int = 1_000_000_001
+
+    def published(self) -> int:
+        return self.bench.end_offsets(self.bench.settings.clean_topic)
+
+    def wait_drained(self, limit: float) -> float | None:
+        """Seconds until every reading sent so far was published (after it was stored)."""
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            if self.published() >= self.bench.sent:
+                return time.monotonic() - started
+            time.sleep(0.05)
+        return None
+
+    def run(self, rate: float, seconds: float) -> dict[str, Any]:
+        """Offer ``rate`` readings/s for ``seconds``; delays, lag, drain time and CPU of the phase."""
+        first = self.next_id
+        self.next_id += 1_000_000_000
+        self.clean.take()
+        log_start = self.job_log.stat().st_size
+        before = self.meter.snapshot()
+        process = self.bench.loadgen(rate, seconds, first)
+        max_lag = 0
+        while process.poll() is None:
+            time.sleep(1.0)
+            raw = self.bench.end_offsets(self.bench.settings.raw_topic)
+            max_lag = max(max_lag, raw - self.published())
+        sent = finish_loadgen(process)
+        self.bench.sent += sent["sent"]
+        drained = self.wait_drained(60.0 if rate <= 5000 else 30.0)
+        drain = time.time() - sent["ended"] if drained is not None else None
+        after = self.meter.snapshot()
+        after["loadgen"] = before["loadgen"] + sent["cpu"]  # its own figure: it has exited
+        with self.job_log.open("rb") as log:
+            log.seek(log_start)
+            stored = store_delays(log.read().decode(errors="replace"))
+        offered = sent["sent"] / max(sent["ended"] - sent["started"], 1e-9)
+        kept_up = drain is not None and drain <= DRAIN_LIMIT and max_lag <= rate * DRAIN_LIMIT
+        return {
+            "rate": rate,
+            "sent": sent["sent"],
+            "sent_per_s": offered,
+            "clean_delay_s": summary(self.clean.take()),
+            "stored_delay_s": stored,
+            "max_lag": max_lag,
+            "drain_s": drain,
+            "kept_up": kept_up,
+            "cpu_ms_per_1k": per_thousand(before, after, sent["sent"]),
+        }
+
+
+def max_sustained(stream: Stream, rates: list[float], seconds: float) -> tuple[float, list[dict[str, Any]]]:
+    """Step the offered rate up until the pipeline falls behind; the highest rate it kept up with."""
+    steps = []
+    best = 0.0
+    for rate in rates:
+        step = stream.run(rate, seconds)
+        steps.append(step)
+        report_step("step", step)
+        if not step["kept_up"]:
+            stream.wait_drained(600.0)  # let the backlog drain before anything else is measured
+            break
+        best = step["sent_per_s"]
+    return best, steps
+
+
+# --- ceilings ---------------------------------------------------------------------------------------
+
+
+def broker_ceiling(bench: Bench, count: int) -> float:
+    """librdkafka produce -> consume of ``count`` readings through a fresh topic: readings/s."""
+    topic = f"{bench.settings.raw_topic}-ceiling"
+    bench.create_topic(topic)
+    consumer = Consumer({"bootstrap.servers": bench.settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(bench.settings.topic_partitions)])
+    started = time.time()
+    process = bench.loadgen(0, 1, 1, count=count, topic=topic)
+    received = 0
+    while received < count and time.time() - started < 300:
+        received += sum(1 for m in consumer.consume(10_000, 0.5) if not m.error())
+    elapsed = time.time() - started
+    finish_loadgen(process)
+    consumer.close()
+    return received / elapsed
+
+
+def documents(count: int) -> list[dict[str, Any]]:
+    """The stored documents of ``count`` load-generator readings, as the job writes them."""
+    from sensor_pipeline import rules, schema
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from loadgen import bodies
+
+    pool = bodies()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    out = []
+    for seq in range(count):
+        record = rules.validate_line(f"{stamp} {pool[seq % len(pool)][1]} {seq + 1}").record
+        assert record is not None
+        millis = int(record["TimeStamp"].timestamp() * 1000)
+        out.append(schema.to_document({**record, "_id": record["MeasurementID"], "TimeStamp": millis}))
+    return out
+
+
+def store_ceiling(bench: Bench, count: int) -> float:
+    """Unordered ``insert_many`` in the job's chunk size, majority write concern, from as many threads
+    as the job has insert tasks (Spark's parallelism): documents/s."""
+    docs = documents(count)
+    target = store.durable_readings(bench.mongo, bench.settings).database["ceiling"]
+    chunk = bench.settings.insert_chunk
+    parts = [docs[i::2] for i in range(2)]
+
+    def insert(part: list[dict[str, Any]]) -> None:
+        for i in range(0, len(part), chunk):
+            target.insert_many(part[i : i + chunk], ordered=False)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=insert, args=(part,)) for part in parts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    target.drop()
+    return count / elapsed
+
+
+SPARK_CEILING = """
+import sys, time
+from pyspark.sql import SparkSession, functions as F
+from sensor_pipeline import spark_rules
+sys.path.insert(0, sys.argv[2])
+from loadgen import bodies
+count = int(sys.argv[1])
+spark = SparkSession.builder.master("local[2]").config("spark.sql.session.timeZone", "UTC") \\
+    .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2").getOrCreate()
+spark.sparkContext.setLogLevel("ERROR")
+pool = bodies()
+lines = spark.createDataFrame(
+    [(f"2026-01-01T00:00:00.000000Z {pool[i % len(pool)][1]} {i + 1}", "raw", i % 3, i) for i in range(count)],
+    "value string, topic string, partition int, offset long").repartition(2).cache()
+lines.count()
+best = None
+for _ in range(3):
+    started = time.perf_counter()
+    validated = spark_rules.validate(lines).cache()
+    clean = spark_rules.clean_messages(spark_rules.clean_documents(validated))
+    letters = spark_rules.dead_letters(validated)
+    clean.unionByName(letters.drop("source")).write.format("noop").mode("overwrite").save()
+    elapsed = time.perf_counter() - started
+    validated.unpersist()
+    best = elapsed if best is None else min(best, elapsed)
+print(count / best)
+"""
+
+
+def spark_ceiling(count: int) -> float:
+    """Spark alone, from memory: parse + validate + clean messages and dead letters, written nowhere."""
+    out = subprocess.run([sys.executable, "-c", SPARK_CEILING, str(count), str(ROOT / "benchmarks")],
+                         env={**os.environ, "PYSPARK_PYTHON": sys.executable}, capture_output=True, text=True,
+                         check=True, timeout=600)  # fmt: skip
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+# --- the original design's path ---------------------------------------------------------------------
+
+
+def baseline(bench: Bench, count: int) -> float:
+    """The original style, end to end, per reading, over the whole span: readings/s."""
+    from kafka import KafkaConsumer, KafkaProducer
 
     from sensor_pipeline.api import create_app
+    from sensor_pipeline.rules import validate_line
+    from sensor_pipeline.schema import clean_message
 
-    settings = isolated(base, "base" + uuid.uuid4().hex[:6], tmp)
-    app: Flask = create_app(settings)
-    client_http = app.test_client()  # in-process HTTP: flatters the baseline (no network, no server)
+    settings = bench.settings.model_copy(update={"raw_topic": f"{bench.settings.raw_topic}-baseline",
+                                                 "clean_topic": f"{bench.settings.clean_topic}-baseline"})  # fmt: skip
+    for topic in (settings.raw_topic, settings.clean_topic):
+        bench.create_topic(topic)
+    client_http = create_app(settings).test_client()  # in-process HTTP flatters the baseline
     producer = KafkaProducer(**settings.kafka_client_options())
     consumer = KafkaConsumer(settings.raw_topic, **settings.kafka_client_options(), auto_offset_reset="earliest",
-                             group_id="bench-baseline")  # fmt: skip
-    mongo = store.connect(settings)
-    collection = store.readings(mongo, settings)
+                             group_id=f"bench-baseline-{uuid.uuid4()}")  # fmt: skip
+    collection = bench.mongo[settings.mongo_database]["baseline"]
     started = time.perf_counter()
-    done = 0
     for _ in range(count):
         line = client_http.get("/sensordata").get_data(as_text=True).strip()
         producer.send(settings.raw_topic, value=line.encode()).get(timeout=10)
+    done = 0
     while done < count:
         for records in consumer.poll(timeout_ms=1000).values():
             for record in records:
@@ -94,108 +507,227 @@ def baseline(base: Settings, tmp: Path, count: int) -> float:
     elapsed = time.perf_counter() - started
     producer.close()
     consumer.close()
-    mongo.drop_database(settings.mongo_database)
-    mongo.close()
     return count / elapsed
 
 
-def throughput(base: Settings, tmp: Path, count: int) -> dict[str, float]:
-    settings = isolated(base, "tput" + uuid.uuid4().hex[:6], tmp)
-    lines = Simulator(seed=1).take(count)
-    producer = KafkaProducer(**settings.kafka_client_options(), linger_ms=20, batch_size=256 * 1024, acks="all")
-    for line in lines:
-        producer.send(settings.raw_topic, key=line.split()[4].encode(), value=line.encode())
-    producer.flush()
-    producer.close()
-    log = tmp / "throughput-job.log"
-    started = time.perf_counter()
-    job = spark_job(settings, log, "--available-now", "--max-offsets-per-trigger", str(count))
-    if job.wait(900) != 0:
-        raise SystemExit(f"the job failed; see {log}")
-    wall = time.perf_counter() - started
-    batch_seconds = sum(float(s) for s in re.findall(r"written in ([0-9.]+) s", log.read_text()))
-    mongo = store.connect(settings)
-    stored = store.readings(mongo, settings).count_documents({})
-    mongo.drop_database(settings.mongo_database)
-    mongo.close()
-    return {"readings": count, "stored": stored, "job_wall_s": wall, "batch_s": batch_seconds,
-            "readings_per_s": count / batch_seconds if batch_seconds else 0.0}  # fmt: skip
+# --- processes ----------------------------------------------------------------------------------------
 
 
-def latency(base: Settings, tmp: Path, rate: float, seconds: float) -> dict[str, float]:
-    settings = isolated(base, "lat" + uuid.uuid4().hex[:6], tmp)
-    job = spark_job(settings, tmp / "latency-job.log", "--trigger-seconds", "1", "--starting-offsets", "latest")
-    delays: list[float] = []
-    stop = threading.Event()
+def reachable(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, int(port))) == 0
 
-    def consume() -> None:
-        consumer = KafkaConsumer(**settings.kafka_client_options())
-        partitions = [
-            TopicPartition(settings.clean_topic, p) for p in consumer.partitions_for_topic(settings.clean_topic)
-        ]
-        consumer.assign(partitions)
-        while not stop.is_set():
-            for records in consumer.poll(timeout_ms=500).values():
-                arrived = datetime.now(UTC)
-                for record in records:
-                    stamp = datetime.fromisoformat(json.loads(record.value)["TimeStamp"].replace("Z", "+00:00"))
-                    delays.append((arrived - stamp).total_seconds())
-        consumer.close()
 
-    api_port = 3999
-    api = subprocess.Popen([str(BIN / "sensor-pipeline"), "api", "--port", str(api_port), "--speed", str(rate * 600)],
-                           env=env_of(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    reader = threading.Thread(target=consume)
+@contextmanager
+def local_infra(base: Settings) -> Iterator[None]:
+    """The stack's broker and store: used when running, else started for the run and stopped after."""
+    started = False
+    if not reachable(base.kafka_bootstrap):
+        subprocess.run([str(BIN / "sensor-pipeline"), "stack", "up", "--infra-only"], check=True)
+        started = True
     try:
-        time.sleep(25)  # the job's session start and first (empty) batches
-        reader.start()
-        producer = subprocess.Popen(
-            [str(BIN / "sensor-pipeline"), "produce", "--rate", str(rate), "--api-url", f"http://127.0.0.1:{api_port}"],
-            env=env_of(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(seconds)
-        producer.send_signal(signal.SIGTERM)
-        producer.wait(60)
-        time.sleep(10)
+        yield
     finally:
-        stop.set()
-        api.terminate()
-        os.killpg(job.pid, signal.SIGTERM)
-        job.wait(60)
-    if reader.is_alive():
-        reader.join(10)
-    delays.sort()
-    if not delays:
-        return {"messages": 0}
-    return {"messages": len(delays), "rate_per_s": len(delays) / seconds, "p50_s": statistics.median(delays),
-            "p95_s": delays[int(len(delays) * 0.95) - 1], "max_s": delays[-1]}  # fmt: skip
+        if started:
+            subprocess.run([str(BIN / "sensor-pipeline"), "stack", "down"], check=False)
 
 
-def main() -> None:
+@contextmanager
+def job_and_dashboard(bench: Bench, meter: CpuMeter, port: int, job_args: tuple[str, ...]) -> Iterator[None]:
+    """The real job (spark-submit, local[2], its defaults) and a dashboard on the bench's topics."""
+    jars = artifacts.spark_jars(ROOT, load(ROOT).versions["spark"])
+    command = spark_submit_command(ROOT, jars, ("--starting-offsets", "earliest", *job_args), driver_memory="2g")
+    log = bench.work / "job.log"
+    with log.open("wb") as out:
+        job = subprocess.Popen(command, env=bench.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    dashboard = subprocess.Popen(
+        [str(BIN / "sensor-pipeline"), "dashboard", "--port", str(port)],
+        env=bench.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while "batch 0 " not in log.read_text(errors="replace") and "Batch: 0" not in log.read_text(errors="replace"):
+            if job.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the job did not start; see {log}")
+            time.sleep(0.5)
+        meter.pids["spark_jvm"] = job.pid
+        meter.pids["dashboard"] = dashboard.pid
+        yield
+    finally:
+        for process in (job, dashboard):
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in (job, dashboard):
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def infra_pids(meter: CpuMeter) -> None:
+    broker = find_process("java", "kafka.Kafka")
+    mongo = find_process("ferretdb") or find_process("mongod")
+    if broker is None or mongo is None:
+        raise SystemExit("cannot find the broker's or the store's process: is this the local stack?")
+    meter.pids.update(broker=broker, store=mongo)
+
+
+# --- output ---------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def report_step(kind: str, step: dict[str, Any]) -> None:
+    cpu = step["cpu_ms_per_1k"]
+    clean = step["clean_delay_s"]
+    print(f"  {kind} {step['rate']:>8,.0f}/s  sent {step['sent_per_s']:>9,.0f}/s  clean p50 {fmt(clean['p50'])} "
+          f"p99 {fmt(clean['p99'])} max {fmt(clean['max'])} s  stored p50 {fmt(step['stored_delay_s']['p50'])} s  "
+          f"lag max {step['max_lag']:,}  drained {fmt(step['drain_s'], 1)} s  "
+          f"{'kept up' if step['kept_up'] else 'FELL BEHIND'}  pipeline CPU {fmt(cpu['pipeline'], 0)} ms/1k",
+          flush=True)  # fmt: skip
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = ["", "Delay, reading timestamp -> CleanSensorData (broker append time) and -> found in the store (s)",
+             f"{'rate/s':>8} {'sent/s':>9} | {'clean p50':>9} {'p95':>6} {'p99':>6} {'max':>6} | "
+             f"{'stored p50':>10} {'p95':>6} {'p99':>6} {'max':>6}"]  # fmt: skip
+    for step in results["live"]:
+        c, s = step["clean_delay_s"], step["stored_delay_s"]
+        lines.append(f"{step['rate']:>8,.0f} {step['sent_per_s']:>9,.0f} | {fmt(c['p50']):>9} {fmt(c['p95']):>6} "
+                     f"{fmt(c['p99']):>6} {fmt(c['max']):>6} | {fmt(s['p50']):>10} {fmt(s['p95']):>6} "
+                     f"{fmt(s['p99']):>6} {fmt(s['max']):>6}")  # fmt: skip
+    lines += ["", "CPU ms per 1,000 readings, per process (from /proc)",
+              f"{'rate/s':>8} " + " ".join(f"{r:>16}" for r in (*ROLES, "pipeline"))]  # fmt: skip
+    for step in results["live"] + results["steps"]:
+        cpu = step["cpu_ms_per_1k"]
+        lines.append(f"{step['rate']:>8,.0f} " + " ".join(f"{fmt(cpu[r], 1):>16}" for r in (*ROLES, "pipeline")))
+    ceilings = results["ceilings"]
+    tightest = min(ceilings, key=ceilings.get)
+    lines += ["", "Throughput (readings/s)"]
+    for name, value in ceilings.items():
+        lines.append(f"  ceiling, {name} alone{'':<{10 - len(name)}} {value:>12,.0f}")
+    best = results["max_sustained_per_s"]
+    lines.append(f"  pipeline, max sustained    {best:>12,.0f}   = {100 * best / ceilings[tightest]:.0f}% of the "
+                 f"tightest ceiling ({tightest})")  # fmt: skip
+    base = results["baseline_per_s"]
+    lines.append(f"  baseline (original style)  {base:>12,.0f}   pipeline = {best / base:,.0f}x baseline")
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    live = results["live"]
+    rates = [s["rate"] for s in live]
+    for key, style in (("p50", "o-"), ("p95", "s--"), ("p99", "^-")):
+        left.plot(rates, [s["clean_delay_s"][key] for s in live], style, label=f"clean {key}")
+    left.plot(rates, [s["stored_delay_s"]["p50"] for s in live], "x:", label="stored p50")
+    left.set_xscale("log")
+    left.set_xlabel("offered readings/s")
+    left.set_ylabel("delay from reading timestamp (s)")
+    left.set_title("Delay vs rate")
+    left.grid(alpha=0.3)
+    left.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    steps = live + results["steps"]
+    labels = [f"{s['rate']:,.0f}/s" for s in steps]
+    bottom = [0.0] * len(steps)
+    for role in ROLES:
+        values = [s["cpu_ms_per_1k"][role] for s in steps]
+        right.bar(labels, values, bottom=bottom, label=role)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    right.set_ylabel("CPU ms per 1,000 readings")
+    right.set_title("CPU per stage")
+    right.tick_params(axis="x", rotation=45)
+    right.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(f"sensor-pipeline bench, {results['date']}, {results['machine']['cores']} cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())  # fmt: skip
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
+    return {"cores": os.cpu_count(), "cpu": model, "memory_gib": memory, "kernel": platform.release()}
+
+
+def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it prints
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline-count", type=int, default=500)
-    parser.add_argument("--count", type=int, default=50_000)
-    parser.add_argument("--rate", type=float, default=200.0, help="producer rate for the latency run")
-    parser.add_argument("--seconds", type=float, default=60.0, help="length of the latency run")
-    args = parser.parse_args()
-    base = settings_from_env_map(load(ROOT).settings)
-    tmp = ROOT / ".local-stack" / "bench"
-    tmp.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {os.cpu_count()} cores; stack: {base.kafka_bootstrap}, {base.mongo_uri}", flush=True)
-    rate = baseline(base, tmp, args.baseline_count)
-    print(f"baseline (original style, per reading)   : {rate:8.1f} readings/s over {args.baseline_count}", flush=True)
-    result = throughput(base, tmp, args.count)
-    speedup = result["readings_per_s"] / rate
-    print(
-        f"pipeline throughput (Spark, batched)      : {result['readings_per_s']:8.1f} readings/s "
-        f"({result['stored']} stored of {result['readings']}; {result['batch_s']:.1f} s in batches, "
-        f"{result['job_wall_s']:.1f} s with JVM start) = {speedup:.0f}x baseline",
-        flush=True,
+    parser.add_argument("--rates", default="100,1000,5000", help="live rates for the delay figures")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each live-rate phase")
+    parser.add_argument("--steps", default="10000,15000,20000,25000,30000,40000", help="offered rates, stepped up")
+    parser.add_argument("--step-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--warmup-seconds", type=float, default=20.0, help="JIT and caches, before anything is measured"
     )
-    lat = latency(base, tmp, args.rate, args.seconds)
-    figures = json.dumps({k: round(v, 3) for k, v in lat.items()})
-    print(f"latency at {args.rate:.0f} readings/s for {args.seconds:.0f} s: {figures}")
+    parser.add_argument("--ceiling-count", type=int, default=200_000)
+    parser.add_argument("--baseline-count", type=int, default=500)
+    parser.add_argument("--dashboard-port", type=int, default=5106)
+    parser.add_argument("--trigger-seconds", type=float, help="the job's trigger (default: the job's default)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    try:
+        rates = [float(r) for r in args.rates.split(",") if r]
+        steps = [float(r) for r in args.steps.split(",") if r]
+    except ValueError:
+        parser.error("--rates and --steps take comma-separated numbers, e.g. 100,1000")
+    if any(r <= 0 for r in rates + steps) or args.seconds <= 0 or args.step_seconds <= 0:
+        parser.error("rates and durations must be positive")
+    base = settings_from_env_map(load(ROOT).settings)
+    work = ROOT / ".local-stack" / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine()}
+    print(f"machine: {results['machine']}", flush=True)
+    with local_infra(base):
+        bench = Bench(base, work)
+        try:
+            meter = CpuMeter()
+            infra_pids(meter)
+            print("ceilings (each part alone) ...", flush=True)
+            results["ceilings"] = {
+                "broker": broker_ceiling(bench, args.ceiling_count),
+                "store": store_ceiling(bench, args.ceiling_count // 2),
+                "spark": spark_ceiling(args.ceiling_count),
+            }
+            print(f"  {json.dumps({k: round(v) for k, v in results['ceilings'].items()})}", flush=True)
+            print(f"baseline, original style, {args.baseline_count} readings ...", flush=True)
+            results["baseline_per_s"] = baseline(bench, args.baseline_count)
+            clean = CleanDelays(bench.settings)
+            job_args = ("--trigger-seconds", str(args.trigger_seconds)) if args.trigger_seconds is not None else ()
+            with job_and_dashboard(bench, meter, args.dashboard_port, job_args):
+                clean.start()
+                stream = Stream(bench, meter, clean, work / "job.log")
+                print(
+                    f"warming the job up ({args.warmup_seconds:.0f} s at 1,000 readings/s, not reported) ...",
+                    flush=True,
+                )
+                stream.run(1000.0, args.warmup_seconds)
+                results["live"] = []
+                for rate in rates:
+                    step = stream.run(rate, args.seconds)
+                    results["live"].append(step)
+                    report_step("live", step)
+                best, results["steps"] = max_sustained(stream, steps, args.step_seconds)
+                kept = [s["sent_per_s"] for s in results["live"] if s["kept_up"]]
+                results["max_sustained_per_s"] = max([best, *kept])
+                clean.stop.set()
+        finally:
+            bench.cleanup()
+    print(table(results))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    chart(results, args.out / "bench.png")
+    print(f"\nwrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

@@ -2,7 +2,7 @@
 
     read       Kafka RawSensorData (offsets in the checkpoint; without one, where the ledger says)
     transform  each line -> typed fields + a verdict, by the project's one rule set (Spark built-ins)
-    write      per micro-batch (sensor_pipeline.batch_writer):
+    write      per micro-batch, in one pass (sensor_pipeline.batch_writer):
                  valid   -> MongoDB / DocumentDB water_quality.sensor_readings, exactly once
                  valid   -> Kafka CleanSensorData (JSON)
                  invalid -> Kafka InvalidSensorData (dead letters: reason code, detail, source offset)
@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sensor_pipeline import spark_rules
-from sensor_pipeline.batch_writer import BatchWriter
+from sensor_pipeline.batch_writer import QUERY_NAME, BatchWriter
 from sensor_pipeline.config import Settings, load_settings
 
 log = logging.getLogger("sensor_pipeline.job")
@@ -38,7 +38,7 @@ log = logging.getLogger("sensor_pipeline.job")
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", dest="checkpoint_location", help="checkpoint folder or s3:// URI")
-    parser.add_argument("--trigger-seconds", type=float, help="micro-batch interval (default 2)")
+    parser.add_argument("--trigger-seconds", type=float, help="micro-batch interval (default 0.5)")
     parser.add_argument("--available-now", action="store_true", help="process what is there, then stop")
     parser.add_argument("--starting-offsets", choices=["earliest", "latest"], help="first run, empty ledger only")
     parser.add_argument("--max-offsets-per-trigger", type=int)
@@ -49,6 +49,10 @@ def session() -> SparkSession:
     # No speculative task attempts: an insert bucket is fenced against a second attempt (a zombie
     # task), but running two on purpose only costs store writes.
     builder = SparkSession.builder.appName("structure_validate_store").config("spark.speculation", "false")
+    # Spark's Python daemon, minus a zip re-read per task (see sensor_pipeline.spark_daemon).
+    builder = builder.config("spark.python.daemon.module", "sensor_pipeline.spark_daemon")
+    # Micro-batches are small: adaptive query execution only adds planning time to each.
+    builder = builder.config("spark.sql.adaptive.enabled", "false")
     for key, value in spark_rules.utc_session_conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -105,18 +109,20 @@ def finish_begun_batches(spark: SparkSession, settings: Settings, writer: BatchW
             .option("failOnDataLoss", "false")
             .load()
         )
-        now = F.timestamp_micros(F.lit(entry.checked_at))
-        validated = spark_rules.validate(spark_rules.raw_lines(records), now, settings.future_tolerance_seconds)
+        now = F.timestamp_micros(F.lit(entry.checked_at))  # the time its rules ran against
+        routed = spark_rules.routed(
+            spark_rules.validate(spark_rules.raw_lines(records), now, settings.future_tolerance_seconds)
+        )
         log.info("finishing batch %s begun before a crash (%s)", entry.key, entry.ranges)
-        writer.with_retries(f"begun batch {entry.key}", partial(finish, writer, validated, entry.key), spark)
+        writer.with_retries(f"begun batch {entry.key}", partial(finish, writer, routed, entry.key), spark)
 
 
-def finish(writer: BatchWriter, validated: DataFrame, key: str) -> None:
+def finish(writer: BatchWriter, routed: DataFrame, key: str) -> None:
     """One attempt at a begun batch, from its entry as the ledger has it now (an earlier attempt may
     have started its Kafka write, or finished it)."""
     entry = writer.book().get(key)
     if entry is not None and not entry.done:
-        writer.write(validated, -1, entry)
+        writer.write(routed, -1, entry)
 
 
 def main(argv: list[str]) -> int:
@@ -129,7 +135,7 @@ def main(argv: list[str]) -> int:
         max_offsets_per_trigger=args.max_offsets_per_trigger,
     )
     spark = session()
-    writer = BatchWriter(settings)
+    writer = BatchWriter(settings, spark)
     finish_begun_batches(spark, settings, writer)
 
     # Read: the raw topic. Offsets live in the checkpoint, so a restart resumes where it stopped.
@@ -144,13 +150,14 @@ def main(argv: list[str]) -> int:
         .load()
     )
 
-    # Transform: lines -> typed fields and a verdict (current_timestamp() is the micro-batch's time).
+    # Transform: lines -> typed fields, a verdict and the Kafka record each becomes, defined once for
+    # the query (current_timestamp() is the micro-batch's time, the same on a replay).
     validated = spark_rules.validate(
         spark_rules.raw_lines(records), future_tolerance_seconds=settings.future_tolerance_seconds
     )
 
     # Write: store, clean topic and dead letters, exactly once per reading in the store.
-    stream = validated.writeStream.queryName("structure_validate_store").foreachBatch(writer)
+    stream = spark_rules.routed(validated).writeStream.queryName(QUERY_NAME).foreachBatch(writer)
     stream = stream.option("checkpointLocation", settings.checkpoint_location)
     if args.available_now:
         stream = stream.trigger(availableNow=True)

@@ -16,7 +16,7 @@ fi
 uv="$tools/bin/uv"
 [ -x .venv/bin/python ] || "$uv" venv --quiet --python "$PYTHON" .venv
 echo "==> installing the project and its pinned dependencies into .venv (cache: $UV_CACHE_DIR)"
-"$uv" pip install --python .venv/bin/python --link-mode=hardlink -e '.[local,dev]' 2>&1 \
+"$uv" pip install --python .venv/bin/python --link-mode=hardlink -e '.[local,dev,bench]' 2>&1 \
   | grep -vE '^ (\+|-) ' || true
 .venv/bin/python -c 'import sensor_pipeline, pyspark, kafka, pymongo, bokeh, flask, moto' \
   || { echo "error: the venv is incomplete; remove .venv and run 'make venv' again" >&2; exit 1; }

@@ -1,35 +1,39 @@
-"""The job's core: the ``foreachBatch`` writer that stores and publishes each validated micro-batch.
+"""The job's core: the ``foreachBatch`` writer that stores and publishes each micro-batch in one pass.
 
-Per batch (the job hands over raw lines already validated: ``spark_rules.validate``):
+Per batch (the job hands over raw lines: ``spark_rules.raw_lines``):
 
-1. **Ledger entry** (:mod:`sensor_pipeline.ledger`), keyed by the batch's source offset ranges. A
-   done entry means a replay: nothing is written again.
-2. **Store**: the first copy of each valid MeasurementID, hash-bucketed by id into a number of
-   buckets fixed in the entry, inserted unordered by the executors. Each bucket records its own
-   inserts in the ledger (ids marked pending before a chunk's insert, settled after), so a retried
-   task tells its own earlier inserts from readings other batches stored. Documents the store
-   refuses come back with the server's error.
-3. **Publish**, one Kafka write: dead letters (rule verdicts, and ``store_rejected`` readings with
-   the server's error) to ``InvalidSensorData``, the batch's own readings to ``CleanSensorData``.
-4. **Done**: the entry is marked done and the next offsets advanced.
+1. **Ledger entry** (:mod:`sensor_pipeline.ledger`), keyed by the batch's source offset ranges, read
+   from the batch's plan (no Spark job). It fixes the time the rules judge ``future_timestamp``
+   against, so a replay gives the same verdicts. A done entry means a replay: nothing is written.
+2. **One Spark job**, one task per source partition: Kafka read -> rules (Spark built-ins) -> each
+   row's output message built by Spark (``spark_rules.routed``) -> ``mapInArrow`` into this
+   module's :func:`store_and_route` -> the Kafka writer. In each task, on Arrow batches (no per-row
+   Spark ``Row``): dead letters pass straight through; valid readings are inserted unordered in
+   chunks (the first copy of each MeasurementID; a chunk's ids are recorded as pending in the
+   task's ledger bucket before its insert and settled as own or foreign after), and each chunk's
+   own readings are handed to the Kafka writer as soon as the store has them, while the next chunk
+   is inserted. Readings another batch had stored are not published again; documents the store
+   refuses for what they hold become ``store_rejected`` dead letters with the server's error.
+   Every message carries the batch key in a ``batch`` header.
+3. **Done**: the entry is marked done and the next offsets advanced.
 
 Nothing a record holds can fail a batch: the rules bound every field to what both the store and
 Kafka take (parity-tested); a document the store refuses for what it holds becomes a dead letter,
 and one it refuses otherwise, in ``SP_REFUSALS_BEFORE_DEAD_LETTER`` attempts of its batch while the
-store takes the ledger's writes, too. A batch that
-fails for another reason (store or broker down, a lost executor) is retried with backoff and a log
-line per attempt, for up to ``SP_BATCH_RETRY_SECONDS``; then the job fails and its supervisor
-(supervisord, EMR's retry policy) restarts it from the checkpoint.
+store takes the ledger's writes, too. A batch that fails for another reason (store or broker down,
+a lost executor) is retried with backoff and a log line per attempt, for up to
+``SP_BATCH_RETRY_SECONDS``; then the job fails and its supervisor (supervisord, EMR's retry
+policy) restarts it from the checkpoint.
 
 Guarantees (proved by ``tests/chaos``; README "Guarantees"): the store holds each valid reading
 exactly once. CleanSensorData and InvalidSensorData carry each reading at least once, and exactly
-once except in two windows. A: a crash after the Kafka write began and before the done mark: the
-replay reads back the messages with the batch's header (from a minute before the write began, so
-clocks must agree within a minute) and sends only the rest; a record still buffered in a failed
-task's producer when the replay reads can arrive twice. B: a reading another batch had already
-stored, in a chunk a crashed attempt was inserting, is published again (the duplicate answer
-cannot be told from the crashed attempt's own insert). Every message carries its MeasurementID
-(clean) or source offset (dead letters), so consumers can deduplicate.
+once except in two windows. A: a crash or task retry after a batch's Kafka write began and before
+its done mark: a replay reads back the messages with the batch's header (from a minute before the
+write began, so clocks must agree within a minute) and sends only the rest; a retried task re-sends
+what its failed attempt had handed to Kafka. B: a reading stored by another batch (or another
+partition's task of the same batch), in a chunk a crashed attempt was inserting, is published again
+(the duplicate answer cannot be told from the crashed attempt's own insert). Every message carries
+its MeasurementID (clean) or source offset (dead letters), so consumers can deduplicate.
 """
 
 from __future__ import annotations
@@ -37,22 +41,40 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import reduce
-from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark import AccumulatorParam
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sensor_pipeline import faults, ledger, schema, spark_rules, store
 from sensor_pipeline.config import Settings
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger("sensor_pipeline.job")
 
 STORE_REJECTED = "store_rejected"
+#: The streaming query's name (the Spark UI's, and how the writer finds its batch's timestamp).
+QUERY_NAME = "structure_validate_store"
+#: What :func:`store_and_route` hands to the Kafka writer: the output topic and record, and for a
+#: reading the store refused, the error and what its dead letter needs (built by Spark after).
+ROUTED_SCHEMA = (
+    "topic string, key string, value string, error string, raw string, "
+    "source_topic string, source_partition int, source_offset long"
+)
+COUNTS = ("valid", "invalid", "stored", "already_stored", "rejected", "published")
+#: Width of the buckets of the store-delay histogram the job logs per batch (reading timestamp ->
+#: the store acknowledged its insert): what ``make bench`` reports as "stored" and an operator's
+#: metric, without a query (FerretDB answers any query, even on ``_id``, with a collection scan).
+DELAY_BUCKET_MS = 10
+#: How often the driver prunes the ledger of batches done longer than its retention ago.
+PRUNE_SECONDS = 30.0
 
 
 class PhaseTimer:
@@ -71,24 +93,30 @@ class PhaseTimer:
         return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.laps)
 
 
-@dataclass
-class BucketResult:
-    """What one insert bucket reports to the driver (small: counts and the exceptions only)."""
+class Tally(AccumulatorParam[dict[str, Any]]):
+    """Counts and ambiguous ids from the tasks (Spark applies a successful task's update once)."""
 
-    rows: int = 0
-    inserted: int = 0
-    ambiguous: list[int] = field(default_factory=list)
-    foreign: list[int] = field(default_factory=list)
-    rejected: list[tuple[int, str]] = field(default_factory=list)
+    def zero(self, value: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def addInPlace(self, value1: dict[str, Any], value2: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        for name, value in value2.items():
+            if isinstance(value, dict):  # a histogram: counts per bucket
+                merged = value1.setdefault(name, {})
+                for bucket, count in value.items():
+                    merged[bucket] = merged.get(bucket, 0) + count
+            else:
+                value1[name] = value1.get(name, [] if isinstance(value, list) else 0) + value
+        return value1
 
 
 @dataclass(frozen=True)
 class Published:
     """What an earlier attempt of a batch delivered to Kafka before it failed."""
 
-    clean: set[int]
+    clean: frozenset[int] = frozenset()
     #: Dead letters by their source (topic, partition, offset).
-    letters: set[tuple[str, int, int]]
+    letters: frozenset[tuple[str, int, int]] = frozenset()
 
 
 _settings_cache: dict[str, Settings] = {}
@@ -100,72 +128,223 @@ def _settings(settings_json: str) -> Settings:
     return _settings_cache[settings_json]
 
 
-def insert_bucket(settings_json: str, key: str) -> Any:
-    """The executor side of step 2: one task per bucket, unordered inserts in chunks."""
+class RouteTask:
+    """One task of step 2: a source partition's rows (in offset order), as Arrow batches of
+    :func:`spark_rules.routed` columns, in; the Kafka records of ``ROUTED_SCHEMA`` out."""
 
-    def write(index: int, rows: Iterable[Row]) -> Iterator[BucketResult]:
+    def __init__(self, settings: Settings, key: str, already: Published) -> None:
+        import pyarrow as pa
+
+        self.pa = pa
+        self.settings = settings
+        self.key = key
+        self.already = already
+        self.client = store.shared_client(settings)
+        self.readings = store.durable_readings(self.client, settings)
+        self.bucket: ledger.Bucket | None = None
+        self.seen: set[int] = set()  # ids handled: a later copy in the same partition is dropped
+        self.counts: dict[str, Any] = dict.fromkeys(COUNTS, 0) | {"ambiguous": [], "store_delay": {}}
+        self.schema = pa.schema(
+            [
+                ("topic", pa.string()),
+                ("key", pa.string()),
+                ("value", pa.string()),
+                ("error", pa.string()),
+                ("raw", pa.string()),
+                ("source_topic", pa.string()),
+                ("source_partition", pa.int32()),
+                ("source_offset", pa.int64()),
+            ]
+        )
+
+    def output(self, batch: pa.RecordBatch, rows: list[int], topic: str, errors: list[str] | None = None) -> Any:
+        """The rows' records for the Kafka writer; with ``errors``, store rejections (Spark builds
+        their dead letters)."""
+        pa = self.pa
+        picked = batch.take(pa.array(rows, pa.int64()))
+        none = pa.nulls(len(rows), pa.string())
+        columns = [
+            pa.array([topic] * len(rows), pa.string()),
+            picked.column("key"),
+            picked.column("value") if errors is None else none,
+            none if errors is None else pa.array(errors, pa.string()),
+            none if errors is None else picked.column("RawData"),
+            picked.column("topic"),
+            picked.column("partition"),
+            picked.column("offset"),
+        ]
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def not_sent(self, batch: pa.RecordBatch, rows: list[int]) -> list[int]:
+        """Rows whose dead letter an earlier attempt's Kafka write did not deliver."""
+        if not self.already.letters:
+            return rows
+        sources = [batch.column(c).to_pylist() for c in ("topic", "partition", "offset")]
+        return [r for r in rows if (sources[0][r], sources[1][r], sources[2][r]) not in self.already.letters]
+
+    def run(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.compute as pc
+
+        for batch in batches:
+            valid = pc.is_null(batch.column("reason")).to_pylist()
+            invalid_rows = self.not_sent(batch, [i for i, ok in enumerate(valid) if not ok])
+            self.counts["invalid"] += valid.count(False)
+            if invalid_rows:
+                yield self.output(batch, invalid_rows, self.settings.invalid_topic)
+            valid_rows = [i for i, ok in enumerate(valid) if ok]
+            self.counts["valid"] += len(valid_rows)
+            if not valid_rows:
+                continue
+            if self.bucket is None:
+                # Spark's Kafka source gives each topic-partition its own task (no minPartitions):
+                # the bucket is the partition, the same in every attempt and replay.
+                partition = int(batch.column("partition")[0].as_py())
+                self.bucket = ledger.Bucket.load(ledger.collection(self.client, self.settings), self.key, partition)
+            columns = {k: batch.column(k).to_pylist() for k in (*schema.DOCUMENT_KEYS, "offset")}
+            for start in range(0, len(valid_rows), self.settings.insert_chunk):
+                yield from self.chunk(batch, columns, valid_rows[start : start + self.settings.insert_chunk])
+
+    def chunk(self, batch: pa.RecordBatch, columns: dict[str, list[Any]], rows: list[int]) -> Iterator[Any]:
+        """Store a chunk's new readings, then hand its own ones to the Kafka writer."""
+        bucket = self.bucket
+        assert bucket is not None
+        counts = self.counts
+        publish: list[int] = []  # rows whose clean message goes out after this chunk
+        rejected: dict[int, str] = {}  # row -> error
+        documents: dict[int, int] = {}  # id -> row, to insert
+        for row in rows:
+            measurement_id, offset = columns["_id"][row], columns["offset"][row]
+            if measurement_id in self.seen:
+                continue
+            self.seen.add(measurement_id)
+            refusals, error = bucket.refusals.get(measurement_id, (0, ""))
+            if offset <= bucket.settled_through:  # an earlier attempt settled it
+                if measurement_id in bucket.foreign:
+                    counts["already_stored"] += 1
+                elif measurement_id in bucket.rejected:
+                    rejected[row] = bucket.rejected[measurement_id]
+                else:
+                    publish.append(row)
+            elif refusals >= self.settings.refusals_before_dead_letter:
+                rejected[row] = f"refused in {refusals} attempts, last: {error}"
+            else:
+                documents[measurement_id] = row
+        if documents:
+            publish.extend(self.store(bucket, columns, documents, rejected))
+        counts["rejected"] += len(rejected)
+        counts["published"] += len(publish)
+        publish = sorted(r for r in publish if columns["_id"][r] not in self.already.clean)
+        if publish:
+            yield self.output(batch, publish, self.settings.clean_topic)
+        letters = self.not_sent(batch, sorted(rejected))
+        if letters:
+            yield self.output(batch, letters, self.settings.invalid_topic, [rejected[r] for r in letters])
+
+    def store(
+        self, bucket: ledger.Bucket, columns: dict[str, list[Any]], documents: dict[int, int], rejected: dict[int, str]
+    ) -> list[int]:
+        """Intend, insert, settle one chunk; the rows that are this batch's own. Adds the rows the
+        store refused for what they hold to ``rejected``."""
+        ids = list(documents)
+        bucket.intend(max(columns["offset"][documents[i]] for i in ids))
+        faults.hit("chunk_intended")
+        docs = [schema.to_document({k: columns[k][documents[i]] for k in schema.DOCUMENT_KEYS}) for i in ids]
+        try:
+            outcome = store.insert_new(self.readings, docs)
+        except store.StoreError as error:
+            bucket.count_refusals({int(i): e for i, e in error.failed.items()})
+            raise
+        faults.hit("chunk_inserted")
+        acknowledged = time.time() * 1000
+        refused = {int(i): e for i, e in outcome.rejected}
+        duplicates = {int(i) for i in outcome.duplicate_ids}
+        # Rows dead-lettered without an insert (refused too often) are settled as rejected, too.
+        chunk_rejected = {columns["_id"][r]: e for r, e in rejected.items()} | refused
+        chunk = [(i, columns["offset"][documents[i]]) for i in ids]
+        ambiguous = bucket.settle(chunk, duplicates, chunk_rejected)
+        faults.hit("stored")
+        counts = self.counts
+        counts["stored"] += outcome.inserted
+        counts["ambiguous"].extend(sorted(ambiguous))
+        counts["already_stored"] += len(duplicates - ambiguous)
+        delays: dict[int, int] = counts["store_delay"]
+        for measurement_id in set(ids) - duplicates - set(refused):
+            # reading timestamp -> stored, in DELAY_BUCKET_MS buckets
+            stamp = columns["TimeStamp"][documents[measurement_id]]
+            bucket_ms = max(0, int(acknowledged - stamp) // DELAY_BUCKET_MS)
+            delays[bucket_ms] = delays.get(bucket_ms, 0) + 1
+        rejected.update((documents[i], e) for i, e in refused.items())
+        return [documents[i] for i in ids if i not in refused and i not in bucket.foreign]
+
+
+def store_and_route(settings_json: str, key: str, already: Published, tally: Any) -> Any:
+    """The executor side of step 2, for ``mapInArrow``: one :class:`RouteTask` per task; its counts
+    reach the driver through ``tally`` when the task succeeds."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         settings = _settings(settings_json)
         try:
-            client = store.shared_client(settings)
-            bucket = ledger.Bucket.load(ledger.collection(client, settings), key, index)
-            readings = store.durable_readings(client, settings)
-            result = BucketResult()
-            remaining = iter(rows)
-            while chunk := list(islice(remaining, settings.insert_chunk)):
-                result.rows += len(chunk)
-                documents = []
-                for row in chunk:
-                    if bucket.settled(row["_id"]):
-                        continue
-                    refusals, error = bucket.refusals.get(row["_id"], (0, ""))
-                    if refusals >= settings.refusals_before_dead_letter:
-                        result.rejected.append((row["_id"], f"refused in {refusals} attempts, last: {error}"))
-                        continue
-                    try:
-                        documents.append(schema.to_document(row.asDict()))
-                    except Exception as error:
-                        result.rejected.append((row["_id"], f"cannot be encoded: {error}"))
-                if not documents:
-                    continue
-                ids = [int(d["_id"]) for d in documents]
-                bucket.intend(ids)
-                faults.hit("chunk_intended")
-                try:
-                    outcome = store.insert_new(readings, documents)
-                except store.StoreError as error:
-                    bucket.count_refusals({int(i): e for i, e in error.failed.items()})
-                    raise
-                faults.hit("chunk_inserted")
-                rejected = {int(i): error for i, error in outcome.rejected}
-                ambiguous = bucket.settle(ids, {int(i) for i in outcome.duplicate_ids}, set(rejected))
-                result.ambiguous.extend(sorted(ambiguous))
-                result.inserted += outcome.inserted
-                result.rejected.extend(rejected.items())
-            result.foreign = sorted(bucket.foreign)
-            yield result
+            task = RouteTask(settings, key, already)
+            yield from task.run(batches)
+            tally.add(task.counts)
         except Exception:
             store.drop_shared_client(settings)
             raise
 
-    return write
+    return run
+
+
+def planned_ranges(records: DataFrame) -> list[ledger.OffsetRange] | None:
+    """The source offset ranges of a micro-batch's DataFrame, read from its plan (no Spark job): the
+    Kafka source's input partitions in the RDD lineage of ``foreachBatch``'s frame. Internal Spark
+    classes (KafkaBatchInputPartition, Spark 4.0 as on EMR 8.0): None when they are not there, and
+    the caller falls back to a summary job."""
+    try:
+        leaves = records._jdf.queryExecution().logical().collectLeaves()
+        ranges = []
+        for i in range(leaves.size()):
+            rdd = leaves.apply(i).rdd()
+            while rdd.dependencies().size() > 0:
+                rdd = rdd.dependencies().head().rdd()
+            for partition in rdd.partitions():
+                inputs = partition.inputPartitions()
+                for j in range(inputs.size()):
+                    offsets = inputs.apply(j).offsetRange()
+                    if offsets.untilOffset() > offsets.fromOffset():
+                        topic_partition = offsets.topicPartition()
+                        ranges.append(
+                            ledger.OffsetRange(
+                                str(topic_partition.topic()),
+                                int(topic_partition.partition()),
+                                int(offsets.fromOffset()),
+                                int(offsets.untilOffset()) - 1,
+                            )
+                        )
+        return ranges
+    except Exception as error:
+        log.warning("cannot read the batch's offsets from its plan (%s): counting them instead", error)
+        return None
+
+
+def summary_ranges(records: DataFrame) -> list[ledger.OffsetRange]:
+    """The offset ranges of the records a batch holds (a Spark job: only when the plan has none)."""
+    rows = records.groupBy("topic", "partition").agg(F.min("offset").alias("a"), F.max("offset").alias("b")).collect()
+    return [ledger.OffsetRange(r.topic, r.partition, r.a, r.b) for r in rows]
 
 
 class BatchWriter:
     """Callable for ``writeStream.foreachBatch``; see the module docstring for the guarantees."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, session: SparkSession | None = None) -> None:
         self.settings = settings
+        #: The query's session (foreachBatch hands a clone that does not list the query).
+        self.session = session
         self.settings_json = settings.model_dump_json()
         self.kafka_options = settings.spark_kafka_options()
-        self.totals = dict.fromkeys(
-            ("batches", "valid", "invalid", "stored", "already_stored", "rejected", "published", "ambiguous"), 0
-        )
-        self.batches_since_prune = 0
+        self.totals = dict.fromkeys(("batches", *COUNTS, "ambiguous"), 0)
+        self.pruned_at = time.monotonic()
         self.ambiguous: list[int] = []
-
-    def buckets(self, spark: SparkSession) -> int:
-        """Insert buckets of a new batch (fixed in its ledger entry, so replays hash ids the same way)."""
-        return self.settings.write_buckets or spark.sparkContext.defaultParallelism
+        self.store_delay: dict[int, int] = {}
 
     def book(self) -> ledger.Ledger:
         """The ledger, through this process's shared client."""
@@ -173,9 +352,9 @@ class BatchWriter:
         retention = timedelta(seconds=self.settings.ledger_retention_seconds)
         return ledger.Ledger(ledger.collection(client, self.settings), retention)
 
-    def __call__(self, validated: DataFrame, batch_id: int) -> None:
+    def __call__(self, routed: DataFrame, batch_id: int) -> None:
         """Write one micro-batch (``foreachBatch``), retried with backoff when it fails."""
-        self.with_retries(f"batch {batch_id}", lambda: self.write(validated, batch_id), validated.sparkSession)
+        self.with_retries(f"batch {batch_id}", lambda: self.write(routed, batch_id), routed.sparkSession)
 
     def with_retries(self, what: str, action: Callable[[], None], spark: SparkSession) -> None:
         """Run ``action`` until it succeeds, with backoff (1 s doubling to 30 s) and a log line per
@@ -204,28 +383,14 @@ class BatchWriter:
         log.info("%s written in %.2f s; totals %s", what, time.monotonic() - started, self.totals)
 
     @staticmethod
-    def _summary(validated: DataFrame) -> list[Row]:
-        return (
-            validated.groupBy("topic", "partition")
-            .agg(
-                F.min("offset").alias("first"),
-                F.max("offset").alias("last"),
-                F.count(F.when(F.col("reason").isNull(), 1)).alias("valid"),
-                F.count(F.when(F.col("reason").isNotNull(), 1)).alias("invalid"),
-                F.max(F.unix_micros("checked_at")).alias("checked_at"),
-            )
-            .collect()
-        )
-
-    @staticmethod
-    def _already_done(book: ledger.Ledger, summary: list[Row]) -> Column | None:
+    def _already_done(book: ledger.Ledger, ranges: tuple[ledger.OffsetRange, ...]) -> Column | None:
         """Rows of offsets a done batch covered (a checkpoint older than the ledger, or none): a
         condition selecting them, or None when the batch does not overlap the done offsets."""
         overlap = []
-        for topic in {r.topic for r in summary}:
+        for topic in {r.topic for r in ranges}:
             done = book.next_offsets(topic)
-            for r in summary:
-                if r.topic == topic and r["first"] < done.get(r.partition, 0):
+            for r in ranges:
+                if r.topic == topic and r.first < done.get(r.partition, 0):
                     overlap.append(
                         (F.col("topic") == topic)
                         & (F.col("partition") == r.partition)
@@ -233,108 +398,103 @@ class BatchWriter:
                     )
         return reduce(lambda a, b: a | b, overlap) if overlap else None
 
-    def write(self, validated: DataFrame, batch_id: int, entry: ledger.BatchEntry | None = None) -> None:
-        """Steps 1-4 for one batch. ``entry`` is given when a begun batch is finished from the ledger."""
+    def batch_time(self, batch_id: int) -> int:
+        """Epoch microseconds of the running micro-batch: the time ``current_timestamp()`` (the rules'
+        "processing time") holds in it, the same on a replay from the checkpoint. Read from the
+        query's current execution (internal to Spark 4.0); the driver's clock if it cannot be."""
+        try:
+            assert self.session is not None
+            query = next(q for q in self.session.streams.active if q.name == QUERY_NAME)
+            execution = query._jsq.streamingQuery().lastExecution()
+            if int(execution.currentBatchId()) == batch_id:
+                return int(execution.offsetSeqMetadata().batchTimestampMs()) * 1000
+        except Exception as error:
+            log.warning("batch %d: cannot read its timestamp from the query (%s): using the clock", batch_id, error)
+        return int(datetime.now(UTC).timestamp() * 1_000_000)
+
+    def write(self, routed: DataFrame, batch_id: int, entry: ledger.BatchEntry | None = None) -> None:
+        """Steps 1-3 for one batch of :func:`spark_rules.routed` rows. ``entry`` is given when a begun
+        batch is finished from the ledger (``routed`` then holds exactly its ranges, judged against
+        its recorded time)."""
         phases = PhaseTimer()
         recovering = entry is not None
         self.ambiguous = []
-        cached = [validated.persist()]
-        validated = cached[0]
-        try:
-            summary = self._summary(validated)
-            book = self.book()
-            if not summary:
-                if entry is not None:  # a begun batch whose records are gone (retention): nothing to do
-                    log.warning("batch %s: its records are no longer in Kafka; marked done", entry.key)
-                    book.finish(entry, {})
+        self.store_delay = {}
+        book = self.book()
+        if entry is None:
+            ranges = planned_ranges(routed)
+            if ranges is None:
+                ranges = summary_ranges(routed)
+            if not ranges:
                 return
-            if entry is None:
-                ranges = [ledger.OffsetRange(r.topic, r.partition, r["first"], r["last"]) for r in summary]
-                checked_at = max(r.checked_at for r in summary)
-                entry = book.begin(ranges, batch_id, checked_at, self.buckets(validated.sparkSession))
-            if entry.done:
-                book.advance(entry)  # in case a crash came between the done mark and the advance
-                log.info("batch %d (%s) was written before a restart: skipped", batch_id, entry.key)
-                return
-            faults.hit("batch_begun")
-            # A begun batch finished from the ledger covers exactly its own offsets: nothing to skip.
-            done_before = None if recovering else self._already_done(book, summary)
-            if done_before is not None:
-                log.warning("batch %s overlaps offsets a done batch wrote: those rows are skipped", entry.key)
-                validated = validated.where(~done_before).persist()
-                cached.append(validated)
-                summary = self._summary(validated)
-            phases.lap("ledger")
-            valid = sum(r.valid for r in summary)
-            invalid = sum(r.invalid for r in summary)
-            counts = self._store_and_publish(validated, book, entry, valid, invalid, phases)
-            book.finish(entry, counts)
-            faults.hit("done")
-            phases.lap("done")
-            for name, value in counts.items():
-                self.totals[name] += value
-            self.totals["batches"] += 1
-            self.batches_since_prune += 1
-            if self.batches_since_prune >= 100:
-                self.batches_since_prune = 0
-                log.info("ledger: %d old entries pruned", book.prune())
-            log.info("batch %d done: counts %s; phases: %s", batch_id, json.dumps(counts), phases)
-            if self.ambiguous:
-                # The ids a crash left ambiguous (published even if another batch had stored them).
-                log.info("batch %d ambiguous ids: %s", batch_id, json.dumps(sorted(self.ambiguous)))
-        finally:
-            for frame in cached:
-                frame.unpersist()
+            entry = book.begin(ranges, batch_id, self.batch_time(batch_id), max(r.partition for r in ranges) + 1)
+        if entry.done:
+            book.advance(entry)  # in case a crash came between the done mark and the advance
+            log.info("batch %d (%s) was written before a restart: skipped", batch_id, entry.key)
+            return
+        faults.hit("batch_begun")
+        # A begun batch finished from the ledger covers exactly its own offsets: nothing to skip.
+        done_before = None if recovering else self._already_done(book, entry.ranges)
+        if done_before is not None:
+            log.warning("batch %s overlaps offsets a done batch wrote: those rows are skipped", entry.key)
+            routed = routed.where(~done_before)
+        already = self._published_before(routed.sparkSession, entry) if entry.publishing_at is not None else None
+        entry = book.publishing(entry)
+        phases.lap("ledger")
+        counts = self._store_and_publish(routed, entry, already or Published())
+        faults.hit("published")
+        phases.lap("store+kafka")
+        book.finish(entry, counts)
+        faults.hit("done")
+        phases.lap("done")
+        for name, value in counts.items():
+            self.totals[name] += value
+        self.totals["batches"] += 1
+        if time.monotonic() - self.pruned_at >= PRUNE_SECONDS:
+            self.pruned_at = time.monotonic()
+            log.info("ledger: %d old entries pruned", book.prune())
+        log.info("batch %d done: counts %s; phases: %s", batch_id, json.dumps(counts), phases)
+        if self.store_delay:
+            log.info(
+                "batch %d store delay (%d ms buckets): %s", batch_id, DELAY_BUCKET_MS, json.dumps(self.store_delay)
+            )
+        if self.ambiguous:
+            # The ids a crash left ambiguous (published even if another batch had stored them).
+            log.info("batch %d ambiguous ids: %s", batch_id, json.dumps(sorted(self.ambiguous)))
 
-    def _store_and_publish(
-        self,
-        validated: DataFrame,
-        book: ledger.Ledger,
-        entry: ledger.BatchEntry,
-        valid: int,
-        invalid: int,
-        phases: PhaseTimer,
-    ) -> dict[str, int]:
-        documents = spark_rules.first_copies(
-            spark_rules.clean_documents(validated).repartition(entry.buckets, "MeasurementID")
-        ).persist()  # read by the insert and by the publish
-        try:
-            results: list[BucketResult] = []
-            if valid:
-                rows = documents.drop("topic", "partition", "offset").withColumn(
-                    "TimeStamp", F.unix_millis("TimeStamp")
-                )
-                results = rows.rdd.mapPartitionsWithIndex(insert_bucket(self.settings_json, entry.key)).collect()
-            faults.hit("stored")
-            phases.lap("store")
-            self.ambiguous = [i for r in results for i in r.ambiguous]
-            foreign = {i for r in results for i in r.foreign}
-            rejected = {i: error for r in results for i, error in r.rejected}
-            own = sum(r.rows for r in results) - len(foreign) - len(rejected)
-            already = self._published_before(validated, entry) if entry.publishing_at is not None else None
-            entry = book.publishing(entry)
-            published = self._publish(validated, documents, entry.key, invalid, own, foreign, rejected, already)
-            faults.hit("published")
-            phases.lap("kafka")
-        finally:
-            documents.unpersist()
-        stored = sum(r.inserted for r in results)
-        return {
-            "valid": valid,
-            "invalid": invalid,
-            "stored": stored,
-            "already_stored": len(foreign),
-            "rejected": len(rejected),
-            "published": published,
-            "ambiguous": sum(len(r.ambiguous) for r in results),
-        }
+    def _store_and_publish(self, routed: DataFrame, entry: ledger.BatchEntry, already: Published) -> dict[str, int]:
+        """Step 2: one Spark job, store then publish per chunk in each task (see the module docstring)."""
+        spark = routed.sparkSession
+        tally = spark.sparkContext.accumulator({}, Tally())
+        outputs = routed.mapInArrow(store_and_route(self.settings_json, entry.key, already, tally), ROUTED_SCHEMA)
+        error = F.col("error")
+        letter = spark_rules.dead_letter_value(
+            F.col("raw"),
+            F.lit(STORE_REJECTED),
+            spark_rules.store_rejection_detail(error),
+            spark_rules.source_struct(F.col("source_topic"), F.col("source_partition"), F.col("source_offset")),
+        )
+        header = F.array(F.struct(F.lit("batch").alias("key"), F.lit(entry.key.encode()).alias("value")))
+        records = outputs.select(
+            "topic",
+            "key",
+            F.when(error.isNull(), F.col("value")).otherwise(letter).alias("value"),
+            header.alias("headers"),
+        )
+        records.write.format("kafka").options(**self.kafka_options).save()
+        totals: dict[str, Any] = tally.value
+        self.ambiguous = list(totals.get("ambiguous", []))
+        self.store_delay = {int(b): int(n) for b, n in sorted(totals.get("store_delay", {}).items())}
+        counts = {name: int(totals.get(name, 0)) for name in COUNTS}
+        counts["ambiguous"] = len(self.ambiguous)
+        return counts
 
-    def _published_before(self, validated: DataFrame, entry: ledger.BatchEntry) -> Published:
+    def _published_before(self, spark: SparkSession, entry: ledger.BatchEntry) -> Published:
         """What an earlier attempt's Kafka write delivered: read back from both output topics, from a
         minute before it started, the messages with this batch's header (only after a failure)."""
         assert entry.publishing_at is not None
         records = (
-            validated.sparkSession.read.format("kafka")
+            spark.read.format("kafka")
             .options(**self.kafka_options)
             .option("subscribe", f"{self.settings.clean_topic},{self.settings.invalid_topic}")
             .option("startingTimestamp", str(max(0, entry.publishing_at - 60_000)))
@@ -352,64 +512,15 @@ class BatchWriter:
             F.get_json_object(value, "$.Source.offset").cast("long").alias("source_offset"),
         ).collect()
         published = Published(
-            clean={r.id for r in rows if r.topic == self.settings.clean_topic},
-            letters={
+            clean=frozenset(r.id for r in rows if r.topic == self.settings.clean_topic),
+            letters=frozenset(
                 (r.source_topic, r.source_partition, r.source_offset)
                 for r in rows
                 if r.topic == self.settings.invalid_topic
-            },
+            ),
         )
         log.info(
             "batch %s: its earlier Kafka write delivered %d clean messages and %d dead letters; not sent again",
             entry.key, len(published.clean), len(published.letters),
         )  # fmt: skip
         return published
-
-    def _publish(
-        self,
-        validated: DataFrame,
-        documents: DataFrame,
-        key: str,
-        invalid: int,
-        own_count: int,
-        foreign: set[int],
-        rejected: dict[int, str],
-        already: Published | None,
-    ) -> int:
-        """One Kafka write: dead letters and the batch's own clean readings, routed by a ``topic`` column
-        and marked with the batch key in a ``batch`` header."""
-        spark = validated.sparkSession
-        letters = []
-        if invalid:
-            letters.append(spark_rules.dead_letters(validated))
-        if rejected:
-            refused = spark.createDataFrame(sorted(rejected.items()), "_id long, error string")
-            letters.append(spark_rules.store_rejections(documents.join(F.broadcast(refused), "_id"), STORE_REJECTED))
-        skip = foreign | set(rejected) | (already.clean if already else set())
-        outputs = [frame.withColumn("topic", F.lit(self.settings.invalid_topic)) for frame in letters]
-        if already and already.letters:
-            sent = spark.createDataFrame(sorted(already.letters), "t string, p int, o long")
-            source = F.col("source")
-            outputs = [
-                frame.join(
-                    F.broadcast(sent),
-                    (source["topic"] == F.col("t"))
-                    & (source["partition"] == F.col("p"))
-                    & (source["offset"] == F.col("o")),
-                    "left_anti",
-                )
-                for frame in outputs
-            ]
-        if own_count:
-            own = documents
-            if skip:
-                known = spark.createDataFrame([(i,) for i in sorted(skip)], "_id long")
-                own = documents.join(F.broadcast(known), "_id", "left_anti")
-            outputs.append(spark_rules.clean_messages(own).withColumn("topic", F.lit(self.settings.clean_topic)))
-        if outputs:
-            header = F.array(F.struct(F.lit("batch").alias("key"), F.lit(key.encode()).alias("value")))
-            combined = outputs[0].select("key", "value", "topic")
-            for output in outputs[1:]:
-                combined = combined.unionByName(output.select("key", "value", "topic"))
-            combined.withColumn("headers", header).write.format("kafka").options(**self.kafka_options).save()
-        return own_count

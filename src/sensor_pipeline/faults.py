@@ -23,8 +23,8 @@ POINTS: tuple[str, ...] = (
     "batch_begun",  # driver: ledger entry written, nothing stored
     "chunk_intended",  # executor: a chunk's ids recorded as pending, not inserted
     "chunk_inserted",  # executor: a chunk inserted, not yet settled in the ledger
-    "stored",  # driver: every bucket stored and settled, nothing published
-    "published",  # driver: clean readings and dead letters sent, batch not marked done
+    "stored",  # executor: a chunk stored and settled, its clean messages not yet handed to Kafka
+    "published",  # driver: the batch's Kafka write finished, batch not marked done
     "done",  # driver: batch marked done, Spark's commit not yet written
 )
 ACTIONS = ("kill", "fail")

@@ -11,10 +11,11 @@ It lives next to the readings, in ``<collection>_ledger``, and holds three kinds
     Kafka write started first reads back what that write delivered (every message carries the
     batch key in a ``batch`` header) and publishes only the rest.
 ``part:<key>:<bucket>``
-    One per insert bucket (a hash bucket of MeasurementID, fixed per batch): the ids this batch
-    inserted itself (``own``), the ids the store already held from other batches (``foreign``),
-    and the chunk being inserted (``pending``, written before the insert). A retried task whose
-    inserts answer "duplicate key" can tell its own earlier inserts from other batches' readings.
+    One per insert bucket (a source partition of the batch): how far its rows were settled, the
+    ids the store already held from other batches (``foreign``) or refused (``rejected``), and how
+    far the chunk being inserted reaches (``pending_through``, written before the insert). A retried
+    task whose inserts answer "duplicate key" can tell its own earlier inserts from other batches'
+    readings.
 ``next:<topic>``
     The next offset to read per partition, advanced when a batch is done. A job started without a
     checkpoint (deleted, or a new location) starts there instead of losing or redoing data.
@@ -133,8 +134,11 @@ class Ledger:
             {"_id": f"batch:{entry.key}"}, {"$set": {"done": True, "counts": counts, "at": datetime.now(UTC)}}
         )
         # Closed, not deleted: a zombie task of this batch must not start a fresh bucket (pruned later).
+        # Emptied: FerretDB answers every ledger lookup with a scan of the collection, whose cost
+        # grows with what the documents hold.
         self.ledger.update_many(
-            {"_id": {"$in": [f"part:{entry.key}:{b}" for b in range(entry.buckets)]}}, {"$set": {"closed": True}}
+            {"_id": {"$in": [f"part:{entry.key}:{b}" for b in range(entry.buckets)]}},
+            {"$set": {"closed": True}, "$unset": dict.fromkeys(("foreign", "rejected", "refusals", "refused"), "")},
         )
 
     def advance(self, entry: BatchEntry) -> None:
@@ -174,7 +178,14 @@ class Fenced(RuntimeError):
 
 @dataclass
 class Bucket:
-    """One insert bucket's record of its inserts (an executor task; see the module docstring).
+    """One insert bucket's record of its inserts: one source partition of one batch, whose task
+    sees the same rows in the same (offset) order in every attempt (see the module docstring).
+
+    What it holds stays small whatever the batch's size: offsets, not ids. Rows up to
+    ``settled_through`` were settled by an attempt: their readings are the batch's own, except the
+    ``foreign`` ids (another batch had stored them) and the ``rejected`` ones (dead-lettered). Rows
+    up to ``pending_through`` beyond that were in a chunk an earlier attempt was inserting when it
+    stopped: a duplicate answer for one of them is ambiguous (published, never lost).
 
     Two attempts of one bucket can run at once (speculation, a zombie task on a lost executor, a
     batch retried while a cancelled task still runs). Each attempt takes a new ``epoch`` when it
@@ -191,10 +202,12 @@ class Bucket:
     key: str
     index: int
     epoch: int
-    own: set[int]
+    settled_through: int
+    #: The highest offset an earlier attempt intended to insert (loaded; this attempt's own intents
+    #: are written for the next one).
+    pending_through: int
     foreign: set[int]
-    #: Ids an earlier attempt was inserting when it stopped: their duplicate answers are ambiguous.
-    pending: set[int]
+    rejected: dict[int, str]
     #: Id -> (times the store refused it while it took this bucket's ledger writes, last error).
     refusals: dict[int, tuple[int, str]]
 
@@ -215,19 +228,17 @@ class Bucket:
             key,
             index,
             int(document["epoch"]),
-            # Plain ints: the store hands back BSON Int64, which Spark's schema check refuses as a long.
-            {int(i) for i in document.get("own", [])},
+            int(document.get("settled_through", -1)),
+            int(document.get("pending_through", -1)),
+            # Plain ints: the store hands back BSON Int64.
             {int(i) for i in document.get("foreign", [])},
-            {int(i) for i in document.get("pending", [])},
+            {int(i): str(e) for i, e in document.get("rejected", {}).items()},
             {int(i): (int(n), document.get("refused", {}).get(i, "")) for i, n in document.get("refusals", {}).items()},
         )
 
     @property
     def _id(self) -> str:
         return f"part:{self.key}:{self.index}"
-
-    def settled(self, measurement_id: int) -> bool:
-        return measurement_id in self.own or measurement_id in self.foreign
 
     def _update(self, change: dict[str, Any]) -> None:
         if self.ledger.update_one({"_id": self._id, "epoch": self.epoch}, change).matched_count != 1:
@@ -243,31 +254,30 @@ class Bucket:
             }
         )
 
-    def intend(self, ids: list[int]) -> None:
-        """Before inserting a chunk: record its ids, so a retry knows which answers may be its own.
+    def intend(self, through: int) -> None:
+        """Before inserting a chunk whose last row is at offset ``through``: a retry then knows which
+        duplicate answers may be this attempt's own inserts."""
+        self._update({"$max": {"pending_through": through}, "$set": {"at": datetime.now(UTC)}})
 
-        An earlier attempt's pending ids that this attempt has not settled yet stay pending.
+    def settle(self, chunk: list[tuple[int, int]], duplicates: set[int], rejected: dict[int, str]) -> set[int]:
+        """After a chunk's insert (``(id, offset)`` in offset order): record it as settled, with its
+        foreign and rejected ids; returns the ambiguous ids.
+
+        A duplicate answer for a row an earlier attempt was inserting counts as this batch's own
+        (published): it was either that attempt's insert or another batch's reading, and only
+        publishing it again cannot lose it.
         """
-        pending = sorted(self.pending.difference(self.own, self.foreign) | set(ids))
-        self._update({"$set": {"pending": pending, "at": datetime.now(UTC)}})
-
-    def settle(self, ids: list[int], duplicates: set[int], rejected: set[int]) -> set[int]:
-        """After the insert: split the chunk into own and foreign ids; returns the ambiguous ids.
-
-        A duplicate answer for an id an earlier attempt was inserting counts as its own (published):
-        it was either that attempt's insert or another batch's reading, and only publishing it again
-        cannot lose it.
-        """
-        ambiguous = duplicates & self.pending
-        foreign = duplicates - self.pending
-        own = [i for i in ids if i not in foreign and i not in rejected]
-        self.own.update(own)
-        self.foreign |= foreign
-        still_pending = sorted(self.pending.difference(self.own, self.foreign))
+        ambiguous = {i for i, offset in chunk if i in duplicates and offset <= self.pending_through}
+        foreign = duplicates - ambiguous
+        through = max(self.settled_through, *(offset for _, offset in chunk))
         self._update(
             {
-                "$push": {"own": {"$each": own}, "foreign": {"$each": sorted(foreign)}},
-                "$set": {"pending": still_pending},
+                "$max": {"settled_through": through},
+                "$push": {"foreign": {"$each": sorted(foreign)}},
+                **({"$set": {f"rejected.{i}": e[:500] for i, e in rejected.items()}} if rejected else {}),
             }
         )
+        self.settled_through = through
+        self.foreign |= foreign
+        self.rejected.update(rejected)
         return ambiguous

@@ -134,82 +134,111 @@ def validate(lines: DataFrame, now: Column | None = None, future_tolerance_secon
     return df.withColumn("reason", reason).withColumn("detail", detail).withColumn("checked_at", now)
 
 
-def clean_documents(validated: DataFrame) -> DataFrame:
-    """Valid rows in the stored document's shape (:data:`schema.DOCUMENT`), plus the source columns.
-
-    ``topic``, ``partition`` and ``offset`` stay so that the first copy can be chosen and a reading
-    the store rejects can be dead-lettered with its source.
-    """
+def _document_columns() -> list[Column]:
+    """The stored document's columns (:data:`schema.DOCUMENT`), from validated rows."""
     sources = {
         "_id": F.col("MeasurementID"),
         "RawData": F.col("value"),
         # BSON dates hold milliseconds: truncate here so the topic and the store agree exactly.
         "TimeStamp": F.date_trunc("millisecond", F.col("TimeStamp")),
     }
-    columns = [sources.get(key.name, F.col(key.name)).cast(key.spark_type).alias(key.name) for key in schema.DOCUMENT]
-    return validated.where(F.col("reason").isNull()).select(*columns, "topic", "partition", "offset")
+    return [sources.get(key.name, F.col(key.name)).cast(key.spark_type).alias(key.name) for key in schema.DOCUMENT]
 
 
-def clean_messages(documents: DataFrame) -> DataFrame:
-    """CleanSensorData records: key = beach (underscored, as on the raw topic), value = JSON of
-    :data:`schema.MESSAGE_KEYS`."""
+def clean_documents(validated: DataFrame) -> DataFrame:
+    """Valid rows in the stored document's shape (:data:`schema.DOCUMENT`), plus the source columns."""
+    return validated.where(F.col("reason").isNull()).select(*_document_columns(), "topic", "partition", "offset")
+
+
+def _clean_record() -> tuple[Column, Column]:
+    """CleanSensorData (key, value) of a row in the document's shape: key = beach (underscored, as on
+    the raw topic), value = JSON of :data:`schema.MESSAGE_KEYS`."""
     fields = [
         F.date_format(name, schema.TIMESTAMP_FORMAT_SPARK).alias(name) if name == "TimeStamp" else F.col(name)
         for name in schema.MESSAGE_KEYS
     ]
-    value = F.to_json(F.struct(*fields))
-    return documents.select(F.regexp_replace("Beach", " ", "_").alias("key"), value.alias("value"))
+    return F.regexp_replace("Beach", " ", "_"), F.to_json(F.struct(*fields))
 
 
-def _dead_letter_records(frame: DataFrame, key: Column) -> DataFrame:
-    """Kafka records (``key``, ``value``) of dead letters from ``value``, ``reason``, ``detail`` and the
-    source columns, which stay as a ``source`` struct."""
-    source = F.struct(
-        F.col("topic").alias("topic"),
-        F.col("partition").alias("partition"),
-        F.col("offset").alias("offset"),
-    )
-    value = F.to_json(
-        F.struct(
-            F.substring("value", 1, rules.RAW_DATA_QUOTE).alias("RawData"),
-            F.col("reason").alias("Reason"),
-            F.col("detail").alias("Detail"),
-            source.alias("Source"),
-            F.date_format(F.current_timestamp(), schema.TIMESTAMP_FORMAT_SPARK).alias("RejectedAt"),
-        )
-    )
-    return frame.select(key.alias("key"), value.alias("value"), source.alias("source"))
+def clean_messages(documents: DataFrame) -> DataFrame:
+    """CleanSensorData records (``key``, ``value``) of rows in the document's shape."""
+    key, value = _clean_record()
+    return documents.select(key.alias("key"), value.alias("value"))
 
 
-def dead_letters(validated: DataFrame) -> DataFrame:
-    """InvalidSensorData records: key = beach where known, value = RawData/Reason/Detail/Source/RejectedAt.
+def source_struct(topic: Column, partition: Column, offset: Column) -> Column:
+    """The ``Source`` of a dead letter: the raw record's topic, partition and offset."""
+    return F.struct(topic.alias("topic"), partition.alias("partition"), offset.alias("offset"))
+
+
+def dead_letter_value(raw: Column, reason: Column, detail: Column, source: Column) -> Column:
+    """The InvalidSensorData value: JSON of RawData/Reason/Detail/Source/RejectedAt.
 
     RawData is the whole line, except for a ``too_long`` one: its first :data:`rules.RAW_DATA_QUOTE`
     characters (the Detail gives its length, Source the record that holds all of it), so that a
     dead letter always fits in a Kafka message.
     """
-    invalid = validated.where(F.col("reason").isNotNull())
+    return F.to_json(
+        F.struct(
+            F.substring(raw, 1, rules.RAW_DATA_QUOTE).alias("RawData"),
+            reason.alias("Reason"),
+            detail.alias("Detail"),
+            source.alias("Source"),
+            F.date_format(F.current_timestamp(), schema.TIMESTAMP_FORMAT_SPARK).alias("RejectedAt"),
+        )
+    )
+
+
+def _letter_record() -> tuple[Column, Column]:
+    """Dead-letter (key, value) of an invalid validated row: key = beach where known."""
     key = F.when((F.size("fields") == rules.FIELD_COUNT) & (F.col("reason") != "too_long"), F.get(F.col("fields"), 4))
-    return _dead_letter_records(invalid, key)
+    source = source_struct(F.col("topic"), F.col("partition"), F.col("offset"))
+    return key, dead_letter_value(F.col("value"), F.col("reason"), F.col("detail"), source)
 
 
-def store_rejections(documents: DataFrame, reason: str) -> DataFrame:
-    """Dead letters for valid readings the store refused (``documents`` joined with their ``error``)."""
-    frame = documents.select(
-        F.col("RawData").alias("value"),
-        F.lit(reason).alias("reason"),
-        F.format_string("the store refused the reading: %s", quote(F.col("error"), 500)).alias("detail"),
+def dead_letters(validated: DataFrame) -> DataFrame:
+    """InvalidSensorData records (``key``, ``value``) of the invalid rows."""
+    key, value = _letter_record()
+    return validated.where(F.col("reason").isNotNull()).select(key.alias("key"), value.alias("value"))
+
+
+def store_rejection_detail(error: Column) -> Column:
+    """The Detail of a ``store_rejected`` dead letter, from the server's error."""
+    return F.format_string("the store refused the reading: %s", quote(error, 500))
+
+
+def routed(validated: DataFrame) -> DataFrame:
+    """Every validated row, ready for the batch writer: its source (``topic``, ``partition``,
+    ``offset``), ``reason`` (null when valid), the stored document's columns (``TimeStamp`` as epoch
+    milliseconds; null for invalid rows) and the Kafka record it becomes (``key``, ``value``): its
+    CleanSensorData message when valid, its dead letter otherwise. One projection, so that the Python
+    side only chooses rows and writes documents; it never builds a message.
+    """
+    valid = F.col("reason").isNull()
+    letter_key, letter_value = _letter_record()
+    frame = validated.select(
+        *_document_columns(),
+        "reason",
+        "detail",
+        "fields",
+        "value",
         "topic",
         "partition",
         "offset",
-        "Beach",
+        # CASE WHEN evaluates only the branch a row takes: no dead-letter JSON for a valid row.
+        F.when(~valid, letter_key).alias("letter_key"),
+        F.when(~valid, letter_value).alias("letter_value"),
     )
-    return _dead_letter_records(frame, F.regexp_replace("Beach", " ", "_"))
-
-
-def first_copies(documents: DataFrame) -> DataFrame:
-    """One row per MeasurementID within a batch: the first copy (lowest partition, offset) wins."""
-    from pyspark.sql.window import Window
-
-    order = Window.partitionBy("MeasurementID").orderBy("partition", "offset")
-    return documents.withColumn("_n", F.row_number().over(order)).where(F.col("_n") == 1).drop("_n")
+    clean_key, clean_value = _clean_record()
+    return frame.select(
+        "topic",
+        "partition",
+        "offset",
+        "reason",
+        *(
+            F.when(valid, F.unix_millis(key.name) if key.name == "TimeStamp" else F.col(key.name)).alias(key.name)
+            for key in schema.DOCUMENT
+        ),
+        F.when(valid, clean_key).otherwise(F.col("letter_key")).alias("key"),
+        F.when(valid, clean_value).otherwise(F.col("letter_value")).alias("value"),
+    )

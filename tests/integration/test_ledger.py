@@ -33,43 +33,43 @@ def test_a_retry_counts_its_crashed_attempts_inserts_as_its_own(collections: Any
     book, readings = collections
     insert(readings, [BIG])  # stored by an earlier batch
     first = ledger.Bucket.load(book, "k", 0)
-    first.intend([1, 2, 3])
+    first.intend(2)  # the rows at offsets 0-2 hold ids 1, 2, 3
     insert(readings, [1, 2, 3])  # ... and the attempt dies before settling
 
     retry = ledger.Bucket.load(book, "k", 0)
+    assert (retry.settled_through, retry.pending_through) == (-1, 2)
     outcome = insert(readings, [1, 2, 3])
     assert set(outcome.duplicate_ids) == {1, 2, 3}
-    assert retry.settle([1, 2, 3], {1, 2, 3}, set()) == {1, 2, 3}  # ambiguous: published, never lost
-    retry.intend([BIG, 10])
+    assert retry.settle([(1, 0), (2, 1), (3, 2)], {1, 2, 3}, {}) == {1, 2, 3}  # ambiguous: published, never lost
+    retry.intend(5)
     outcome = insert(readings, [BIG, 10])
-    assert retry.settle([BIG, 10], set(outcome.duplicate_ids), set()) == set()
+    assert retry.settle([(BIG, 3), (10, 5)], set(outcome.duplicate_ids), {11: "2: bad value"}) == set()
 
     replay = ledger.Bucket.load(book, "k", 0)
-    assert replay.own == {1, 2, 3, 10} and replay.foreign == {BIG} and replay.pending == set()
-    assert {type(i) for i in replay.own | replay.foreign} == {int}  # not Int64: Spark takes them as longs
-    assert all(replay.settled(i) for i in (1, 2, 3, BIG, 10))
+    assert replay.settled_through == 5 and replay.foreign == {BIG} and replay.rejected == {11: "2: bad value"}
+    assert {type(i) for i in replay.foreign | set(replay.rejected)} == {int}  # not Int64: Spark takes them as longs
 
 
-def test_pending_ids_survive_a_second_crash(collections: Any) -> None:
+def test_pending_offsets_survive_a_second_crash(collections: Any) -> None:
     book, _ = collections
-    ledger.Bucket.load(book, "k2", 1).intend([1, 2, 3])
-    ledger.Bucket.load(book, "k2", 1).intend([4])  # another chunk first; dies again
-    assert ledger.Bucket.load(book, "k2", 1).pending == {1, 2, 3, 4}
+    ledger.Bucket.load(book, "k2", 1).intend(7)
+    ledger.Bucket.load(book, "k2", 1).intend(3)  # a smaller first chunk; dies again
+    assert ledger.Bucket.load(book, "k2", 1).pending_through == 7
 
 
 def test_an_older_attempt_of_a_bucket_is_fenced_before_its_next_insert(collections: Any) -> None:
     book, readings = collections
     old = ledger.Bucket.load(book, "k3", 0)
-    old.intend([1, 2])
+    old.intend(1)
     insert(readings, [1, 2])  # a zombie attempt, still inserting when a new one starts
     new = ledger.Bucket.load(book, "k3", 0)
     with pytest.raises(ledger.Fenced):
-        old.settle([1, 2], set(), set())
+        old.settle([(1, 0), (2, 1)], set(), {})
     with pytest.raises(ledger.Fenced):
-        old.intend([5])
-    assert new.pending == {1, 2}  # what the zombie was inserting counts as the new attempt's own
-    assert new.settle([1, 2], set(insert(readings, [1, 2]).duplicate_ids), set()) == {1, 2}
-    assert new.own == {1, 2} and new.foreign == set()
+        old.intend(5)
+    assert new.pending_through == 1  # what the zombie was inserting counts as the new attempt's own
+    assert new.settle([(1, 0), (2, 1)], set(insert(readings, [1, 2]).duplicate_ids), {}) == {1, 2}
+    assert new.settled_through == 1 and new.foreign == set()
 
 
 def test_a_finished_batch_fences_a_late_zombie_and_refusals_are_counted(collections: Any) -> None:
@@ -101,6 +101,6 @@ def test_batches_are_known_by_their_offsets_not_by_spark_batch_ids(collections: 
     book.finish(book.begin([ledger.OffsetRange("raw", 0, 10, 14)], 7, 0, 1), {})
     assert book.next_offsets("raw") == {0: 15, 1: 20}
     unfinished = book.begin([ledger.OffsetRange("raw", 0, 15, 19)], 8, 0, 1)
-    ledger.Bucket.load(collections[0], unfinished.key, 0).intend([1])
+    ledger.Bucket.load(collections[0], unfinished.key, 0).intend(17)
     assert book.prune() == 2 and book.next_offsets("raw") == {0: 15, 1: 20}
-    assert ledger.Bucket.load(collections[0], unfinished.key, 0).pending == {1}  # kept: not done yet
+    assert ledger.Bucket.load(collections[0], unfinished.key, 0).pending_through == 17  # kept: not done yet

@@ -106,11 +106,11 @@ def test_valid_invalid_and_duplicate_lines_survive_a_hard_kill(
         assert all(isinstance(document[k], float) for k in ("BatteryLife", "WaterTemperature", "Turbidity"))
         assert " " in document["Beach"] and document["RawData"].split()[5] == str(document["_id"])
 
-    # The clean topic: every stored reading once, keyed by beach, in the contract's JSON. The batch
-    # the kill interrupted was stored, not published: the restart publishes it, once.
+    # The clean topic: every stored reading once, keyed by beach, in the contract's JSON. The kill
+    # came after a chunk was stored and before it was published: the restart publishes it, once.
     messages = [(r.key.decode(), json.loads(r.value)) for r in clean]
     published = Counter(m["MeasurementID"] for _, m in messages)
-    assert after_kill >= 120
+    assert after_kill > 0
     assert published == Counter(expected)
     key, sample = messages[0]
     assert key == sample["Beach"].replace(" ", "_")

@@ -60,13 +60,19 @@ def test_clean_documents_have_the_contract_schema(validated: Any) -> None:
     assert first["TimeStamp"] == datetime(2020, 2, 17, 11, 12, 58, 765000)
 
 
-def test_first_copy_wins_by_partition_then_offset(spark: Any) -> None:
-    frame = spark.createDataFrame(
-        [("a", 1, 2, 9), ("b", 1, 1, 50), ("c", 0, 7, 9)],
-        "value string, partition int, offset long, MeasurementID long",
-    )
-    kept = spark_rules.first_copies(frame).collect()
-    assert [(r.value, r.MeasurementID) for r in sorted(kept, key=lambda r: r.MeasurementID)] == [("c", 9), ("b", 50)]
+def test_routed_rows_carry_their_message_and_the_document_for_the_store(validated: Any) -> None:
+    rows = spark_rules.routed(validated).collect()
+    assert len(rows) == validated.count(), "every row goes to the writer, valid or not"
+    for row in rows:
+        message = json.loads(row.value)
+        if row.reason is None:
+            assert row.key == row.Beach.replace(" ", "_") and message["MeasurementID"] == row._id
+            assert message["TimeStamp"] == datetime.fromtimestamp(row.TimeStamp / 1000, UTC).isoformat(
+                timespec="milliseconds"
+            ).replace("+00:00", "Z"), "epoch milliseconds for the store, the same instant in the message"
+        else:
+            assert message["Reason"] == row.reason and row._id is None and row.TimeStamp is None
+            assert message["Source"] == {"topic": row.topic, "partition": row.partition, "offset": row.offset}
 
 
 def test_clean_messages_are_keyed_json_with_utc_z_timestamps(validated: Any) -> None:

@@ -1,0 +1,95 @@
+"""A load generator cheap enough not to be the benchmark's bottleneck: librdkafka (confluent-kafka).
+
+Sends raw lines in the contract's format to a topic at a steady rate, each stamped with the time it
+is sent (a live stream, not a backlog), keyed by beach as the pipeline's producer keys them.
+MeasurementIDs are ``--first-id`` + sequence number, so the benchmark knows which ids to look for.
+
+    python benchmarks/loadgen.py --bootstrap 127.0.0.1:9092 --topic T --rate 1000 --seconds 60
+
+Prints one JSON line when done: ``sent``, ``started``/``ended`` (epoch seconds), ``errors``, ``cpu`` (s).
+Rate 0 sends ``--count`` lines as fast as librdkafka takes them (the broker ceiling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+
+from confluent_kafka import Producer
+
+from sensor_pipeline.simulator import Simulator
+
+TICK = 0.005  # seconds between bursts: 5 ms keeps the send time within 5 ms of the stamp
+
+
+def bodies(count: int = 4096) -> list[tuple[bytes, str]]:
+    """(key, "temperature turbidity battery beach") of simulated readings, reused round-robin."""
+    out = []
+    for line in Simulator(seed=7, fault_rate=0.0).take(count):
+        fields = line.split()
+        out.append((fields[4].encode(), " ".join(fields[1:5])))
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--rate", type=float, required=True, help="readings per second; 0 = as fast as possible")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--count", type=int, default=0, help="with --rate 0: how many to send")
+    parser.add_argument("--first-id", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.rate < 0 or args.seconds <= 0 or (args.rate == 0 and args.count <= 0):
+        parser.error("--rate must be >= 0, --seconds > 0, and --rate 0 needs --count > 0")
+    errors = 0
+
+    def delivered(error: object, _message: object) -> None:
+        nonlocal errors
+        if error is not None:
+            errors += 1
+
+    producer = Producer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 2,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
+    pool = bodies()
+    total = args.count if args.rate == 0 else int(args.rate * args.seconds)
+    started = time.time()
+    sent = 0
+    while sent < total:
+        due = total if args.rate == 0 else min(total, int((time.time() - started) * args.rate) + 1)
+        if due > sent:
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            for seq in range(sent, due):
+                key, body = pool[seq % len(pool)]
+                line = f"{stamp} {body} {args.first_id + seq}"
+                while True:
+                    try:
+                        producer.produce(args.topic, line.encode(), key, on_delivery=delivered)
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+            sent = due
+        producer.poll(0)
+        if args.rate:
+            time.sleep(TICK)
+    ended = time.time()
+    producer.flush(60)
+    # CPU of the whole process, librdkafka's threads included: the benchmark's "loadgen" row.
+    cpu = time.process_time()
+    print(json.dumps({"sent": sent, "started": started, "ended": ended, "errors": errors, "cpu": cpu}), flush=True)
+    return 0 if errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
