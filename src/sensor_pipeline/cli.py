@@ -2,6 +2,7 @@
 
     sensor-pipeline validate < lines.txt        one JSON verdict per input line (contract)
     sensor-pipeline api | produce | dashboard   run a pipeline service
+    sensor-pipeline simulate [--report]         simulated lines, or how close the simulation is to the real data
     sensor-pipeline init                        create topics, indexes (and a bucket), idempotently
     sensor-pipeline stack up|down|status|clean|compose   the native local stack (make local-*)
     sensor-pipeline emr submit|status|cancel|logs        EMR Serverless job runs
@@ -95,6 +96,39 @@ def api(
 
     _logging()
     serve(_settings(sim_mode=mode, sim_speed=speed, sim_fault_rate=fault_rate, sim_seed=seed), host, port)
+
+
+@main.command()
+@click.option("--count", type=click.IntRange(min=1), help="lines to print  [default: 6, one simulated hour]")
+@click.option("--mode", type=click.Choice(["simulate", "replay"]), default="simulate", show_default=True)
+@click.option("--seed", type=int, help="random seed for a repeatable simulation (--report: 1)")
+@click.option("--fault-rate", type=click.FloatRange(0, 1), help="share of faulty lines (--report: the real rate)")
+@click.option("--gaps", is_flag=True, help="let beaches miss hours at the real data's rate")
+@click.option("--report", is_flag=True, help="simulate a season; print its KS distances and fault and gap rates")
+def simulate(
+    count: int | None, mode: str, seed: int | None, fault_rate: float | None, gaps: bool, report: bool
+) -> None:
+    """Print simulated (or replayed) raw lines, as GET /sensordata serves them.
+
+    With --report, simulate a season (the months the real buoys report, with their gaps and faults)
+    and print, per beach, the Kolmogorov-Smirnov distance of water temperature, turbidity and
+    battery to the packaged real data, and the real and simulated gap and fault rates.
+    """
+    from sensor_pipeline import simulator
+
+    if report:
+        clashes = [flag for flag, given in (("--count", count), ("--gaps", gaps or None)) if given is not None]
+        if mode != "simulate":
+            clashes.append("--mode replay")
+        if clashes:
+            raise click.UsageError(f"--report simulates a whole season with gaps; drop {', '.join(clashes)}")
+        click.echo(simulator.fidelity_report(seed=1 if seed is None else seed, fault_rate=fault_rate).table())
+        return
+    if gaps and mode != "simulate":
+        raise click.UsageError("--gaps applies to --mode simulate (replay has the real gaps)")
+    source = simulator.Simulator(mode=mode, seed=seed, fault_rate=fault_rate or 0.0, gaps=gaps)
+    for line in source.take(count or len(simulator.BEACHES)):
+        click.echo(line)
 
 
 @main.command()
