@@ -143,7 +143,7 @@ class RouteTask:
         self.readings = store.durable_readings(self.client, settings)
         self.bucket: ledger.Bucket | None = None
         self.seen: set[int] = set()  # ids handled: a later copy in the same partition is dropped
-        self.counts: dict[str, Any] = dict.fromkeys(COUNTS, 0) | {"ambiguous": [], "store_delay": {}}
+        self.counts: dict[str, Any] = dict.fromkeys(COUNTS, 0) | {"ambiguous": [], "resent": [], "store_delay": {}}
         self.schema = pa.schema(
             [
                 ("topic", pa.string()),
@@ -183,26 +183,33 @@ class RouteTask:
         return [r for r in rows if (sources[0][r], sources[1][r], sources[2][r]) not in self.already.letters]
 
     def run(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Every row stored first, then every record handed to the Kafka writer: a task that fails
+        while storing (and is retried) has sent nothing yet."""
+        records: list[pa.RecordBatch] = []
+        for batch in batches:
+            records.extend(self.route(batch))
+        yield from records
+
+    def route(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
         import pyarrow.compute as pc
 
-        for batch in batches:
-            valid = pc.is_null(batch.column("reason")).to_pylist()
-            invalid_rows = self.not_sent(batch, [i for i, ok in enumerate(valid) if not ok])
-            self.counts["invalid"] += valid.count(False)
-            if invalid_rows:
-                yield self.output(batch, invalid_rows, self.settings.invalid_topic)
-            valid_rows = [i for i, ok in enumerate(valid) if ok]
-            self.counts["valid"] += len(valid_rows)
-            if not valid_rows:
-                continue
-            if self.bucket is None:
-                # Spark's Kafka source gives each topic-partition its own task (no minPartitions):
-                # the bucket is the partition, the same in every attempt and replay.
-                partition = int(batch.column("partition")[0].as_py())
-                self.bucket = ledger.Bucket.load(ledger.collection(self.client, self.settings), self.key, partition)
-            columns = {k: batch.column(k).to_pylist() for k in (*schema.DOCUMENT_KEYS, "offset")}
-            for start in range(0, len(valid_rows), self.settings.insert_chunk):
-                yield from self.chunk(batch, columns, valid_rows[start : start + self.settings.insert_chunk])
+        valid = pc.is_null(batch.column("reason")).to_pylist()
+        invalid_rows = self.not_sent(batch, [i for i, ok in enumerate(valid) if not ok])
+        self.counts["invalid"] += valid.count(False)
+        if invalid_rows:
+            yield self.output(batch, invalid_rows, self.settings.invalid_topic)
+        valid_rows = [i for i, ok in enumerate(valid) if ok]
+        self.counts["valid"] += len(valid_rows)
+        if not valid_rows:
+            return
+        if self.bucket is None:
+            # Spark's Kafka source gives each topic-partition its own task (no minPartitions):
+            # the bucket is the partition, the same in every attempt and replay.
+            partition = int(batch.column("partition")[0].as_py())
+            self.bucket = ledger.Bucket.load(ledger.collection(self.client, self.settings), self.key, partition)
+        columns = {k: batch.column(k).to_pylist() for k in (*schema.DOCUMENT_KEYS, "offset")}
+        for start in range(0, len(valid_rows), self.settings.insert_chunk):
+            yield from self.chunk(batch, columns, valid_rows[start : start + self.settings.insert_chunk])
 
     def chunk(self, batch: pa.RecordBatch, columns: dict[str, list[Any]], rows: list[int]) -> Iterator[Any]:
         """Store a chunk's new readings, then hand its own ones to the Kafka writer."""
@@ -210,6 +217,7 @@ class RouteTask:
         assert bucket is not None
         counts = self.counts
         publish: list[int] = []  # rows whose clean message goes out after this chunk
+        resent: list[int] = []  # of which settled by an earlier attempt, which may have sent them
         rejected: dict[int, str] = {}  # row -> error
         documents: dict[int, int] = {}  # id -> row, to insert
         for row in rows:
@@ -218,15 +226,16 @@ class RouteTask:
                 continue
             self.seen.add(measurement_id)
             refusals, error = bucket.refusals.get(measurement_id, (0, ""))
-            if offset <= bucket.settled_through:  # an earlier attempt settled it
+            if refusals >= self.settings.refusals_before_dead_letter:  # checked first: it may sit among settled rows
+                rejected[row] = f"refused in {refusals} attempts, last: {error}"
+            elif offset <= bucket.settled_through:  # an earlier attempt settled it
                 if measurement_id in bucket.foreign:
                     counts["already_stored"] += 1
                 elif measurement_id in bucket.rejected:
                     rejected[row] = bucket.rejected[measurement_id]
                 else:
                     publish.append(row)
-            elif refusals >= self.settings.refusals_before_dead_letter:
-                rejected[row] = f"refused in {refusals} attempts, last: {error}"
+                    resent.append(row)
             else:
                 documents[measurement_id] = row
         if documents:
@@ -234,6 +243,8 @@ class RouteTask:
         counts["rejected"] += len(rejected)
         counts["published"] += len(publish)
         publish = sorted(r for r in publish if columns["_id"][r] not in self.already.clean)
+        # An earlier attempt may have handed these to the Kafka writer before it failed (window A).
+        counts["resent"].extend(columns["_id"][r] for r in resent if columns["_id"][r] not in self.already.clean)
         if publish:
             yield self.output(batch, publish, self.settings.clean_topic)
         letters = self.not_sent(batch, sorted(rejected))
@@ -320,10 +331,14 @@ def planned_ranges(records: DataFrame) -> list[ledger.OffsetRange] | None:
                                 int(offsets.untilOffset()) - 1,
                             )
                         )
-        return ranges
     except Exception as error:
         log.warning("cannot read the batch's offsets from its plan (%s): counting them instead", error)
         return None
+    partitions = [(r.topic, r.partition) for r in ranges]
+    if len(set(partitions)) != len(partitions):
+        # A bucket is a source partition, the same rows in the same order in every attempt.
+        raise ValueError("a source partition is split across tasks (Kafka minPartitions/maxRecordsPerPartition?)")
+    return ranges
 
 
 def summary_ranges(records: DataFrame) -> list[ledger.OffsetRange]:
@@ -344,6 +359,7 @@ class BatchWriter:
         self.totals = dict.fromkeys(("batches", *COUNTS, "ambiguous"), 0)
         self.pruned_at = time.monotonic()
         self.ambiguous: list[int] = []
+        self.resent: list[int] = []
         self.store_delay: dict[int, int] = {}
 
     def book(self) -> ledger.Ledger:
@@ -383,19 +399,13 @@ class BatchWriter:
         log.info("%s written in %.2f s; totals %s", what, time.monotonic() - started, self.totals)
 
     @staticmethod
-    def _already_done(book: ledger.Ledger, ranges: tuple[ledger.OffsetRange, ...]) -> Column | None:
-        """Rows of offsets a done batch covered (a checkpoint older than the ledger, or none): a
-        condition selecting them, or None when the batch does not overlap the done offsets."""
-        overlap = []
-        for topic in {r.topic for r in ranges}:
-            done = book.next_offsets(topic)
-            for r in ranges:
-                if r.topic == topic and r.first < done.get(r.partition, 0):
-                    overlap.append(
-                        (F.col("topic") == topic)
-                        & (F.col("partition") == r.partition)
-                        & (F.col("offset") < done[r.partition])
-                    )
+    def _already_done(entry: ledger.BatchEntry) -> Column | None:
+        """Rows of offsets a done batch covered when this one began (a checkpoint older than the
+        ledger, or none): a condition selecting them, or None."""
+        overlap = [
+            (F.col("topic") == topic) & (F.col("partition") == partition) & (F.col("offset") < below)
+            for topic, partition, below in entry.skip
+        ]
         return reduce(lambda a, b: a | b, overlap) if overlap else None
 
     def batch_time(self, batch_id: int) -> int:
@@ -408,6 +418,7 @@ class BatchWriter:
             execution = query._jsq.streamingQuery().lastExecution()
             if int(execution.currentBatchId()) == batch_id:
                 return int(execution.offsetSeqMetadata().batchTimestampMs()) * 1000
+            log.warning("batch %d: the query runs batch %s: using the clock", batch_id, execution.currentBatchId())
         except Exception as error:
             log.warning("batch %d: cannot read its timestamp from the query (%s): using the clock", batch_id, error)
         return int(datetime.now(UTC).timestamp() * 1_000_000)
@@ -417,8 +428,8 @@ class BatchWriter:
         batch is finished from the ledger (``routed`` then holds exactly its ranges, judged against
         its recorded time)."""
         phases = PhaseTimer()
-        recovering = entry is not None
         self.ambiguous = []
+        self.resent = []
         self.store_delay = {}
         book = self.book()
         if entry is None:
@@ -433,8 +444,8 @@ class BatchWriter:
             log.info("batch %d (%s) was written before a restart: skipped", batch_id, entry.key)
             return
         faults.hit("batch_begun")
-        # A begun batch finished from the ledger covers exactly its own offsets: nothing to skip.
-        done_before = None if recovering else self._already_done(book, entry.ranges)
+        # The same rows are skipped in every attempt, a recovery from the ledger included.
+        done_before = self._already_done(entry)
         if done_before is not None:
             log.warning("batch %s overlaps offsets a done batch wrote: those rows are skipped", entry.key)
             routed = routed.where(~done_before)
@@ -461,6 +472,9 @@ class BatchWriter:
         if self.ambiguous:
             # The ids a crash left ambiguous (published even if another batch had stored them).
             log.info("batch %d ambiguous ids: %s", batch_id, json.dumps(sorted(self.ambiguous)))
+        if self.resent:
+            # Published again by a retried task: its failed attempt may have sent them (window A).
+            log.info("batch %d resent ids: %s", batch_id, json.dumps(self.resent))
 
     def _store_and_publish(self, routed: DataFrame, entry: ledger.BatchEntry, already: Published) -> dict[str, int]:
         """Step 2: one Spark job, store then publish per chunk in each task (see the module docstring)."""
@@ -484,6 +498,7 @@ class BatchWriter:
         records.write.format("kafka").options(**self.kafka_options).save()
         totals: dict[str, Any] = tally.value
         self.ambiguous = list(totals.get("ambiguous", []))
+        self.resent = sorted(totals.get("resent", []))
         self.store_delay = {int(b): int(n) for b, n in sorted(totals.get("store_delay", {}).items())}
         counts = {name: int(totals.get(name, 0)) for name in COUNTS}
         counts["ambiguous"] = len(self.ambiguous)

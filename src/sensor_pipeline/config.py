@@ -77,7 +77,6 @@ class Settings(BaseSettings):
     refusals_before_dead_letter: int = Field(
         6, ge=1, description="batch attempts a document may be refused (store otherwise up) before it is dead-lettered"
     )
-    write_buckets: int = Field(0, ge=0, le=10_000, description="insert tasks per batch; 0 = Spark's parallelism")
 
     # --- dashboard --------------------------------------------------------------------------------
     dashboard_port: int = Field(5006, ge=1, le=65535)

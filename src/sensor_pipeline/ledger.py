@@ -63,6 +63,9 @@ class BatchEntry:
     done: bool
     #: Epoch ms at which an attempt started the batch's Kafka write (None: never started).
     publishing_at: int | None = None
+    #: (topic, partition, offset) below which a done batch already wrote the rows, fixed when the
+    #: batch began (an old checkpoint replayed over done batches): every attempt skips them.
+    skip: tuple[tuple[str, int, int], ...] = ()
 
 
 def batch_key(ranges: Iterable[OffsetRange]) -> str:
@@ -90,6 +93,7 @@ def _entry(document: dict[str, Any]) -> BatchEntry:
         buckets=document["buckets"],
         done=document.get("done", False),
         publishing_at=document.get("publishing_at"),
+        skip=tuple((str(d["topic"]), int(d["partition"]), int(d["below"])) for d in document.get("skip", [])),
     )
 
 
@@ -101,17 +105,28 @@ class Ledger:
         self.retention = retention
 
     def begin(self, ranges: Sequence[OffsetRange], batch_id: int, checked_at: int, buckets: int) -> BatchEntry:
-        """The entry of the batch with these ranges: the existing one (a replay) or a new one."""
+        """The entry of the batch with these ranges: the existing one (a replay) or a new one, which
+        records the rows of offsets done batches already wrote (skipped by every attempt)."""
         key = batch_key(ranges)
         document = self.ledger.find_one({"_id": f"batch:{key}"})
         if document is not None:
             return _entry(document)
+        skip = []
+        for topic in sorted({r.topic for r in ranges}):
+            done = self.next_offsets(topic)
+            skip += [
+                (topic, r.partition, done[r.partition])
+                for r in ranges
+                if r.topic == topic and r.first < done.get(r.partition, 0)
+            ]
         document = {
             "_id": f"batch:{key}",
             "batch": batch_id,
             "ranges": [r.__dict__ for r in sorted(ranges)],
             "checked_at": checked_at,
             "buckets": buckets,
+            # Objects, not nested arrays (FerretDB stores no arrays of arrays).
+            "skip": [{"topic": t, "partition": p, "below": o} for t, p, o in sorted(skip)],
             "done": False,
             "at": datetime.now(UTC),
         }

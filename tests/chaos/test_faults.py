@@ -7,8 +7,9 @@ deterministic, not timed); Spark task failures after partial inserts, retried by
 the sensor API down; the checkpoint deleted under a stopped job. The job runs supervised (restarted
 when it exits), as supervisord and EMR's retry policy run it.
 
-Clean and dead-letter duplicates are allowed only for readings the job reports as *ambiguous* (a
-reading another batch had stored, in a chunk a crash interrupted: the documented window).
+Clean duplicates are allowed only for readings the job reports as published under doubt: ambiguous
+(a reading another batch had stored, in a chunk a crash interrupted: window B) or resent by a retried
+task whose failed attempt may have sent them (window A).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def record(case: str, result: Audit, job: Job) -> None:
     ambiguous = job.ambiguous()
     result.notes.append(f"job restarts {job.restarts}")
     if ambiguous:
-        result.notes.append(f"{len(ambiguous)} ambiguous (window B)")
+        result.notes.append(f"{len(ambiguous)} published under doubt (windows A, B)")
     RESULTS[case] = result
     assert result.store.lost == result.clean.lost == result.dead.lost == 0, result
     # Nothing stored or published that is not a valid raw reading, no valid reading dead-lettered.

@@ -101,10 +101,12 @@ class Job:
                 self.process.wait(30)
 
     def ambiguous(self) -> set[int]:
-        """Readings the job's log names as ambiguous after a crash (published even if another batch
-        had stored them: the only clean duplicates allowed)."""
+        """Readings the job's log names as published under doubt: ambiguous after a crash (window B:
+        published even if another batch had stored them) or resent by a retried task (window A: its
+        failed attempt may have sent them). The only clean duplicates allowed."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return {i for ids in re.findall(r"ambiguous ids: (\[[0-9, ]*\])", text) for i in json.loads(ids)}
+        found = re.findall(r"(?:ambiguous|resent) ids: (\[[0-9, ]*\])", text)
+        return {i for ids in found for i in json.loads(ids)}
 
 
 def valid_line(ids: SnowflakeIds, rng: random.Random, now: datetime) -> str:
