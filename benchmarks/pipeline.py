@@ -663,7 +663,9 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="100,1000,5000", help="live rates for the delay figures")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each live-rate phase")
-    parser.add_argument("--steps", default="6000,7000,8000,9000,10000,12500,15000,20000", help="offered rates, stepped up")
+    parser.add_argument(
+        "--steps", default="6000,7000,8000,9000,10000,12500,15000,20000", help="offered rates, stepped up"
+    )
     parser.add_argument("--step-seconds", type=float, default=60.0)
     parser.add_argument(
         "--warmup-seconds", type=float, default=20.0, help="JIT and caches, before anything is measured"

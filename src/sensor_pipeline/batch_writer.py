@@ -202,12 +202,16 @@ class RouteTask:
         self.counts["valid"] += len(valid_rows)
         if not valid_rows:
             return
+        columns = {k: batch.column(k).to_pylist() for k in (*schema.DOCUMENT_KEYS, "offset")}
         if self.bucket is None:
             # Spark's Kafka source gives each topic-partition its own task (no minPartitions):
-            # the bucket is the partition, the same in every attempt and replay.
+            # the bucket is the partition, the same in every attempt and replay. Loading it records
+            # the first chunk's intent too (one ledger write instead of two).
             partition = int(batch.column("partition")[0].as_py())
-            self.bucket = ledger.Bucket.load(ledger.collection(self.client, self.settings), self.key, partition)
-        columns = {k: batch.column(k).to_pylist() for k in (*schema.DOCUMENT_KEYS, "offset")}
+            first_chunk = valid_rows[: self.settings.insert_chunk]
+            self.bucket = ledger.Bucket.load(
+                ledger.collection(self.client, self.settings), self.key, partition, columns["offset"][first_chunk[-1]]
+            )
         for start in range(0, len(valid_rows), self.settings.insert_chunk):
             yield from self.chunk(batch, columns, valid_rows[start : start + self.settings.insert_chunk])
 
@@ -449,7 +453,8 @@ class BatchWriter:
         if done_before is not None:
             log.warning("batch %s overlaps offsets a done batch wrote: those rows are skipped", entry.key)
             routed = routed.where(~done_before)
-        already = self._published_before(routed.sparkSession, entry) if entry.publishing_at is not None else None
+        retry = entry.publishing_at is not None and not entry.fresh  # an earlier attempt's write began
+        already = self._published_before(routed.sparkSession, entry) if retry else None
         entry = book.publishing(entry)
         phases.lap("ledger")
         counts = self._store_and_publish(routed, entry, already or Published())

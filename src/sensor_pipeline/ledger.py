@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,6 +66,8 @@ class BatchEntry:
     #: (topic, partition, offset) below which a done batch already wrote the rows, fixed when the
     #: batch began (an old checkpoint replayed over done batches): every attempt skips them.
     skip: tuple[tuple[str, int, int], ...] = ()
+    #: Created by this call of :meth:`Ledger.begin` (a first attempt: nothing to read back).
+    fresh: bool = field(default=False, compare=False)
 
 
 def batch_key(ranges: Iterable[OffsetRange]) -> str:
@@ -83,6 +85,12 @@ def collection(client: MongoClient[dict[str, Any]], settings: Settings) -> Colle
         write_concern=WriteConcern("majority"),
     )
     return database[f"{settings.mongo_collection}_ledger"]
+
+
+def parts(ledger: Collection[dict[str, Any]]) -> Collection[dict[str, Any]]:
+    """The insert buckets' documents, beside the ledger (same concerns): FerretDB scans a whole
+    collection for every lookup, and the buckets are looked up most."""
+    return ledger.database[f"{ledger.name}_parts"]
 
 
 def _entry(document: dict[str, Any]) -> BatchEntry:
@@ -119,6 +127,7 @@ class Ledger:
                 for r in ranges
                 if r.topic == topic and r.first < done.get(r.partition, 0)
             ]
+        now = datetime.now(UTC)
         document = {
             "_id": f"batch:{key}",
             "batch": batch_id,
@@ -128,10 +137,12 @@ class Ledger:
             # Objects, not nested arrays (FerretDB stores no arrays of arrays).
             "skip": [{"topic": t, "partition": p, "below": o} for t, p, o in sorted(skip)],
             "done": False,
-            "at": datetime.now(UTC),
+            "at": now,
+            # The Kafka write follows in the same pass: recorded now, so a retry reads back what it sent.
+            "publishing_at": int(now.timestamp() * 1000),
         }
         self.ledger.insert_one(document)
-        return _entry(document)
+        return replace(_entry(document), fresh=True)
 
     def publishing(self, entry: BatchEntry) -> BatchEntry:
         """Record that the Kafka write starts now (a replay then looks for what it already wrote)."""
@@ -149,9 +160,9 @@ class Ledger:
             {"_id": f"batch:{entry.key}"}, {"$set": {"done": True, "counts": counts, "at": datetime.now(UTC)}}
         )
         # Closed, not deleted: a zombie task of this batch must not start a fresh bucket (pruned later).
-        # Emptied: FerretDB answers every ledger lookup with a scan of the collection, whose cost
-        # grows with what the documents hold.
-        self.ledger.update_many(
+        # Emptied: FerretDB answers every lookup with a scan of the collection, whose cost grows with
+        # what the documents hold.
+        parts(self.ledger).update_many(
             {"_id": {"$in": [f"part:{entry.key}:{b}" for b in range(entry.buckets)]}},
             {"$set": {"closed": True}, "$unset": dict.fromkeys(("foreign", "rejected", "refusals", "refused"), "")},
         )
@@ -177,14 +188,24 @@ class Ledger:
         return {int(p): int(o) for p, o in document.get("next", {}).items()}
 
     def prune(self) -> int:
-        """Delete done batches older than the retention, and bucket documents left behind by done
-        batches (a crash between the done mark and their deletion); an unfinished batch keeps its own."""
-        cutoff = datetime.now(UTC) - self.retention
+        """Delete done batches older than the retention, closed buckets older than
+        :data:`CLOSED_BUCKET_SECONDS` (or the retention, if shorter), and buckets left behind by done
+        batches (a crash between the done mark and their closing); an unfinished batch keeps its own."""
+        now = datetime.now(UTC)
+        cutoff = now - self.retention
         done = self.ledger.delete_many({"done": True, "at": {"$lt": cutoff}}).deleted_count
+        buckets = parts(self.ledger)
+        closed_cutoff = now - min(self.retention, timedelta(seconds=CLOSED_BUCKET_SECONDS))
+        closed = buckets.delete_many({"closed": True, "at": {"$lt": closed_cutoff}}).deleted_count
         unfinished = {entry.key for entry in self.incomplete()}
-        parts = self.ledger.find({"_id": {"$regex": "^part:"}, "at": {"$lt": cutoff}}, {"_id": 1})
-        orphans = [d["_id"] for d in parts if d["_id"].split(":")[1] not in unfinished]
-        return done + (self.ledger.delete_many({"_id": {"$in": orphans}}).deleted_count if orphans else 0)
+        old = buckets.find({"at": {"$lt": cutoff}}, {"_id": 1})
+        orphans = [d["_id"] for d in old if d["_id"].split(":")[1] not in unfinished]
+        return done + closed + (buckets.delete_many({"_id": {"$in": orphans}}).deleted_count if orphans else 0)
+
+
+#: How long a finished batch's closed buckets fence late zombies before they are pruned: a task
+#: attempt that starts this long after its batch finished is not expected.
+CLOSED_BUCKET_SECONDS = 30.0
 
 
 class Fenced(RuntimeError):
@@ -226,29 +247,38 @@ class Bucket:
     #: Id -> (times the store refused it while it took this bucket's ledger writes, last error).
     refusals: dict[int, tuple[int, str]]
 
+    #: The highest offset this attempt has recorded as pending (its own intents).
+    intended: int = -1
+
     @classmethod
-    def load(cls, ledger: Collection[dict[str, Any]], key: str, index: int) -> Bucket:
+    def load(cls, ledger: Collection[dict[str, Any]], key: str, index: int, through: int = -1) -> Bucket:
+        """Start an attempt: take the next epoch, and with ``through`` >= 0, record the first chunk's
+        intent (its last offset) in the same write. Reads the state earlier attempts left."""
+        change: dict[str, Any] = {"$inc": {"epoch": 1}, "$set": {"at": datetime.now(UTC)}}
+        if through >= 0:
+            change["$max"] = {"pending_through": through}
         try:
-            document = ledger.find_one_and_update(
+            before = parts(ledger).find_one_and_update(
                 {"_id": f"part:{key}:{index}", "closed": {"$ne": True}},
-                {"$inc": {"epoch": 1}, "$set": {"at": datetime.now(UTC)}},
+                change,
                 upsert=True,
-                return_document=ReturnDocument.AFTER,
+                return_document=ReturnDocument.BEFORE,
             )
         except DuplicateKeyError:  # the upsert met the closed document of a finished batch
             raise Fenced(f"bucket {index} of batch {key}: the batch is finished") from None
-        assert document is not None  # upserted
+        document = before or {}  # None: this attempt created it
         return cls(
-            ledger,
+            parts(ledger),
             key,
             index,
-            int(document["epoch"]),
+            int(document.get("epoch", 0)) + 1,
             int(document.get("settled_through", -1)),
             int(document.get("pending_through", -1)),
             # Plain ints: the store hands back BSON Int64.
             {int(i) for i in document.get("foreign", [])},
             {int(i): str(e) for i, e in document.get("rejected", {}).items()},
             {int(i): (int(n), document.get("refused", {}).get(i, "")) for i, n in document.get("refusals", {}).items()},
+            through,
         )
 
     @property
@@ -271,8 +301,10 @@ class Bucket:
 
     def intend(self, through: int) -> None:
         """Before inserting a chunk whose last row is at offset ``through``: a retry then knows which
-        duplicate answers may be this attempt's own inserts."""
-        self._update({"$max": {"pending_through": through}, "$set": {"at": datetime.now(UTC)}})
+        duplicate answers may be this attempt's own inserts (no write if this attempt recorded it)."""
+        if through > self.intended:
+            self._update({"$max": {"pending_through": through}, "$set": {"at": datetime.now(UTC)}})
+            self.intended = through
 
     def settle(self, chunk: list[tuple[int, int]], duplicates: set[int], rejected: dict[int, str]) -> set[int]:
         """After a chunk's insert (``(id, offset)`` in offset order): record it as settled, with its
