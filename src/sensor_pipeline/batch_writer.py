@@ -8,11 +8,12 @@ Per batch (the job hands over raw lines: ``spark_rules.raw_lines``):
 2. **One Spark job**, one task per source partition: Kafka read -> rules (Spark built-ins) -> each
    row's output message built by Spark (``spark_rules.routed``) -> ``mapInArrow`` into this
    module's :func:`store_and_route` -> the Kafka writer. In each task, on Arrow batches (no per-row
-   Spark ``Row``): dead letters pass straight through; valid readings are inserted unordered in
-   chunks (the first copy of each MeasurementID; a chunk's ids are recorded as pending in the
-   task's ledger bucket before its insert and settled as own or foreign after), and each chunk's
-   own readings are handed to the Kafka writer as soon as the store has them, while the next chunk
-   is inserted. Readings another batch had stored are not published again; documents the store
+   Spark ``Row``): valid readings are inserted unordered in chunks (the first copy of each
+   MeasurementID; how far a chunk reaches is recorded as pending in the task's ledger bucket before
+   its insert, and the chunk settled, with its foreign ids, after), and once every row of the task
+   is stored, its records (clean messages and dead letters) are handed to the Kafka writer: a task
+   retried after a store error has sent nothing. Readings another batch had stored are not
+   published again; documents the store
    refuses for what they hold become ``store_rejected`` dead letters with the server's error.
    Every message carries the batch key in a ``batch`` header.
 3. **Done**: the entry is marked done and the next offsets advanced.
@@ -47,7 +48,7 @@ from datetime import UTC, datetime, timedelta
 from functools import reduce
 from typing import TYPE_CHECKING, Any
 
-from pyspark import AccumulatorParam
+from pyspark import AccumulatorParam, TaskContext
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -142,6 +143,9 @@ class RouteTask:
         self.client = store.shared_client(settings)
         self.readings = store.durable_readings(self.client, settings)
         self.bucket: ledger.Bucket | None = None
+        # A Spark retry of this task (its failed attempt may have handed records to Kafka). A retry
+        # of the whole batch reads back what was delivered instead.
+        self.retried = (context := TaskContext.get()) is not None and context.attemptNumber() > 0
         self.seen: set[int] = set()  # ids handled: a later copy in the same partition is dropped
         self.counts: dict[str, Any] = dict.fromkeys(COUNTS, 0) | {"ambiguous": [], "resent": [], "store_delay": {}}
         self.schema = pa.schema(
@@ -221,7 +225,7 @@ class RouteTask:
         assert bucket is not None
         counts = self.counts
         publish: list[int] = []  # rows whose clean message goes out after this chunk
-        resent: list[int] = []  # of which settled by an earlier attempt, which may have sent them
+        resent: list[int] = []  # of which settled by a failed attempt of this task, which may have sent them
         rejected: dict[int, str] = {}  # row -> error
         documents: dict[int, int] = {}  # id -> row, to insert
         for row in rows:
@@ -239,7 +243,8 @@ class RouteTask:
                     rejected[row] = bucket.rejected[measurement_id]
                 else:
                     publish.append(row)
-                    resent.append(row)
+                    if self.retried:
+                        resent.append(row)
             else:
                 documents[measurement_id] = row
         if documents:

@@ -1,6 +1,7 @@
 """The batch ledger: what makes the job's writes exactly-once across task retries, crashes and resets.
 
-It lives next to the readings, in ``<collection>_ledger``, and holds three kinds of documents:
+It lives next to the readings, in ``<collection>_ledger`` (batches, next offsets) and
+``<collection>_ledger_parts`` (insert buckets), and holds three kinds of documents:
 
 ``batch:<key>``
     One per micro-batch, keyed by what identifies the batch's *data*: a hash of its source
@@ -164,7 +165,10 @@ class Ledger:
         # what the documents hold.
         parts(self.ledger).update_many(
             {"_id": {"$in": [f"part:{entry.key}:{b}" for b in range(entry.buckets)]}},
-            {"$set": {"closed": True}, "$unset": dict.fromkeys(("foreign", "rejected", "refusals", "refused"), "")},
+            {
+                "$set": {"closed": True, "at": datetime.now(UTC)},
+                "$unset": dict.fromkeys(("foreign", "rejected", "refusals", "refused"), ""),
+            },
         )
 
     def advance(self, entry: BatchEntry) -> None:
@@ -188,24 +192,18 @@ class Ledger:
         return {int(p): int(o) for p, o in document.get("next", {}).items()}
 
     def prune(self) -> int:
-        """Delete done batches older than the retention, closed buckets older than
-        :data:`CLOSED_BUCKET_SECONDS` (or the retention, if shorter), and buckets left behind by done
-        batches (a crash between the done mark and their closing); an unfinished batch keeps its own."""
+        """Delete done batches and closed buckets older than the retention (a closed bucket fences a
+        late zombie task until then), and buckets left behind by done batches (a crash between the
+        done mark and their closing); an unfinished batch keeps its own."""
         now = datetime.now(UTC)
         cutoff = now - self.retention
         done = self.ledger.delete_many({"done": True, "at": {"$lt": cutoff}}).deleted_count
         buckets = parts(self.ledger)
-        closed_cutoff = now - min(self.retention, timedelta(seconds=CLOSED_BUCKET_SECONDS))
-        closed = buckets.delete_many({"closed": True, "at": {"$lt": closed_cutoff}}).deleted_count
+        closed = buckets.delete_many({"closed": True, "at": {"$lt": cutoff}}).deleted_count
         unfinished = {entry.key for entry in self.incomplete()}
         old = buckets.find({"at": {"$lt": cutoff}}, {"_id": 1})
         orphans = [d["_id"] for d in old if d["_id"].split(":")[1] not in unfinished]
         return done + closed + (buckets.delete_many({"_id": {"$in": orphans}}).deleted_count if orphans else 0)
-
-
-#: How long a finished batch's closed buckets fence late zombies before they are pruned: a task
-#: attempt that starts this long after its batch finished is not expected.
-CLOSED_BUCKET_SECONDS = 30.0
 
 
 class Fenced(RuntimeError):
@@ -286,7 +284,13 @@ class Bucket:
         return f"part:{self.key}:{self.index}"
 
     def _update(self, change: dict[str, Any]) -> None:
-        if self.ledger.update_one({"_id": self._id, "epoch": self.epoch}, change).matched_count != 1:
+        # Conditional on this attempt's epoch, and on the batch not being finished (closed).
+        if (
+            self.ledger.update_one(
+                {"_id": self._id, "epoch": self.epoch, "closed": {"$ne": True}}, change
+            ).matched_count
+            != 1
+        ):
             raise Fenced(f"bucket {self.index} of batch {self.key}: a newer attempt took over")
 
     def count_refusals(self, failed: dict[int, str]) -> None:

@@ -15,7 +15,12 @@ from pyspark.sql import functions as F
 from sensor_pipeline import rules, schema
 
 #: Session settings the transforms rely on.
-utc_session_conf: dict[str, str] = {"spark.sql.session.timeZone": "UTC"}
+utc_session_conf: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    # java.time parsing and formatting (the default; pinned: the future-timestamp check compares
+    # microsecond text, which the legacy formatter does not write).
+    "spark.sql.legacy.timeParserPolicy": "CORRECTED",
+}
 
 _DOUBLE_INF = float("inf")
 #: Timestamps as text that sorts as they do (four-digit years: the rules allow 1-9999).

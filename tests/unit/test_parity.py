@@ -8,7 +8,7 @@ look-alike separators, line terminators inside fields, 1 MB lines.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -62,3 +62,19 @@ def test_python_and_spark_agree_on_generated_edge_cases_of_every_field(spark: An
     assert found == []
     # The generator reaches every verdict, valid lines included.
     assert set(reasons) == {None, *rules.CHECKS}, reasons
+
+
+def test_python_and_spark_agree_at_the_future_limit_to_the_microsecond(spark: Any) -> None:
+    limit = NOW + timedelta(seconds=300)  # rules' default tolerance
+    lines = []
+    for delta in (-1, 0, 1):
+        at = limit + timedelta(microseconds=delta)
+        for text in (
+            at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            at.astimezone(timezone(timedelta(hours=14))).isoformat(),  # the same instant, another offset
+            at.astimezone(timezone(timedelta(hours=-9, minutes=-30))).isoformat(),
+        ):
+            lines.append(f"{text} 20.0 1.0 11.0 Montrose_Beach {len(lines) + 1}")
+    found, reasons = mismatches(spark, lines)
+    assert found == []
+    assert reasons == Counter({None: 6, "future_timestamp": 3}), "the limit itself is allowed, 1 µs past it is not"
