@@ -686,7 +686,13 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
     base = settings_from_env_map(load(ROOT).settings)
     work = ROOT / ".local-stack" / "bench"
     work.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine()}
+    git = ["git", "rev-parse", "--short", "HEAD"]
+    commit = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False).stdout
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit.strip() or "unknown",
+        "machine": machine(),
+    }
     print(f"machine: {results['machine']}", flush=True)
     with local_infra(base):
         bench = Bench(base, work)
