@@ -65,15 +65,13 @@ def test_deploy_runs_the_pipeline_through_ecs_and_emr_and_destroy_leaves_nothing
 
         # The pipeline the deploy started: ECS API -> ECS producer -> Kafka -> the EMR run -> store + topic.
         clean = KafkaConsumer(
-            base_settings.clean_topic,
-            **base_settings.kafka_client_options(),
-            auto_offset_reset="latest",
-            consumer_timeout_ms=1000,
+            base_settings.clean_topic, **base_settings.kafka_client_options(), auto_offset_reset="latest"
         )
         deadline = time.monotonic() + 300
         published: list[dict[str, object]] = []
         while time.monotonic() < deadline and not (published and stored_count(base_settings) > before):
-            published += [json.loads(m.value) for m in clean]
+            # poll, not iteration: an iterator with consumer_timeout_ms never ends while messages keep coming
+            published += [json.loads(m.value) for ms in clean.poll(timeout_ms=1000).values() for m in ms]
         clean.close()
         assert stored_count(base_settings) > before, "the job run stored no reading"
         assert published and all("MeasurementID" in m for m in published), "nothing reached CleanSensorData"
