@@ -65,10 +65,17 @@ STORE_REJECTED = "store_rejected"
 QUERY_NAME = "structure_validate_store"
 #: What :func:`store_and_route` hands to the Kafka writer: the output topic and record, and for a
 #: reading the store refused, the error and what its dead letter needs (built by Spark after).
-ROUTED_SCHEMA = (
-    "topic string, key string, value string, error string, raw string, "
-    "source_topic string, source_partition int, source_offset long"
+ROUTED_FIELDS = (
+    ("topic", "string"),
+    ("key", "string"),
+    ("value", "string"),
+    ("error", "string"),
+    ("raw", "string"),
+    ("source_topic", "string"),
+    ("source_partition", "int"),
+    ("source_offset", "long"),
 )
+ROUTED_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in ROUTED_FIELDS)
 COUNTS = ("valid", "invalid", "stored", "already_stored", "rejected", "published")
 #: Width of the buckets of the store-delay histogram the job logs per batch (reading timestamp ->
 #: the store acknowledged its insert): what ``make bench`` reports as "stored" and an operator's
@@ -148,18 +155,8 @@ class RouteTask:
         self.retried = (context := TaskContext.get()) is not None and context.attemptNumber() > 0
         self.seen: set[int] = set()  # ids handled: a later copy in the same partition is dropped
         self.counts: dict[str, Any] = dict.fromkeys(COUNTS, 0) | {"ambiguous": [], "resent": [], "store_delay": {}}
-        self.schema = pa.schema(
-            [
-                ("topic", pa.string()),
-                ("key", pa.string()),
-                ("value", pa.string()),
-                ("error", pa.string()),
-                ("raw", pa.string()),
-                ("source_topic", pa.string()),
-                ("source_partition", pa.int32()),
-                ("source_offset", pa.int64()),
-            ]
-        )
+        arrow = {"string": pa.string(), "int": pa.int32(), "long": pa.int64()}
+        self.schema = pa.schema([(name, arrow[kind]) for name, kind in ROUTED_FIELDS])
 
     def output(self, batch: pa.RecordBatch, rows: list[int], topic: str, errors: list[str] | None = None) -> Any:
         """The rows' records for the Kafka writer; with ``errors``, store rejections (Spark builds
@@ -220,11 +217,12 @@ class RouteTask:
             yield from self.chunk(batch, columns, valid_rows[start : start + self.settings.insert_chunk])
 
     def chunk(self, batch: pa.RecordBatch, columns: dict[str, list[Any]], rows: list[int]) -> Iterator[Any]:
-        """Store a chunk's new readings, then hand its own ones to the Kafka writer."""
+        """Store a chunk's new readings; its records (own clean messages, store rejections) for the
+        Kafka writer, which :meth:`run` hands over once every chunk is stored."""
         bucket = self.bucket
         assert bucket is not None
         counts = self.counts
-        publish: list[int] = []  # rows whose clean message goes out after this chunk
+        publish: list[int] = []  # rows whose clean message this batch publishes
         resent: list[int] = []  # of which settled by a failed attempt of this task, which may have sent them
         rejected: dict[int, str] = {}  # row -> error
         documents: dict[int, int] = {}  # id -> row, to insert
