@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 from sensor_pipeline import spark_rules
 from sensor_pipeline.batch_writer import QUERY_NAME, BatchWriter
 from sensor_pipeline.config import Settings, load_settings
+from sensor_pipeline.progress import jvm_admin
 
 log = logging.getLogger("sensor_pipeline.job")
 
@@ -66,13 +67,10 @@ def session() -> SparkSession:
 def topic_partitions(spark: SparkSession, settings: Settings, topic: str) -> set[int]:
     """The topic's partitions, asked with the connector's own Kafka client (its auth, e.g. MSK IAM,
     and no Python Kafka client in the job's EMR archive)."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    properties = jvm.java.util.Properties()
-    for key, value in settings.spark_kafka_options().items():
-        properties.put(key.removeprefix("kafka."), value)
-    admin = jvm.org.apache.kafka.clients.admin.Admin.create(properties)
+    admin = jvm_admin(spark, settings)
     try:
+        jvm = spark.sparkContext._jvm
+        assert jvm is not None
         topics = admin.describeTopics(jvm.java.util.Collections.singletonList(topic)).allTopicNames().get()
         return {int(info.partition()) for info in topics.get(topic).partitions()}
     finally:

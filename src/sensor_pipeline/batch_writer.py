@@ -16,7 +16,8 @@ Per batch (the job hands over raw lines: ``spark_rules.raw_lines``):
    published again; documents the store
    refuses for what they hold become ``store_rejected`` dead letters with the server's error.
    Every message carries the batch key in a ``batch`` header.
-3. **Done**: the entry is marked done and the next offsets advanced.
+3. **Done**: the entry is marked done and the next offsets advanced; the offsets are committed to the
+   job's Kafka consumer group, a report for lag monitoring (:mod:`sensor_pipeline.progress`).
 
 Nothing a record holds can fail a batch: the rules bound every field to what both the store and
 Kafka take (parity-tested); a document the store refuses for what it holds becomes a dead letter,
@@ -54,6 +55,7 @@ from pyspark.sql import functions as F
 
 from sensor_pipeline import faults, ledger, schema, spark_rules, store
 from sensor_pipeline.config import Settings
+from sensor_pipeline.progress import ProgressCommitter
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -368,12 +370,18 @@ class BatchWriter:
         self.ambiguous: list[int] = []
         self.resent: list[int] = []
         self.store_delay: dict[int, int] = {}
+        self.progress = ProgressCommitter(session, settings) if session is not None else None
 
     def book(self) -> ledger.Ledger:
         """The ledger, through this process's shared client."""
         client = store.shared_client(self.settings)
         retention = timedelta(seconds=self.settings.ledger_retention_seconds)
         return ledger.Ledger(ledger.collection(client, self.settings), retention)
+
+    def report(self, entry: ledger.BatchEntry) -> None:
+        """Commit a done batch's offsets to the job's consumer group (never fails the batch)."""
+        if self.progress is not None:
+            self.progress.commit(entry.ranges)
 
     def __call__(self, routed: DataFrame, batch_id: int) -> None:
         """Write one micro-batch (``foreachBatch``), retried with backoff when it fails."""
@@ -448,6 +456,7 @@ class BatchWriter:
             entry = book.begin(ranges, batch_id, self.batch_time(batch_id), max(r.partition for r in ranges) + 1)
         if entry.done:
             book.advance(entry)  # in case a crash came between the done mark and the advance
+            self.report(entry)
             log.info("batch %d (%s) was written before a restart: skipped", batch_id, entry.key)
             return
         faults.hit("batch_begun")
@@ -465,6 +474,7 @@ class BatchWriter:
         phases.lap("store+kafka")
         book.finish(entry, counts)
         faults.hit("done")
+        self.report(entry)
         phases.lap("done")
         for name, value in counts.items():
             self.totals[name] += value

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     max_offsets_per_trigger: int = Field(200_000, ge=1)
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     future_tolerance_seconds: int = Field(300, ge=0, description="how far ahead a timestamp may be")
+    job_group: str = Field(
+        "structure_validate_store",
+        description="Kafka consumer group the job commits its processed offsets to (a report for lag monitoring)",
+    )
     batch_retry_seconds: float = Field(
         900.0, ge=0, description="how long a failing batch is retried (with backoff) before the job fails"
     )
@@ -109,6 +113,7 @@ class Settings(BaseSettings):
                 "invalid_topic": f"{tag}-InvalidSensorData",
                 "mongo_database": tag.replace("-", "_"),
                 "checkpoint_location": f"{checkpoint_dir}/checkpoint-{tag}",
+                "job_group": f"{tag}-structure_validate_store",
             }
         )
 
