@@ -84,7 +84,9 @@ class Settings(BaseSettings):
 
     # --- dashboard --------------------------------------------------------------------------------
     dashboard_port: int = Field(5006, ge=1, le=65535)
-    dashboard_rollover: int = Field(500, ge=10, description="points kept per beach and metric")
+    dashboard_history: int = Field(
+        30_000, ge=0, description="clean messages a dashboard server reads back when it starts (recent history)"
+    )
     dashboard_allow_origin: str = Field(
         "*", description="host[:port] list (comma-separated) the dashboard's websocket accepts; * = any"
     )

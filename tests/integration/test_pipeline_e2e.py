@@ -20,10 +20,11 @@ from bson.int64 import Int64
 
 from sensor_pipeline import store
 from sensor_pipeline.config import Settings
+from sensor_pipeline.dashboard.meter import KafkaOffsets, PipelineMeter
 from sensor_pipeline.simulator import BEACHES, SnowflakeIds, format_line
 from sensor_pipeline.stack.definition import StackDefinition
 from tests.integration.conftest import read_all, wait_for
-from tests.integration.harness import Job, stored_count
+from tests.integration.harness import Job, raw_end_offsets, stored_count
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 Send = Callable[[str, list[tuple[str | None, str]]], None]
@@ -87,6 +88,18 @@ def test_valid_invalid_and_duplicate_lines_survive_a_hard_kill(
             until=lambda records: {json.loads(r.value)["MeasurementID"] for r in records} >= expected,
         )
         dead = read_all(settings, settings.invalid_topic, expect=len(INVALID) + 1, timeout=60)
+        # Its progress, for lag monitoring: every raw offset committed to the job's consumer group.
+        offsets = KafkaOffsets(settings)
+        ends = {p: end for p, end in raw_end_offsets(settings).items() if end > 0}
+        try:
+            wait_for(
+                lambda: offsets.committed(settings.job_group, settings.raw_topic) == ends,
+                60,
+                f"the job's committed offsets to reach {ends}",
+            )
+            assert PipelineMeter(settings).sample(offsets).lag == 0
+        finally:
+            offsets.close()
     finally:
         job.stop()
 

@@ -21,8 +21,10 @@ from kafka import TopicPartition
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from sensor_pipeline.config import Settings
-from sensor_pipeline.dashboard.hub import Hub, _Throttle
+from sensor_pipeline.dashboard.hub import Hub
+from sensor_pipeline.dashboard.meter import PipelineMeter, Throttle
 from sensor_pipeline.dashboard.shaping import Rejected, parse_clean
+from sensor_pipeline.simulator import BEACHES
 
 GOOD = {
     "Beach": "Calumet Beach",
@@ -51,8 +53,10 @@ class Record:
 class FakeConsumer:
     """Plays a script: each item is one poll's values, or an exception the poll raises."""
 
-    def __init__(self, script: list[list[Any] | Exception], partitions: set[int] | None = None) -> None:
-        self.script: deque[list[Any] | Exception] = deque(script)
+    def __init__(
+        self, script: list[list[Any] | dict[str, list[Any]] | Exception], partitions: set[int] | None = None
+    ) -> None:
+        self.script: deque[list[Any] | dict[str, list[Any]] | Exception] = deque(script)
         self.partitions = {0, 1} if partitions is None else partitions
         self.assigned: list[TopicPartition] = []
         self.seeks: dict[TopicPartition, int] = {}
@@ -79,6 +83,8 @@ class FakeConsumer:
         item = self.script.popleft()
         if isinstance(item, Exception):
             raise item
+        if isinstance(item, dict):  # {topic: values}
+            return {TopicPartition(topic, 0): [Record(v) for v in values] for topic, values in item.items()}
         return {TopicPartition("CleanSensorData", 0): [Record(value) for value in item]}
 
     def close(self) -> None:
@@ -100,6 +106,28 @@ class Factory:
         return item
 
 
+class NoOffsets:
+    """The meter's broker, answering nothing (the meter's own tests are in test_dashboard_meter.py)."""
+
+    def end_offsets(self, topics: list[str]) -> dict[str, dict[int, int]]:
+        return {}
+
+    def beginning_offsets(self, topic: str) -> dict[int, int]:
+        return {}
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def make_hub(factory: Any, **options: Any) -> Hub:
+    """A hub on fake Kafka clients: ``factory`` for its consumer, :class:`NoOffsets` for its meter."""
+    meter = PipelineMeter(Settings(), offsets_factory=NoOffsets, every=0.01)
+    return Hub(Settings(), history=12, consumer_factory=factory, meter=meter, **options)
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 5) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -113,7 +141,7 @@ def run_hub() -> Any:
     hubs: list[Hub] = []
 
     def run(factory: Factory, **options: Any) -> Hub:
-        hub = Hub(Settings(), history=12, consumer_factory=factory, backoff=0.01, **options)
+        hub = make_hub(factory, backoff=0.01, **options)
         hubs.append(hub)
         hub.start()
         wait_until(lambda: not factory.items and bool(factory.made) and factory.made[-1].played.is_set())
@@ -181,7 +209,7 @@ def test_a_clean_reading_parses_with_a_utc_timestamp_and_float_metrics() -> None
 def test_the_loop_counts_and_skips_a_bad_value_and_keeps_delivering(run_hub: Any, value: Any) -> None:
     factory = Factory(FakeConsumer([[clean(1), value, clean(2)], [clean(3)]]))
     hub = run_hub(factory)
-    received: list[int] = [m["MeasurementID"] for m in hub.history]
+    received: list[int] = [m["MeasurementID"] for m in hub.recent]
     health = hub.health()
     assert received == [1, 2, 3]
     assert health["alive"] and health["connected"]
@@ -199,7 +227,7 @@ def test_rejections_are_logged_at_most_once_per_interval(run_hub: Any, caplog: p
 
 def test_the_throttle_reports_how_many_lines_it_held_back() -> None:
     now = [0.0]
-    throttle = _Throttle(10, clock=lambda: now[0])
+    throttle = Throttle(10, clock=lambda: now[0])
     assert throttle() == 0
     assert [throttle() for _ in range(3)] == [None, None, None]
     now[0] = 10.0
@@ -222,7 +250,7 @@ def test_an_error_in_the_loop_closes_the_consumer_and_a_new_one_goes_on(
         hub = run_hub(Factory(first, second))
     health = hub.health()
     assert first.closed and not second.closed
-    assert [m["MeasurementID"] for m in hub.history] == [1, 2]
+    assert [m["MeasurementID"] for m in hub.recent] == [1, 2]
     assert health["alive"] and health["errors"] == 1
     assert health["last_error"].startswith(type(error).__name__) and health["last_error_at"]
     assert "a new consumer starts in" in caplog.text
@@ -242,30 +270,33 @@ def test_a_topic_without_partitions_yet_is_waited_for(run_hub: Any) -> None:
     assert "has no partitions yet" in hub.health()["last_error"]
 
 
-def test_a_failing_publish_skips_the_batch_but_keeps_the_consumer(
-    run_hub: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failing_ingest_skips_the_batch_but_keeps_the_consumer(run_hub: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    original = Hub.publish
+    original = Hub.ingest
 
-    def publish(self: Hub, messages: list[dict[str, Any]]) -> None:
-        calls.append(len(messages))
+    def ingest(self: Hub, readings: list[tuple[dict[str, Any], float]]) -> None:
+        calls.append(len(readings))
         if len(calls) == 1:
             raise TypeError("can't compare offset-naive and offset-aware datetimes")
-        original(self, messages)
+        original(self, readings)
 
-    monkeypatch.setattr(Hub, "publish", publish)
+    monkeypatch.setattr(Hub, "ingest", ingest)
     factory = Factory(FakeConsumer([[clean(1)], [clean(2)]]))
     hub = run_hub(factory)
-    assert [m["MeasurementID"] for m in hub.history] == [2]
+    assert [m["MeasurementID"] for m in hub.recent] == [2]
     assert len(factory.made) == 1 and hub.health()["errors"] == 1
 
 
-def test_the_consumer_starts_from_recent_history_on_every_partition(run_hub: Any) -> None:
+def test_the_consumer_reads_both_output_topics_from_recent_history(run_hub: Any) -> None:
     consumer = FakeConsumer([], partitions={0, 1, 2})
     run_hub(Factory(consumer))
-    assert [tp.partition for tp in consumer.assigned] == [0, 1, 2]
-    assert set(consumer.seeks.values()) == {100 - 12 // 3}
+    assert [(tp.topic, tp.partition) for tp in consumer.assigned] == [
+        *(("CleanSensorData", p) for p in range(3)),
+        *(("InvalidSensorData", p) for p in range(3)),
+    ]
+    seeks = {(tp.topic, tp.partition): offset for tp, offset in consumer.seeks.items()}
+    assert {seeks["CleanSensorData", p] for p in range(3)} == {100 - 12 // 3}  # history 12 over 3 partitions
+    assert {seeks["InvalidSensorData", p] for p in range(3)} == {0}  # 2,000 letters back: the start
 
 
 # --- stop and health ------------------------------------------------------------------------------
@@ -273,7 +304,7 @@ def test_the_consumer_starts_from_recent_history_on_every_partition(run_hub: Any
 
 def test_stop_ends_the_thread_and_closes_the_consumer() -> None:
     factory = Factory(FakeConsumer([[clean(1)]]))
-    hub = Hub(Settings(), history=12, consumer_factory=factory, backoff=0.01)
+    hub = make_hub(factory, backoff=0.01)
     hub.start()
     wait_until(lambda: hub.received == 1)
     assert hub.stop(timeout=5)
@@ -282,7 +313,7 @@ def test_stop_ends_the_thread_and_closes_the_consumer() -> None:
 
 
 def test_stop_during_a_backoff_ends_promptly() -> None:
-    hub = Hub(Settings(), history=12, consumer_factory=Factory(KafkaTimeoutError("down")), backoff=60)
+    hub = make_hub(Factory(KafkaTimeoutError("down")), backoff=60)
     hub.start()
     wait_until(lambda: hub.health()["errors"] == 1)
     started = time.monotonic()
@@ -291,7 +322,7 @@ def test_stop_during_a_backoff_ends_promptly() -> None:
 
 
 def test_health_is_a_json_snapshot_before_and_after_start(run_hub: Any) -> None:
-    idle = Hub(Settings(), history=12, consumer_factory=Factory())
+    idle = make_hub(Factory())
     assert idle.health() == {
         "alive": False,
         "connected": False,
@@ -306,3 +337,39 @@ def test_health_is_a_json_snapshot_before_and_after_start(run_hub: Any) -> None:
     hub = run_hub(Factory(FakeConsumer([[clean(1), b"junk"]])))
     snapshot = json.loads(json.dumps(hub.health()))
     assert snapshot["messages"] == 2 and snapshot["last_message_at"].endswith("+00:00")
+
+
+# --- what it keeps --------------------------------------------------------------------------------
+
+
+def letter(reason: Any) -> bytes:
+    return json.dumps({"RawData": "x", "Reason": reason, "Detail": "...", "Source": {}, "RejectedAt": "..."}).encode()
+
+
+def test_dead_letters_are_counted_by_reason_whatever_they_hold(run_hub: Any) -> None:
+    letters = [
+        letter("bad_shape"),
+        letter("bad_shape"),
+        letter("out_of_range"),
+        b"junk",
+        None,
+        letter(5),
+        letter("x" * 99),
+    ]
+    hub = run_hub(Factory(FakeConsumer([{"InvalidSensorData": letters, "CleanSensorData": [clean(1)]}])))
+    assert hub.letters == 7 and hub.received == 1
+    assert hub.snapshot(None)["reasons"] == {"unreadable": 4, "bad_shape": 2, "out_of_range": 1}
+
+
+def test_a_snapshot_holds_views_badges_and_the_delay_of_the_last_minute(run_hub: Any) -> None:
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now - 2))
+    readings = [clean(i, TimeStamp=stamp, Turbidity=60.0 if i == 3 else 1.0) for i in range(1, 4)]
+    hub = run_hub(Factory(FakeConsumer([readings, [clean(2, TimeStamp=stamp)]])))  # 2 again: counted once
+    snapshot = hub.snapshot(300.0)
+    [view] = snapshot["views"].values()
+    assert view.count.sum() == 3 and view.width == 1
+    assert snapshot["delay"]["count"] == 3 and 2 <= snapshot["delay"]["p50"] <= 4
+    assert set(snapshot["badges"]) == {*BEACHES, "Calumet Beach"}  # the six beaches, even before data
+    assert [b.level for b in snapshot["badges"]["Calumet Beach"]] == ["alert"]  # very turbid: the latest (id 3)
+    assert snapshot["pipeline"]["rates"] == {"in": None, "clean": None, "dead": None}

@@ -1,40 +1,59 @@
-"""One Kafka consumer per dashboard server, fanning CleanSensorData out to every browser session.
+"""One Kafka consumer per dashboard server, aggregating the pipeline's output for every browser session.
 
-The consumer runs in its own thread, never on Bokeh's event loop. It keeps recent history (so a
-new session starts with data) and hands each batch to every registered session through that
-session's ``doc.add_next_tick_callback``, the thread-safe way into a Bokeh document. Messages are
-deduplicated by MeasurementID (the clean topic is at-least-once across a job crash).
+The consumer runs in its own thread, never on Bokeh's event loop. It reads CleanSensorData (from a
+little before the end: recent history) and InvalidSensorData, and keeps only aggregates: per-beach
+bucketed series (:class:`~sensor_pipeline.dashboard.aggregate.Downsampler`), the latest reading and
+the publication cadence per beach, end-to-end delays of the last minute (clean record timestamp minus
+reading timestamp) and dead letters per reason of the last minute. Sessions pull a bounded
+:meth:`Hub.snapshot` on their own loop, so the browser's work does not grow with the reading rate.
+A :class:`~sensor_pipeline.dashboard.meter.PipelineMeter` thread adds rates and the job's lag from
+Kafka offsets. Readings are deduplicated by MeasurementID (the clean topic is at-least-once across
+a job crash).
 
 Nothing it reads and no broker outage ends the thread. A value that is not a clean reading (see
 :func:`parse_clean`) is counted, logged at most once every ``LOG_EVERY`` seconds, and skipped; any
 other error is counted and logged the same way, the consumer is closed, and a new one starts after
 ``BACKOFF`` seconds. :meth:`Hub.health` tells how the consumer is doing; :meth:`Hub.stop` ends the
-thread and closes the consumer.
+threads and closes the consumer.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
+import numpy as np
+
 from sensor_pipeline.config import Settings
-from sensor_pipeline.dashboard.shaping import newer, parse_clean
+from sensor_pipeline.dashboard import status
+from sensor_pipeline.dashboard.aggregate import DelayWindow, Downsampler, View
+from sensor_pipeline.dashboard.meter import PipelineMeter, Throttle
+from sensor_pipeline.dashboard.shaping import MAX_MESSAGE_BYTES, METRICS, newer, parse_clean
+from sensor_pipeline.simulator import BEACHES
 
 log = logging.getLogger("sensor_pipeline.dashboard")
-Listener = Callable[[list[dict[str, Any]]], None]
 
 BACKOFF = 3.0
 LOG_EVERY = 30.0
 STOP_TIMEOUT = 10.0
 #: Bounds each consumer start-up, so stop() is not held up by a broker that is down.
 BOOTSTRAP_TIMEOUT_MS = 5_000
+#: Dead letters read back per topic at start (enough for the last minute's reasons).
+LETTER_HISTORY = 2_000
+#: The window of the delay percentiles and the dead-letter reasons, in seconds.
+WINDOW = 60
+#: A session's views of one range are computed at most this often (seconds), whatever the sessions.
+VIEW_TTL = 0.5
+#: The newest readings kept as they are (tests and debugging).
+RECENT = 100
 
 
 class Consumer(Protocol):
@@ -62,26 +81,6 @@ def _describe(error: BaseException) -> str:
     return _shorten(text if text.startswith(name) else f"{name}: {text}", 300)  # Kafka's errors name themselves
 
 
-class _Throttle:
-    """Lets a log line through at most once every ``every`` seconds and counts the ones held back."""
-
-    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.every = every
-        self.clock = clock
-        self.held = 0
-        self._next = -math.inf
-
-    def __call__(self) -> int | None:
-        """None to hold this line back; otherwise how many were held back since the last one."""
-        now = self.clock()
-        if now < self._next:
-            self.held += 1
-            return None
-        self._next = now + self.every
-        held, self.held = self.held, 0
-        return held
-
-
 def kafka_consumer(settings: Settings) -> Consumer:
     from kafka import KafkaConsumer
 
@@ -95,11 +94,31 @@ def kafka_consumer(settings: Settings) -> Consumer:
     return consumer
 
 
-class Hub:
-    """The clean topic's consumer thread and its sessions.
+def _published_at(record: Any, default: float) -> float:
+    """A record's timestamp in epoch seconds (the job's send time on the clean topic)."""
+    stamp = getattr(record, "timestamp", None)
+    return stamp / 1000.0 if isinstance(stamp, int) and stamp > 0 else default
 
-    ``consumer_factory``, ``backoff``, ``log_every`` and ``clock`` (monotonic seconds, for the log
-    throttle) replace Kafka and timing in tests.
+
+def letter_reason(value: object) -> str:
+    """The ``Reason`` of a dead letter, or ``unreadable`` (a letter is counted whatever it holds)."""
+    try:
+        raw = value.encode() if isinstance(value, str) else value
+        if not isinstance(raw, bytes | bytearray) or len(raw) > MAX_MESSAGE_BYTES:
+            return "unreadable"
+        reason = json.loads(bytes(raw)).get("Reason")
+    except (ValueError, AttributeError, RecursionError):
+        return "unreadable"
+    if isinstance(reason, str) and 0 < len(reason) <= 40 and reason.replace("_", "").isalnum():
+        return reason
+    return "unreadable"
+
+
+class Hub:
+    """The output topics' consumer thread, its aggregates, and the offsets meter.
+
+    ``consumer_factory``, ``meter``, ``backoff``, ``log_every``, ``clock`` (monotonic seconds, for the
+    log throttle) and ``wall`` (epoch seconds) replace Kafka and timing in tests.
     """
 
     def __init__(
@@ -110,21 +129,31 @@ class Hub:
         backoff: float = BACKOFF,
         log_every: float = LOG_EVERY,
         clock: Callable[[], float] = time.monotonic,
+        meter: PipelineMeter | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.history: deque[dict[str, Any]] = deque(maxlen=history)
+        self.history = history
+        self.series = Downsampler(len(METRICS))
+        self.delays = DelayWindow(WINDOW)
+        self.reasons: dict[int, Counter[str]] = {}
         self.latest: dict[str, dict[str, Any]] = {}
+        self.cadence: dict[str, status.Cadence] = {}
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self.received = 0
+        self.letters = 0
+        self.meter = meter or PipelineMeter(settings)
+        self.wall = wall
+        self._views: dict[float | None, tuple[float, dict[str, View]]] = {}
         self._seen: deque[int] = deque(maxlen=100_000)
         self._seen_set: set[int] = set()
-        self._listeners: dict[object, Listener] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="clean-topic-consumer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="output-topics-consumer", daemon=True)
         self._consumer_factory = consumer_factory or partial(kafka_consumer, settings)
         self._backoff = backoff
-        self._reject_log = _Throttle(log_every, clock)
-        self._error_log = _Throttle(log_every, clock)
+        self._reject_log = Throttle(log_every, clock)
+        self._error_log = Throttle(log_every, clock)
         self._connected = False
         self._messages = 0
         self._rejected = 0
@@ -135,14 +164,16 @@ class Hub:
 
     def start(self) -> None:
         self._thread.start()
+        self.meter.start()
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> bool:
-        """End the consumer thread (which closes its consumer); False if it is still running after ``timeout``."""
+        """End the threads (the consumer's closes its consumer); False if one still runs after ``timeout``."""
         self._stop.set()
+        metered = self.meter.stop(timeout)
         if self._thread.is_alive():
             self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.warning("the clean topic consumer did not stop within %.0f s", timeout)
+        if self._thread.is_alive() or not metered:
+            log.warning("the dashboard's Kafka threads did not stop within %.0f s", timeout)
             return False
         return True
 
@@ -150,9 +181,9 @@ class Hub:
         """A JSON-ready snapshot of the consumer.
 
         ``alive``: its thread runs; ``connected``: it has its partitions; ``messages``: values read;
-        ``received``: new readings handed to sessions; ``rejected``: values that were not clean
-        readings; ``errors``: failures of the loop (each followed by a backoff and a new consumer);
-        times are ISO 8601 UTC.
+        ``received``: new readings; ``rejected``: clean-topic values that were not clean readings;
+        ``errors``: failures of the loop (each followed by a backoff and a new consumer); times are
+        ISO 8601 UTC.
         """
         with self._lock:
             return {
@@ -167,21 +198,11 @@ class Hub:
                 "last_error_at": self._last_error_at.isoformat() if self._last_error_at else None,
             }
 
-    def subscribe(self, key: object, listener: Listener) -> list[dict[str, Any]]:
-        """Register a session; returns the history to draw first."""
-        with self._lock:
-            self._listeners[key] = listener
-            return list(self.history)
-
-    def unsubscribe(self, key: object) -> None:
-        with self._lock:
-            self._listeners.pop(key, None)
-
-    def publish(self, messages: list[dict[str, Any]]) -> None:
-        """Take parsed messages (deduplicated here) and hand them to every session."""
+    def ingest(self, readings: list[tuple[dict[str, Any], float]]) -> None:
+        """Take parsed clean readings with their publication times (deduplicated here)."""
         with self._lock:
             fresh = []
-            for message in messages:
+            for message, published in readings:
                 mid = int(message["MeasurementID"])
                 if mid in self._seen_set:
                     continue
@@ -189,19 +210,56 @@ class Hub:
                     self._seen_set.discard(self._seen[0])
                 self._seen.append(mid)
                 self._seen_set.add(mid)
-                fresh.append(message)
+                fresh.append((message, published))
             if not fresh:
                 return
+            times = np.array([m["TimeStamp"].timestamp() for m, _ in fresh])
+            published_at = np.array([p for _, p in fresh])
+            values = np.array([[m[metric] for metric, _, _ in METRICS] for m, _ in fresh])
+            self.series.add([m["Beach"] for m, _ in fresh], times, values)
+            self.delays.add(published_at, published_at - times)
+            for message, published in fresh:
+                self.cadence.setdefault(message["Beach"], status.Cadence()).saw(published)
+            self.latest = newer(self.latest, (m for m, _ in fresh))
+            self.recent.extend(m for m, _ in fresh)
             self.received += len(fresh)
-            self.history.extend(fresh)
-            self.latest = newer(self.latest, fresh)
-            listeners = list(self._listeners.items())
-        for key, listener in listeners:
-            try:
-                listener(fresh)
-            except Exception:  # a session that went away must not stop the feed for the others
-                log.exception("dropping a dashboard session whose update failed")
-                self.unsubscribe(key)
+
+    def count_letters(self, letters: list[tuple[str, float]]) -> None:
+        """Take dead letters' (reason, publication time)."""
+        with self._lock:
+            for reason, published in letters:
+                self.reasons.setdefault(int(published), Counter())[reason] += 1
+            horizon = int(self.wall()) - WINDOW
+            for second in [s for s in self.reasons if s <= horizon]:
+                del self.reasons[second]
+            self.letters += len(letters)
+
+    def snapshot(self, seconds: float | None) -> dict[str, Any]:
+        """What a session draws: each beach's bucketed series over the last ``seconds`` (None: all),
+        latest readings, badges, the last minute's delays and dead letters, rates and lag."""
+        now = self.wall()
+        with self._lock:
+            cached = self._views.get(seconds)
+            if cached is None or not 0 <= now - cached[0] < VIEW_TTL:
+                cached = (now, self.series.view(seconds))
+                self._views[seconds] = cached
+            beaches = sorted({*BEACHES, *self.latest})
+            badges = {b: status.badges(self.latest.get(b), self.cadence.get(b), now) for b in beaches}
+            count, (p50, p95) = self.delays.percentiles(now, (0.5, 0.95))
+            reasons: Counter[str] = Counter()
+            for second, counts in self.reasons.items():
+                if second > now - WINDOW:
+                    reasons.update(counts)
+            latest = dict(self.latest)
+        return {
+            "views": cached[1],
+            "latest": latest,
+            "badges": badges,
+            "delay": {"count": count, "p50": p50, "p95": p95},
+            "reasons": dict(reasons.most_common()),
+            "health": self.health(),
+            "pipeline": self.meter.snapshot(),
+        }
 
     # --- the consumer thread ------------------------------------------------------------------------
 
@@ -216,7 +274,12 @@ class Hub:
                     self._connected = True
                 while not self._stop.is_set():
                     batches = consumer.poll(timeout_ms=500, max_records=5000)
-                    self.handle([record.value for records in batches.values() for record in records])
+                    clean: list[Any] = []
+                    letters: list[Any] = []
+                    for tp, records in batches.items():
+                        (letters if tp.topic == self.settings.invalid_topic else clean).extend(records)
+                    self.handle(clean)
+                    self.handle_letters(letters)
             except Exception as error:  # a broker outage, or a bug: the feed must go on either way
                 failed = True
                 self._record_error(error)
@@ -232,34 +295,48 @@ class Hub:
         from kafka import TopicPartition
         from kafka.errors import KafkaError
 
-        topic = self.settings.clean_topic
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not partitions:
-            raise KafkaError(f"topic {topic} has no partitions yet (created by `sensor-pipeline init`)")
-        consumer.assign(partitions)
-        # Start with recent history: the last `history / partitions` messages of each partition.
-        ends = consumer.end_offsets(partitions)
-        back = max(self.history.maxlen or 0, 1) // len(partitions)
-        for tp in partitions:
-            consumer.seek(tp, max(ends[tp] - back, 0))
+        assigned = []
+        for topic, back in ((self.settings.clean_topic, self.history), (self.settings.invalid_topic, LETTER_HISTORY)):
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            if not partitions:
+                raise KafkaError(f"topic {topic} has no partitions yet (created by `sensor-pipeline init`)")
+            assigned.append((partitions, back))
+        consumer.assign([tp for partitions, _ in assigned for tp in partitions])
+        # Start with recent history: the last `back / partitions` messages of each partition.
+        for partitions, back in assigned:
+            ends = consumer.end_offsets(partitions)
+            each = math.ceil(back / len(partitions))
+            for tp in partitions:
+                consumer.seek(tp, max(ends[tp] - each, 0))
 
-    def handle(self, values: list[Any]) -> None:
-        """Parse one poll's values and publish the clean readings; never raises."""
-        messages = []
-        for value in values:
+    def handle(self, records: list[Any]) -> None:
+        """Parse one poll's clean-topic records and ingest the clean readings; never raises."""
+        readings = []
+        now = self.wall()
+        for record in records:
             try:
-                messages.append(parse_clean(value))
+                readings.append((parse_clean(record.value), _published_at(record, now)))
             except Exception as error:  # Rejected, or a parser bug: either way one value, not the feed
-                self._record_rejected(value, error)
+                self._record_rejected(record.value, error)
         with self._lock:
-            self._messages += len(values)
-            if values:
+            self._messages += len(records)
+            if records:
                 self._last_message_at = datetime.now(UTC)
-        if messages:
+        if readings:
             try:
-                self.publish(messages)
+                self.ingest(readings)
             except Exception as error:  # the consumer is fine: keep it, lose only this batch
                 self._record_error(error, restart=False)
+
+    def handle_letters(self, records: list[Any]) -> None:
+        """Count one poll's dead letters by reason; never raises."""
+        if not records:
+            return
+        now = self.wall()
+        try:
+            self.count_letters([(letter_reason(r.value), _published_at(r, now)) for r in records])
+        except Exception as error:
+            self._record_error(error, restart=False)
 
     def _record_rejected(self, value: object, reason: Exception) -> None:
         with self._lock:
@@ -305,7 +382,7 @@ def start_shared(settings: Settings) -> Hub:
     """The process-wide hub (started once, by the Bokeh server's lifecycle hook)."""
     global _shared
     if _shared is None:
-        _shared = Hub(settings, history=settings.dashboard_rollover * 6)
+        _shared = Hub(settings, history=settings.dashboard_history)
         _shared.start()
     return _shared
 

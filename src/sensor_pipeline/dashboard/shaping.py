@@ -13,7 +13,6 @@ from sensor_pipeline.rules import flags_of
 
 #: (key, title, unit) of each measured value, from the one schema.
 METRICS: tuple[tuple[str, str, str], ...] = tuple((key.name, key.label, key.unit) for key in schema.METRICS)
-SERIES_COLUMNS = ("time", *(m[0] for m in METRICS), "MeasurementID")
 TABLE_COLUMNS = ("Beach", "Time", "WaterTemperature", "Turbidity", "BatteryLife", "Flags")
 
 
@@ -78,19 +77,6 @@ def parse_clean(value: object) -> dict[str, Any]:
         if not math.isfinite(metrics[metric]):
             raise Rejected(f"{metric} is not finite")
     return {**message, **metrics, "TimeStamp": timestamp.astimezone(UTC)}
-
-
-def series_by_beach(messages: Iterable[dict[str, Any]]) -> dict[str, dict[str, list[Any]]]:
-    """Group messages into per-beach column dicts, time-ordered, ready for ``ColumnDataSource.stream``."""
-    grouped: dict[str, dict[str, list[Any]]] = {}
-    for message in sorted(messages, key=lambda m: m["TimeStamp"]):
-        columns = grouped.setdefault(message["Beach"], {c: [] for c in SERIES_COLUMNS})
-        # Bokeh datetime axes take naive datetimes as UTC.
-        columns["time"].append(message["TimeStamp"].replace(tzinfo=None))
-        for metric, _, _ in METRICS:
-            columns[metric].append(message[metric])
-        columns["MeasurementID"].append(message["MeasurementID"])
-    return grouped
 
 
 def latest_table(latest: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:

@@ -1,0 +1,115 @@
+"""HTML of the dashboard's health row and beach badges, from a :meth:`Hub.snapshot` (pure, tested without
+a server). Every number sits in an element a browser test can find: ``[data-metric=<name>] .value``,
+``[data-beach="<name>"]`` with ``data-level``, ``[data-reason=<code>]``.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from sensor_pipeline.dashboard import status
+
+STYLE = """
+:host { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; }
+.cards { display: flex; flex-wrap: wrap; gap: 10px; }
+.card { border: 1px solid #d0d7de; border-radius: 6px; padding: 6px 10px; width: 190px; background: #fafbfc; }
+.card .label { font-size: 12px; color: #57606a; }
+.card .value { font-size: 22px; font-weight: 600; color: #1f2328; }
+.card .note { font-size: 11px; color: #57606a; }
+.card.alert { border-color: #cf222e; }
+.beaches { display: flex; flex-wrap: wrap; gap: 6px 18px; }
+.beach { font-size: 13px; }
+.badge { display: inline-block; border-radius: 10px; padding: 1px 8px; margin-left: 4px; font-size: 12px; color: #fff; }
+.badge.ok { background: #1a7f37; }
+.badge.watch { background: #bc4c00; }
+.badge.alert { background: #cf222e; }
+.badge.unknown { background: #6e7781; }
+"""
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return "&ndash;"
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "&ndash;"
+    if value >= 86_400:
+        return "&ge; 1 d"
+    if value >= 120:
+        return f"{value / 60:.0f} min"
+    return f"{value:.2f} s" if value < 10 else f"{value:.0f} s"
+
+
+def _card(metric: str, label: str, value: str, note: str = "", alert: bool = False) -> str:
+    return (
+        f'<div class="card{" alert" if alert else ""}" data-metric="{metric}">'
+        f'<div class="label">{label}</div><div class="value">{value}</div><div class="note">{note}</div></div>'
+    )
+
+
+def consumer_state(health: dict[str, Any]) -> str:
+    return "connected" if health["connected"] else ("reconnecting" if health["alive"] else "stopped")
+
+
+def health_html(snapshot: dict[str, Any]) -> str:
+    """The pipeline-health row: rates in and out, dead letters by reason, the job's lag, the delay."""
+    pipeline = snapshot["pipeline"]
+    rates = pipeline["rates"]
+    reasons: dict[str, int] = snapshot["reasons"]
+    reason_list = " &middot; ".join(
+        f'<span data-reason="{escape(code)}">{escape(code)} {count}</span>' for code, count in reasons.items()
+    )
+    lag = pipeline["lag"]
+    group = escape(pipeline["group"])
+    if lag is None:
+        lag_value, lag_note = "&ndash;", f"no offsets committed by group {group} yet"
+    else:
+        lag_value, lag_note = f"{lag:,}", f"readings in RawSensorData not yet processed (group {group})"
+        if rates["clean"] and lag:
+            lag_note += f"; about {_seconds(lag / max(rates['in'] or 0.0, rates['clean'], 1e-9))} of input"
+    delay = snapshot["delay"]
+    health = snapshot["health"]
+    consumer = (
+        f"{health['received']:,} readings, {health['rejected']} rejected, {health['errors']} errors "
+        f"&middot; consumer {consumer_state(health)}"
+    )
+    if pipeline["last_error"]:
+        consumer += f" &middot; meter: {escape(str(pipeline['last_error'])[:160])}"
+    if health["last_error"]:
+        consumer += f" &middot; last error: {escape(str(health['last_error'])[:160])}"
+    cards = [
+        _card("in", "readings in /s", _rate(rates["in"]), "RawSensorData, last 10 s"),
+        _card("clean", "clean /s", _rate(rates["clean"]), "CleanSensorData, last 10 s"),
+        _card(
+            "dead",
+            "dead letters /s",
+            _rate(rates["dead"]),
+            f"last minute: {reason_list}" if reasons else "none in the last minute",
+            alert=bool(reasons),
+        ),
+        _card("lag", "job lag", lag_value, lag_note, alert=bool(lag) and lag > 10 * max(rates["in"] or 0, 100)),
+        _card(
+            "delay",
+            "end-to-end delay p50",
+            _seconds(delay["p50"]),
+            f"p95 {_seconds(delay['p95'])} &middot; reading time &rarr; CleanSensorData, "
+            f"{delay['count']:,} readings in the last minute",
+        ),
+        _card("dashboard", "dashboard", f"{health['received']:,}", consumer, alert=not health["connected"]),
+    ]
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def badges_html(badges: dict[str, list[status.Badge]]) -> str:
+    """One entry per beach: its name and badges, the entry's ``data-level`` the worst of them."""
+    entries = []
+    for beach, items in badges.items():
+        level = status.worst([b.level for b in items])
+        spans = "".join(f'<span class="badge {b.level}">{escape(b.text)}</span>' for b in items)
+        name = escape(beach)
+        entries.append(f'<span class="beach" data-beach="{name}" data-level="{level}">{name}{spans}</span>')
+    return f'<div class="beaches">{"".join(entries)}</div>'
