@@ -16,6 +16,7 @@ locals {
     { name = "SP_RAW_TOPIC", value = local.topics.raw },
     { name = "SP_CLEAN_TOPIC", value = local.topics.clean },
     { name = "SP_INVALID_TOPIC", value = local.topics.invalid },
+    { name = "SP_JOB_GROUP", value = local.job_group },
     { name = "SP_TOPIC_PARTITIONS", value = tostring(var.topic_partitions) },
     { name = "SP_TOPIC_REPLICATION", value = tostring(min(var.az_count, 3)) },
     { name = "SP_AWS_REGION", value = var.region },

@@ -81,9 +81,22 @@ data "aws_iam_policy_document" "dashboard" {
     resources = [local.cluster_arn_for_iam]
   }
   statement {
-    sid       = "ReadClean"
+    sid       = "ReadCleanAndDeadLetters"
     actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:ReadData"]
-    resources = [local.topic_arns.clean]
+    resources = [local.topic_arns.clean, local.topic_arns.invalid]
+  }
+  # The health row: RawSensorData's end offsets (ListOffsets: DescribeTopic) and the offsets the job
+  # committed (OffsetFetch: DescribeGroup), as in "Semantics of IAM authorization policy actions and
+  # resources", https://docs.aws.amazon.com/msk/latest/developerguide/kafka-actions.html
+  statement {
+    sid       = "RawOffsets"
+    actions   = ["kafka-cluster:DescribeTopic"]
+    resources = [local.topic_arns.raw]
+  }
+  statement {
+    sid       = "JobProgress"
+    actions   = ["kafka-cluster:DescribeGroup"]
+    resources = ["${local.msk_group_arn_prefix}/${local.job_group}"]
   }
 }
 
@@ -152,10 +165,12 @@ data "aws_iam_policy_document" "emr_job" {
     actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"]
     resources = [local.topic_arns.clean, local.topic_arns.invalid]
   }
+  # Spark's source groups, and the group the job commits its progress to (OffsetCommit: AlterGroup on
+  # the group, ReadData on the topic; sensor_pipeline/progress.py).
   statement {
     sid       = "ConsumerGroups"
     actions   = ["kafka-cluster:AlterGroup", "kafka-cluster:DescribeGroup"]
-    resources = ["${local.msk_group_arn_prefix}/spark-kafka-source-*"]
+    resources = ["${local.msk_group_arn_prefix}/spark-kafka-source-*", "${local.msk_group_arn_prefix}/${local.job_group}"]
   }
   statement {
     sid       = "ReadArtifacts"

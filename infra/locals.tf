@@ -16,6 +16,9 @@ locals {
     clean   = "CleanSensorData"
     invalid = "InvalidSensorData"
   }
+  # The Kafka consumer group the Spark job commits its processed offsets to (a report: the dashboard's
+  # lag and MSK's consumer-lag metrics read it; the job resumes from its checkpoint, never from it).
+  job_group = "structure_validate_store"
 
   # Prefixes of the artifacts bucket, each granted only to the workloads that need it.
   s3_prefixes = {

@@ -232,8 +232,18 @@ run "iam_is_scoped_to_named_arns" {
     error_message = "the producer may write only RawSensorData"
   }
   assert {
-    condition     = data.aws_iam_policy_document.dashboard.statement[1].resources == toset(["arn:aws:kafka:us-east-1:123456789012:topic/sensor-pipeline-dev/11111111-2222-3333-4444-555555555555-1/CleanSensorData"])
-    error_message = "the dashboard may read only CleanSensorData"
+    condition     = one([for s in data.aws_iam_policy_document.dashboard.statement : s.resources if s.sid == "ReadCleanAndDeadLetters"]) == toset(["arn:aws:kafka:us-east-1:123456789012:topic/sensor-pipeline-dev/11111111-2222-3333-4444-555555555555-1/CleanSensorData", "arn:aws:kafka:us-east-1:123456789012:topic/sensor-pipeline-dev/11111111-2222-3333-4444-555555555555-1/InvalidSensorData"])
+    error_message = "the dashboard may read only CleanSensorData and InvalidSensorData"
+  }
+  assert {
+    condition = alltrue([
+      for s in data.aws_iam_policy_document.dashboard.statement : alltrue([for a in s.actions : !contains(["kafka-cluster:WriteData", "kafka-cluster:AlterGroup", "kafka-cluster:CreateTopic"], a)])
+    ])
+    error_message = "the dashboard only reads: no writes, no group changes, no topics"
+  }
+  assert {
+    condition     = one([for s in data.aws_iam_policy_document.dashboard.statement : s.resources if s.sid == "JobProgress"]) == toset(["arn:aws:kafka:us-east-1:123456789012:group/sensor-pipeline-dev/11111111-2222-3333-4444-555555555555-1/structure_validate_store"])
+    error_message = "the dashboard may describe only the job's progress group"
   }
   assert {
     condition = alltrue([

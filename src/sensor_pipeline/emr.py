@@ -199,6 +199,7 @@ def job_environment(settings: Settings, checkpoint: str) -> dict[str, str]:
         "SP_RAW_TOPIC": settings.raw_topic,
         "SP_CLEAN_TOPIC": settings.clean_topic,
         "SP_INVALID_TOPIC": settings.invalid_topic,
+        "SP_JOB_GROUP": settings.job_group,
         "SP_MONGO_URI": settings.mongo_uri,
         "SP_MONGO_DATABASE": settings.mongo_database,
         "SP_MONGO_COLLECTION": settings.mongo_collection,
