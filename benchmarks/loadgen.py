@@ -6,6 +6,9 @@ MeasurementIDs are ``--first-id`` + sequence number, so the benchmark knows whic
 
     python benchmarks/loadgen.py --bootstrap 127.0.0.1:9092 --topic T --rate 1000 --seconds 60
 
+``--clean`` sends what the job publishes on CleanSensorData instead (JSON, the contract's keys), and
+``--dead-topic T --dead-every N`` makes every Nth message a dead letter on T (benchmarks/dashboard.py).
+
 Prints one JSON line when done: ``sent``, ``started``/``ended`` (epoch seconds), ``errors``, ``cpu`` (s).
 Rate 0 sends ``--count`` lines as fast as librdkafka takes them (the broker ceiling).
 """
@@ -34,6 +37,40 @@ def bodies(count: int = 4096) -> list[tuple[bytes, str]]:
     return out
 
 
+REASONS = ("bad_shape", "out_of_range", "bad_timestamp", "future_timestamp", "bad_number")
+
+
+def clean_message(line: str) -> bytes:
+    """The clean message the job publishes for a valid ``line`` (its JSON shape, not its code path)."""
+    stamp, temperature, turbidity, battery, beach, mid = line.split()
+    return json.dumps(
+        {
+            "Beach": beach.replace("_", " "),
+            "MeasurementID": int(mid),
+            "BatteryLife": float(battery),
+            "RawData": line,
+            "WaterTemperature": float(temperature),
+            "Turbidity": float(turbidity),
+            "TimeStamp": stamp,
+        }
+    ).encode()
+
+
+def dead_letter(line: str, seq: int) -> bytes:
+    """A dead letter in the contract's shape, its reason one of a few in turn."""
+    reason = REASONS[seq % len(REASONS)]
+    source = {"topic": "RawSensorData", "partition": 0, "offset": seq}
+    return json.dumps(
+        {
+            "RawData": line,
+            "Reason": reason,
+            "Detail": "load generator",
+            "Source": source,
+            "RejectedAt": line.split(maxsplit=1)[0],
+        }
+    ).encode()
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", required=True)
@@ -42,9 +79,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--count", type=int, default=0, help="with --rate 0: how many to send")
     parser.add_argument("--first-id", type=int, default=1)
+    parser.add_argument("--clean", action="store_true", help="send clean readings (JSON), not raw lines")
+    parser.add_argument("--dead-topic", help="with --dead-every: where the dead letters go")
+    parser.add_argument("--dead-every", type=int, default=0, help="every Nth message a dead letter (0: none)")
     args = parser.parse_args(argv)
     if args.rate < 0 or args.seconds <= 0 or (args.rate == 0 and args.count <= 0):
         parser.error("--rate must be >= 0, --seconds > 0, and --rate 0 needs --count > 0")
+    if args.dead_every < 0 or (args.dead_every and not args.dead_topic):
+        parser.error("--dead-every must be >= 0 and needs --dead-topic")
     errors = 0
 
     def delivered(error: object, _message: object) -> None:
@@ -58,7 +100,8 @@ def main(argv: list[str]) -> int:
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 2,
-            "compression.type": "lz4",
+            # Clean messages as the job sends them: Spark's Kafka writer compresses nothing by default.
+            "compression.type": "none" if args.clean else "lz4",
             "queue.buffering.max.messages": 1_000_000,
         }
     )
@@ -73,9 +116,14 @@ def main(argv: list[str]) -> int:
             for seq in range(sent, due):
                 key, body = pool[seq % len(pool)]
                 line = f"{stamp} {body} {args.first_id + seq}"
+                topic, value = args.topic, line.encode()
+                if args.dead_every and seq % args.dead_every == 0:
+                    topic, value = args.dead_topic, dead_letter(line, seq)
+                elif args.clean:
+                    value = clean_message(line)
                 while True:
                     try:
-                        producer.produce(args.topic, line.encode(), key, on_delivery=delivered)
+                        producer.produce(topic, value, key, on_delivery=delivered)
                         break
                     except BufferError:
                         producer.poll(0.01)

@@ -22,10 +22,12 @@ else
 fi
 echo "==> installing Debian's chromium for the browser tests (apt-get)"
 export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 # The package lists may be missing or stale on a fresh machine: refresh them only if the install fails.
-if ! "${sudo[@]}" apt-get install -y --no-install-recommends chromium > /tmp/sp-install-browser.log 2>&1; then
-  "${sudo[@]}" apt-get update -q >> /tmp/sp-install-browser.log 2>&1
-  "${sudo[@]}" apt-get install -y --no-install-recommends chromium >> /tmp/sp-install-browser.log 2>&1 \
-    || { tail -20 /tmp/sp-install-browser.log >&2; echo "error: apt-get install chromium failed" >&2; exit 1; }
+if ! "${sudo[@]}" apt-get install -y --no-install-recommends chromium > "$log" 2>&1; then
+  "${sudo[@]}" apt-get update -q >> "$log" 2>&1
+  "${sudo[@]}" apt-get install -y --no-install-recommends chromium >> "$log" 2>&1 \
+    || { tail -20 "$log" >&2; echo "error: apt-get install chromium failed" >&2; exit 1; }
 fi
 "$chromium" --version

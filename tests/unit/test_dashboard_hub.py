@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from kafka import TopicPartition
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from sensor_pipeline.config import Settings
-from sensor_pipeline.dashboard.hub import Hub
+from sensor_pipeline.dashboard.hub import MAX_OTHER_BEACHES, TOP_REASONS, Hub
 from sensor_pipeline.dashboard.meter import PipelineMeter, Throttle
 from sensor_pipeline.dashboard.shaping import Rejected, parse_clean
 from sensor_pipeline.simulator import BEACHES
@@ -48,6 +49,8 @@ def without(key: str) -> bytes:
 @dataclass
 class Record:
     value: Any
+    offset: int | None = None
+    timestamp: int | None = None
 
 
 class FakeConsumer:
@@ -62,6 +65,7 @@ class FakeConsumer:
         self.seeks: dict[TopicPartition, int] = {}
         self.closed = False
         self.played = threading.Event()
+        self.offsets: dict[str, int] = {}
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         return self.partitions or None
@@ -83,9 +87,14 @@ class FakeConsumer:
         item = self.script.popleft()
         if isinstance(item, Exception):
             raise item
-        if isinstance(item, dict):  # {topic: values}
-            return {TopicPartition(topic, 0): [Record(v) for v in values] for topic, values in item.items()}
-        return {TopicPartition("CleanSensorData", 0): [Record(value) for value in item]}
+        if not isinstance(item, dict):
+            item = {"CleanSensorData": item}
+        polled = {}
+        for topic, values in item.items():  # {topic: values}, each value at the next offset of partition 0
+            first = self.offsets.get(topic, 0)
+            self.offsets[topic] = first + len(values)
+            polled[TopicPartition(topic, 0)] = [Record(v, first + i) for i, v in enumerate(values)]
+        return polled
 
     def close(self) -> None:
         self.closed = True
@@ -329,6 +338,7 @@ def test_health_is_a_json_snapshot_before_and_after_start(run_hub: Any) -> None:
         "messages": 0,
         "received": 0,
         "rejected": 0,
+        "not_shown": 0,
         "errors": 0,
         "last_message_at": None,
         "last_error": None,
@@ -373,3 +383,55 @@ def test_a_snapshot_holds_views_badges_and_the_delay_of_the_last_minute(run_hub:
     assert set(snapshot["badges"]) == {*BEACHES, "Calumet Beach"}  # the six beaches, even before data
     assert [b.level for b in snapshot["badges"]["Calumet Beach"]] == ["alert"]  # very turbid: the latest (id 3)
     assert snapshot["pipeline"]["rates"] == {"in": None, "clean": None, "dead": None}
+
+
+def test_a_new_consumer_resumes_where_the_last_one_stopped(run_hub: Any) -> None:
+    first = FakeConsumer(
+        [{"InvalidSensorData": [letter("bad_shape")] * 3, "CleanSensorData": [clean(1)]}, OSError("x")]
+    )
+    second = FakeConsumer([])
+    hub = run_hub(Factory(first, second))
+    seeks = {(tp.topic, tp.partition): offset for tp, offset in second.seeks.items()}
+    assert seeks["InvalidSensorData", 0] == 3 and seeks["CleanSensorData", 0] == 1  # not history again
+    assert hub.snapshot(None)["reasons"] == {"bad_shape": 3}
+
+
+def test_made_up_beach_names_are_counted_but_not_drawn_beyond_a_few() -> None:
+    hub = make_hub(Factory())
+    stamp = "2024-07-01T03:00:00.000Z"
+    hub.handle([Record(clean(i, Beach=f"Beach {i}", TimeStamp=stamp)) for i in range(1, 1001)])
+    assert hub.received == MAX_OTHER_BEACHES and hub.not_shown == 1000 - MAX_OTHER_BEACHES
+    snapshot = hub.snapshot(None)
+    assert len(snapshot["views"]) == MAX_OTHER_BEACHES and len(snapshot["badges"]) == len(BEACHES) + MAX_OTHER_BEACHES
+
+
+def test_ranges_end_now_for_live_readings_and_at_the_newest_for_a_replay() -> None:
+    now = [1_800_000_000.0]
+    hub = Hub(Settings(), history=0, meter=make_hub(Factory()).meter, wall=lambda: now[0])
+    hub.handle([Record(clean(1, TimeStamp="2014-07-01T03:00:00.000Z"))])
+    replay = hub.snapshot(300.0)
+    assert not replay["live"] and replay["end"] == datetime(2014, 7, 1, 3, tzinfo=UTC).timestamp()
+    live = datetime.fromtimestamp(now[0] - 2, UTC).isoformat()
+    hub.handle([Record(clean(2, TimeStamp=live))])
+    now[0] += 0.5
+    assert hub.snapshot(300.0)["live"] and hub.snapshot(300.0)["end"] == now[0]
+
+
+def test_record_times_in_the_future_count_as_now() -> None:
+    now = 1_800_000_000.0
+    hub = Hub(Settings(), history=0, meter=make_hub(Factory()).meter, wall=lambda: now)
+    stamp = datetime.fromtimestamp(now - 1, UTC).isoformat()
+    future_ms = int((now + 86_400) * 1000)
+    hub.handle([Record(clean(1, TimeStamp=stamp), timestamp=future_ms)])
+    hub.handle_letters([Record(letter("bad_id"), timestamp=future_ms)])
+    snapshot = hub.snapshot(None)
+    assert snapshot["delay"]["count"] == 1 and snapshot["delay"]["p50"] is not None
+    assert snapshot["reasons"] == {"bad_id": 1} and set(hub.reasons) == {int(now)}
+
+
+def test_only_the_most_frequent_reasons_are_named() -> None:
+    hub = make_hub(Factory())
+    hub.handle_letters([Record(letter(f"reason_{i}")) for i in range(20) for _ in range(i + 1)])
+    reasons = hub.snapshot(None)["reasons"]
+    assert list(reasons)[:TOP_REASONS] == [f"reason_{i}" for i in range(19, 19 - TOP_REASONS, -1)]
+    assert reasons["other"] == sum(range(1, 21)) - sum(range(20 - TOP_REASONS + 1, 21))

@@ -41,6 +41,7 @@ def meter_at(now: list[float]) -> PipelineMeter:
 def test_rates_are_end_offset_growth_over_the_window() -> None:
     now = [0.0]
     meter, offsets = meter_at(now), FakeOffsets()
+    offsets.commits = {0: 100, 1: 50}
     meter.record(meter.sample(offsets))
     assert meter.snapshot()["rates"] == {"in": None, "clean": None, "dead": None}  # one sample: no rate yet
     now[0] = 4.0
@@ -49,8 +50,10 @@ def test_rates_are_end_offset_growth_over_the_window() -> None:
     offsets.ends[SETTINGS.invalid_topic][0] += 20
     meter.record(meter.sample(offsets))
     assert meter.snapshot()["rates"] == {"in": 100.0, "clean": 95.0, "dead": 5.0}
-    now[0] = 100.0  # no answer from the broker for a while: the rates are unknown, not stale
+    assert meter.snapshot()["lag"] == 400
+    now[0] = 100.0  # no answer from the broker for a while: rates and lag are unknown, not stale
     assert meter.snapshot()["rates"] == {"in": None, "clean": None, "dead": None}
+    assert meter.snapshot()["lag"] is None
 
 
 def test_the_lag_is_what_the_job_has_not_committed() -> None:
@@ -58,6 +61,8 @@ def test_the_lag_is_what_the_job_has_not_committed() -> None:
     meter, offsets = meter_at(now), FakeOffsets()
     assert meter.sample(offsets).lag is None  # the job has committed nothing: unknown, not 150
     offsets.commits = {0: 95}  # partition 1 never committed: counted from its first offset (20)
+    assert meter.sample(offsets).lag == 5 + 30
+    offsets.commits = {0: 95, 1: 10}  # a commit older than the partition's first offset: from there
     assert meter.sample(offsets).lag == 5 + 30
     offsets.commits = {0: 100, 1: 50}
     assert meter.sample(offsets).lag == 0

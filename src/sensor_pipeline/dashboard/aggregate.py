@@ -8,8 +8,8 @@ most ``MAX_POINTS`` buckets.
 
 :class:`DelayWindow` keeps histograms of the end-to-end delay per second of the last minute.
 
-Times are the readings' own timestamps (seconds since the epoch), and a range ends at the newest
-reading seen: a replay of 2013 data shows its own days, not an empty present.
+Times are the readings' own timestamps (seconds since the epoch). Where a range ends is the hub's
+choice: the present while readings arrive live, the newest reading for a replay of 2013 data.
 """
 
 from __future__ import annotations
@@ -133,12 +133,13 @@ class Downsampler:
                 return level
         return self.levels[-1]
 
-    def view(self, seconds: float | None) -> dict[str, View]:
-        """Each beach's buckets in the last ``seconds`` before the newest reading (None: all kept)."""
+    def view(self, seconds: float | None, end: float | None = None) -> dict[str, View]:
+        """Each beach's buckets in the ``seconds`` before ``end`` (epoch seconds; default the newest
+        reading), None: all kept; buckets after ``end`` too (a clock a little ahead)."""
         if not self.beaches:
             return {}
         width = self.width_for(seconds)
-        start = -math.inf if seconds is None else self.newest - seconds
+        start = -math.inf if seconds is None else (self.newest if end is None else end) - seconds
         m = self.metrics
         views = {}
         for beach, buckets in zip(self.beaches, self._buckets[width], strict=True):

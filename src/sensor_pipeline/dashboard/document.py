@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, HoverTool, InlineStyleSheet
+from bokeh.models import ColumnDataSource, HoverTool, InlineStyleSheet, Range1d
 from bokeh.models.annotations import Legend, LegendItem
 from bokeh.models.widgets import DataTable, Div, RadioButtonGroup, TableColumn
 from bokeh.palettes import Category10_10
@@ -51,10 +51,13 @@ def view_columns(view: View) -> dict[str, Any]:
 
 
 def make_figures() -> list[tuple[str, Any, Legend]]:
-    """One time-series figure per metric, sharing the x range, each with its legend on its right."""
+    """One time-series figure per metric, sharing one x range (set by the range selector: a gap in
+    the feed shows as a gap), each with its legend on its right."""
     figures: list[tuple[str, Any, Legend]] = []
+    x_range = Range1d(start=0, end=1)
     for metric, title, unit in METRICS:
         fig = figure(
+            x_range=x_range,
             title=f"{title} ({unit})",
             x_axis_type="datetime",
             y_axis_type="log" if metric == "Turbidity" else "linear",
@@ -79,95 +82,117 @@ def make_figures() -> list[tuple[str, Any, Legend]]:
         legend = Legend(items=[], location="top_left", click_policy="hide", label_text_font_size="11px")
         fig.add_layout(legend, "right")
         figures.append((metric, fig, legend))
-    for _, fig, _ in figures[1:]:
-        fig.x_range = figures[0][1].x_range
     return figures
 
 
-def build(doc: Document, hub: Hub, settings: Settings) -> None:
-    """Lay out the dashboard in ``doc`` and refresh it from ``hub``."""
-    doc.title = "Chicago beach water quality: live"
-    style = InlineStyleSheet(css=panels.STYLE)
-    state: dict[str, Any] = {"seconds": dict(RANGES)[DEFAULT_RANGE], "drawn": {}}
+class Session:
+    """One browser session's models and callbacks (methods, not ``main.py`` globals)."""
 
-    figures = make_figures()
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.seconds: float | None = dict(RANGES)[DEFAULT_RANGE]
+        #: Per beach, what its source holds (width, buckets, last bucket, count): unchanged is not resent.
+        self.drawn: dict[str, tuple[Any, ...]] = {}
+        self.figures = make_figures()
+        self.sources: dict[str, ColumnDataSource] = {}
+        for beach in BEACHES:
+            self.ensure_beach(beach)
+        self.table_source = ColumnDataSource({c: [] for c in TABLE_COLUMNS})
+        self.table = DataTable(
+            source=self.table_source,
+            columns=[TableColumn(field=c, title=c) for c in TABLE_COLUMNS],
+            height=220,
+            sizing_mode="stretch_width",
+            index_position=None,
+            reorderable=False,  # reordering columns needs jquery-ui, which Bokeh does not ship
+        )
+        style = InlineStyleSheet(css=panels.STYLE)
+        self.status = Div(text="waiting for CleanSensorData ...", name="status")
+        self.health = Div(text="", name="health", stylesheets=[style], sizing_mode="stretch_width")
+        self.badges = Div(text="", name="badges", stylesheets=[style], sizing_mode="stretch_width")
+        labels = [label for label, _ in RANGES]
+        self.selector = RadioButtonGroup(labels=labels, active=labels.index(DEFAULT_RANGE), name="range")
+        self.selector.on_change("active", self.select_range)
 
-    sources: dict[str, ColumnDataSource] = {}
+    def layout(self) -> Any:
+        return column(
+            row(Div(text="<h2>Chicago beach water quality &mdash; live</h2>"), self.status),
+            Div(text="<b>Pipeline</b>"),
+            self.health,
+            Div(text="<b>Beaches</b> (latest reading; silent = no reading for several of its usual intervals)"),
+            self.badges,
+            row(Div(text="Time range (up to now; a replay: up to its newest reading):"), self.selector),
+            *(fig for _, fig, _ in self.figures),
+            Div(text="<h3>Latest reading per beach</h3>"),
+            self.table,
+            sizing_mode="stretch_width",
+        )
 
-    def ensure_beach(beach: str) -> ColumnDataSource:
-        if beach not in sources:
+    def ensure_beach(self, beach: str) -> ColumnDataSource:
+        if beach not in self.sources:
             empty: dict[str, list[Any]] = {"time": [], "count": []} | {
                 f"{m}{suffix}": [] for m, _, _ in METRICS for suffix in ("", "_low", "_high")
             }
             source = ColumnDataSource(empty, name=f"series-{beach}")
-            sources[beach] = source
-            color = Category10_10[(BEACHES.index(beach) if beach in BEACHES else len(sources)) % 10]
-            for metric, fig, legend in figures:
+            self.sources[beach] = source
+            color = Category10_10[(BEACHES.index(beach) if beach in BEACHES else len(self.sources)) % 10]
+            for metric, fig, legend in self.figures:
                 band = fig.varea(
                     "time", f"{metric}_low", f"{metric}_high", source=source, fill_color=color, fill_alpha=0.12
                 )
                 line = fig.line("time", metric, source=source, color=color, line_width=2, name=beach)
                 renderers: list[Any] = [line, band]
                 legend.items.append(LegendItem(label=beach, renderers=renderers))  # type: ignore[arg-type]
-        return sources[beach]
+        return self.sources[beach]
 
-    for beach in BEACHES:
-        ensure_beach(beach)
+    @staticmethod
+    def show(div: Div, text: str) -> None:
+        if div.text != text:  # an unchanged text is not sent again
+            div.text = text
 
-    table_source = ColumnDataSource({c: [] for c in TABLE_COLUMNS})
-    table = DataTable(
-        source=table_source,
-        columns=[TableColumn(field=c, title=c) for c in TABLE_COLUMNS],
-        height=220,
-        sizing_mode="stretch_width",
-        index_position=None,
-        reorderable=False,  # reordering columns needs jquery-ui, which Bokeh does not ship
-    )
-    status = Div(text="waiting for CleanSensorData ...", name="status")
-    health = Div(text="", name="health", stylesheets=[style], sizing_mode="stretch_width")
-    badges = Div(text="", name="badges", stylesheets=[style], sizing_mode="stretch_width")
-    labels = [label for label, _ in RANGES]
-    selector = RadioButtonGroup(labels=labels, active=labels.index(DEFAULT_RANGE), name="range")
-
-    def refresh() -> None:
-        snapshot = hub.snapshot(state["seconds"])
-        drawn: dict[str, tuple[Any, ...]] = state["drawn"]
+    def refresh(self) -> None:
+        snapshot = self.hub.snapshot(self.seconds)
         for beach, view in snapshot["views"].items():
             mark = (view.width, len(view.time), view.time[-1] if len(view.time) else None, float(view.count.sum()))
-            if drawn.get(beach) != mark:  # skip a beach whose buckets have not changed
-                ensure_beach(beach).data = view_columns(view)
-                drawn[beach] = mark
-        health.text = panels.health_html(snapshot)
-        badges.text = panels.badges_html(snapshot["badges"])
+            if self.drawn.get(beach) != mark:
+                self.ensure_beach(beach).data = view_columns(view)
+                self.drawn[beach] = mark
+        self.follow(snapshot)
+        self.show(self.health, panels.health_html(snapshot))
+        self.show(self.badges, panels.badges_html(snapshot["badges"]))
         if snapshot["latest"]:
-            table_source.data = latest_table(snapshot["latest"])
+            self.table_source.data = latest_table(snapshot["latest"])
         received = snapshot["health"]["received"]
-        status.text = (
+        self.show(
+            self.status,
             f"<b>{received:,}</b> clean readings received; last update {datetime.now(UTC):%H:%M:%S} UTC"
             if received
-            else "waiting for CleanSensorData ..."
+            else "waiting for CleanSensorData ...",
         )
 
-    def select_range(_attr: str, _old: int, new: int) -> None:
-        state["seconds"] = RANGES[new][1]
-        state["drawn"] = {}
-        refresh()
+    def follow(self, snapshot: dict[str, Any]) -> None:
+        """The x range: the selected span up to the snapshot's end (a gap in the feed shows as one);
+        "all": from the first bucket."""
+        end = snapshot["end"] * 1000.0
+        if self.seconds is not None:
+            start = end - self.seconds * 1000.0
+        else:
+            firsts = [v.time[0] - v.width * 500.0 for v in snapshot["views"].values() if len(v.time)]
+            start = min(firsts, default=end - 3_600_000.0)
+        x_range = self.figures[0][1].x_range
+        if (x_range.start, x_range.end) != (start, end):
+            x_range.update(start=start, end=end)
 
-    selector.on_change("active", select_range)
-    refresh()
-    doc.add_periodic_callback(refresh, REFRESH_MS)
+    def select_range(self, _attr: str, _old: int, new: int) -> None:
+        self.seconds = RANGES[new][1]
+        self.drawn = {}
+        self.refresh()
 
-    doc.add_root(
-        column(
-            row(Div(text="<h2>Chicago beach water quality &mdash; live</h2>"), status),
-            Div(text="<b>Pipeline</b>"),
-            health,
-            Div(text="<b>Beaches</b> (latest reading; silent = no reading for several of its usual intervals)"),
-            badges,
-            row(Div(text="Time range (ending at the newest reading):"), selector),
-            *(fig for _, fig, _ in figures),
-            Div(text="<h3>Latest reading per beach</h3>"),
-            table,
-            sizing_mode="stretch_width",
-        )
-    )
+
+def build(doc: Document, hub: Hub, settings: Settings) -> None:
+    """Lay out the dashboard in ``doc`` and refresh it from ``hub`` once a second."""
+    doc.title = "Chicago beach water quality: live"
+    session = Session(hub)
+    session.refresh()
+    doc.add_periodic_callback(session.refresh, REFRESH_MS)
+    doc.add_root(session.layout())

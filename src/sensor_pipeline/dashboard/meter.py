@@ -3,8 +3,9 @@
 Once a second a thread asks the broker for the end offsets of RawSensorData, CleanSensorData and
 InvalidSensorData, and for the offsets the job committed to its consumer group (``SP_JOB_GROUP``,
 see :mod:`sensor_pipeline.progress`). Rates are end-offset growth over the last ``WINDOW`` seconds;
-the lag is, per RawSensorData partition, its end offset minus the job's committed offset (the
-partition's first offset where the job has committed none). Offsets cost the same at 20,000
+the lag is, per RawSensorData partition, its end offset minus the job's committed offset (or the
+partition's first offset, when later). Both read "unknown" when the broker has not answered for
+three windows. Offsets cost the same at 20,000
 readings/s as at one, and do not depend on the dashboard keeping up with the clean topic.
 
 Like the hub's consumer, the thread survives anything: an error is counted, shown in
@@ -159,9 +160,10 @@ class PipelineMeter:
         committed = offsets.committed(self.settings.job_group, self.settings.raw_topic)
         lag: int | None = None
         if committed:
-            missing = set(raw) - set(committed)
-            starts = offsets.beginning_offsets(self.settings.raw_topic) if missing else {}
-            lag = sum(max(end - committed.get(p, starts.get(p, 0)), 0) for p, end in raw.items())
+            # A partition the job never committed, or whose commit retention has passed, counts from
+            # its first offset: the records the job has yet to read, not deleted ones.
+            starts = offsets.beginning_offsets(self.settings.raw_topic)
+            lag = sum(max(end - max(committed.get(p, 0), starts.get(p, 0)), 0) for p, end in raw.items())
         return Sample(self.clock(), {topic: sum(ends.get(topic, {}).values()) for topic in self.topics.values()}, lag)
 
     def record(self, sample: Sample) -> None:
@@ -181,7 +183,7 @@ class PipelineMeter:
             newest = samples[-1]
             lag = newest.lag
             if self.clock() - newest.at > 3 * self.window:
-                samples = []  # stale: the broker has not answered for a while
+                samples, lag = [], None  # stale: the broker has not answered for a while
             oldest = next((s for s in samples if s.at >= newest.at - self.window), newest)
             if samples and newest.at > oldest.at:
                 for name, topic in self.topics.items():

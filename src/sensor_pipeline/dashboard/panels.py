@@ -77,6 +77,8 @@ def health_html(snapshot: dict[str, Any]) -> str:
         f"{health['received']:,} readings, {health['rejected']} rejected, {health['errors']} errors "
         f"&middot; consumer {consumer_state(health)}"
     )
+    if health.get("not_shown"):
+        consumer += f" &middot; {health['not_shown']:,} readings of unknown beaches beyond the first few not drawn"
     if pipeline["last_error"]:
         consumer += f" &middot; meter: {escape(str(pipeline['last_error'])[:160])}"
     if health["last_error"]:

@@ -7,10 +7,12 @@
   against the packaged data.
 - **Battery**: below 9 V *low battery* (rules.FLAGS; 0.9% of real readings, usually days before a
   buoy goes silent).
-- **Silence**: a beach whose last reading was published more than ``SILENT_INTERVALS`` of its own
-  usual intervals ago (the median gap between its recent publications, at least ``SILENT_FLOOR``
-  seconds) is *silent*; one never seen is *no data*. Publication times are the clean topic's record
-  timestamps, so a replayed history and a sped-up simulation are judged on their own cadence.
+- **Silence**: a beach whose newest reading is more than ``SILENT_INTERVALS`` of its own usual
+  intervals (the median gap between its recent readings' timestamps, at least ``SILENT_FLOOR``
+  seconds) behind the pipeline's present is *silent*; one never seen is *no data*. The present is
+  the newest reading of any beach, never later than the wall clock: a sensor is judged against the
+  others, so a stalled job or a dashboard catching up raises no sensor alarm (the health row shows
+  those), and a replayed history or a sped-up simulation is judged on its own cadence.
 
 Each badge has a level: ``ok``, ``watch``, ``alert`` or ``unknown`` (no data).
 """
@@ -30,7 +32,7 @@ RATED_ABOVE = next(f.above for f in FLAGS if f.name == "turbidity_above_rated")
 LOW_BATTERY_BELOW = next(f.below for f in FLAGS if f.name == "low_battery")
 SILENT_INTERVALS = 3
 SILENT_FLOOR = 10.0
-#: Publication times kept per beach to learn its usual interval.
+#: Reading times kept per beach to learn its usual interval.
 CADENCE_SAMPLES = 17
 
 LEVELS = ("ok", "watch", "alert", "unknown")
@@ -54,7 +56,7 @@ def turbidity_badge(turbidity: float) -> Badge:
 
 
 class Cadence:
-    """A beach's recent publication times (epoch seconds) and what silence means for it."""
+    """A beach's recent reading times (epoch seconds) and what silence means for it."""
 
     def __init__(self) -> None:
         self.times: deque[float] = deque(maxlen=CADENCE_SAMPLES)
@@ -68,7 +70,7 @@ class Cadence:
         return self.times[-1] if self.times else None
 
     def interval(self) -> float | None:
-        """The median gap between recent publications; None until there are two."""
+        """The median gap between recent readings; None until there are two."""
         if len(self.times) < 2:
             return None
         gaps = [b - a for a, b in zip(self.times, list(self.times)[1:], strict=False)]
@@ -87,7 +89,8 @@ def _ago(seconds: float) -> str:
 
 
 def badges(latest: dict[str, Any] | None, cadence: Cadence | None, now: float) -> list[Badge]:
-    """A beach's badges: its latest clean reading (or None) and publication cadence at ``now``."""
+    """A beach's badges: its latest clean reading (or None) and reading cadence, at the pipeline's
+    present ``now`` (epoch seconds)."""
     if latest is None or cadence is None or cadence.last is None:
         return [Badge("no data", "unknown")]
     result = []
