@@ -3,13 +3,14 @@ legends outside the plots."""
 
 from __future__ import annotations
 
+import numpy as np
 from bokeh.document import Document
 from bokeh.models import Div, Plot
 from bokeh.models.widgets import RadioButtonGroup
 
 from sensor_pipeline.config import Settings
-from sensor_pipeline.dashboard.aggregate import RANGES
-from sensor_pipeline.dashboard.document import build
+from sensor_pipeline.dashboard.aggregate import RANGES, View
+from sensor_pipeline.dashboard.document import build, view_columns
 from sensor_pipeline.dashboard.hub import Hub
 from sensor_pipeline.simulator import BEACHES
 
@@ -33,3 +34,25 @@ def test_the_document_shows_health_badges_a_range_selector_and_outside_legends()
         assert plot.center == [] or all(type(r).__name__ != "Legend" for r in plot.center)
         [legend] = plot.right
         assert [item.label["value"] for item in legend.items] == list(BEACHES)
+
+
+def test_a_silent_stretch_breaks_the_line_instead_of_bridging_it() -> None:
+    times = np.array([0.0, 1.0, 2.0, 3.0, 60.0, 61.0]) + 1_720_000_000.0
+    view = View(
+        width=1,
+        time=(times + 0.5) * 1000,
+        count=np.ones(6),
+        mean=np.full((6, 3), 2.0),
+        low=np.full((6, 3), 1.0),
+        high=np.full((6, 3), 3.0),
+    )
+    columns = view_columns(view)
+    assert len(columns["time"]) == 8  # two rows at the gap's edges
+    assert list(np.diff(columns["time"]) > 0) == [True] * 7
+    assert (
+        np.isnan(columns["WaterTemperature"][4:6]).all() and not np.isnan(np.delete(columns["Turbidity"], [4, 5])).any()
+    )
+    assert (columns["Turbidity_low"][4:6] == columns["Turbidity_high"][4:6]).all()  # the band pinched shut
+    assert columns["time"][4] == (times[3] + 1) * 1000 and columns["time"][5] == times[4] * 1000  # bucket edges
+    steady = View(1, view.time[:4], view.count[:4], view.mean[:4], view.low[:4], view.high[:4])
+    assert len(view_columns(steady)["time"]) == 4

@@ -36,18 +36,40 @@ REFRESH_MS = 1000
 DEFAULT_RANGE = "1 h"
 #: A log axis cannot show 0 NTU: turbidity is drawn from here up.
 LOG_FLOOR = 0.01
+#: Buckets this many times further apart than usual are a gap in the line.
+GAP_FACTOR = 5
 
 
 def view_columns(view: View) -> dict[str, Any]:
     """A beach's :class:`View` as ColumnDataSource columns: ``time``, ``count`` and per metric
-    ``<metric>``, ``<metric>_low``, ``<metric>_high``."""
+    ``<metric>``, ``<metric>_low``, ``<metric>_high``.
+
+    Where the beach was silent (buckets further apart than ``GAP_FACTOR`` times its usual spacing,
+    and than 3 buckets), two rows at the gap's edges break the line (NaN) and pinch the min-max band
+    to nothing (low = high): a gap shows as a gap, not as a straight line across it."""
     data: dict[str, Any] = {"time": view.time, "count": view.count}
     for j, (metric, _, _) in enumerate(METRICS):
         floor = LOG_FLOOR if metric == "Turbidity" else -np.inf
         data[metric] = np.maximum(view.mean[:, j], floor)
         data[f"{metric}_low"] = np.maximum(view.low[:, j], floor)
         data[f"{metric}_high"] = np.maximum(view.high[:, j], floor)
-    return data
+    if len(view.time) <= 2:
+        return data
+    spacing = np.diff(view.time)
+    gaps = np.nonzero(spacing > max(GAP_FACTOR * float(np.median(spacing)), 3 * view.width * 1000.0))[0]
+    if not len(gaps):
+        return data
+    half = view.width * 500.0
+    edges = {  # per gap: a row just after the bucket before it, and one just before the bucket after it
+        "time": (view.time[gaps] + half, view.time[gaps + 1] - half),
+        "count": (np.zeros(len(gaps)), np.zeros(len(gaps))),
+    }
+    for metric, _, _ in METRICS:
+        edges[metric] = (np.full(len(gaps), np.nan), np.full(len(gaps), np.nan))
+        pinch = (data[metric][gaps], data[metric][gaps + 1])
+        edges[f"{metric}_low"] = edges[f"{metric}_high"] = pinch
+    order = np.argsort(np.concatenate([np.arange(len(view.time)), gaps + 0.3, gaps + 0.6]), kind="stable")
+    return {k: np.concatenate([v, *edges[k]])[order] for k, v in data.items()}
 
 
 def make_figures() -> list[tuple[str, Any, Legend]]:
