@@ -161,7 +161,10 @@ def main(argv: list[str]) -> int:
         stream = stream.trigger(availableNow=True)
     else:
         stream = stream.trigger(processingTime=f"{settings.trigger_seconds} seconds")
-    stream.start().awaitTermination()
+    try:
+        stream.start().awaitTermination()
+    finally:
+        writer.close()
     return 0
 
 

@@ -252,6 +252,10 @@ run "iam_is_scoped_to_named_arns" {
     error_message = "the Spark job's role must name its resources"
   }
   assert {
+    condition     = contains(one([for s in data.aws_iam_policy_document.emr_job.statement : s.resources if s.sid == "ConsumerGroups"]), "arn:aws:kafka:us-east-1:123456789012:group/sensor-pipeline-dev/11111111-2222-3333-4444-555555555555-1/structure_validate_store")
+    error_message = "the Spark job must be allowed to commit its progress to its group"
+  }
+  assert {
     condition     = one([for s in data.aws_iam_policy_document.emr_job.statement : s.resources if s.sid == "DocumentDbSecret"]) == toset(["arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!cluster-abc"])
     error_message = "the Spark job may read only the DocumentDB secret"
   }

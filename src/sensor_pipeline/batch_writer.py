@@ -379,9 +379,18 @@ class BatchWriter:
         return ledger.Ledger(ledger.collection(client, self.settings), retention)
 
     def report(self, entry: ledger.BatchEntry) -> None:
-        """Commit a done batch's offsets to the job's consumer group (never fails the batch)."""
+        """Commit a done batch's offsets to the job's consumer group (asynchronous; never fails the
+        batch). The committed offsets start from the ledger's, so they never move back."""
+        if self.progress is None:
+            return
+        if not self.progress.seeded:
+            self.progress.seed(self.settings.raw_topic, self.book().next_offsets(self.settings.raw_topic))
+        self.progress.commit(entry.ranges)
+
+    def close(self) -> None:
+        """Release the progress client (the job is ending)."""
         if self.progress is not None:
-            self.progress.commit(entry.ranges)
+            self.progress.close()
 
     def __call__(self, routed: DataFrame, batch_id: int) -> None:
         """Write one micro-batch (``foreachBatch``), retried with backoff when it fails."""
