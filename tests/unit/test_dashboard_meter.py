@@ -60,9 +60,9 @@ def test_the_lag_is_what_the_job_has_not_committed() -> None:
     now = [0.0]
     meter, offsets = meter_at(now), FakeOffsets()
     assert meter.sample(offsets).lag is None  # the job has committed nothing: unknown, not 150
-    offsets.commits = {0: 95}  # partition 1 never committed: counted from its first offset (20)
-    assert meter.sample(offsets).lag == 5 + 30
-    offsets.commits = {0: 95, 1: 10}  # a commit older than the partition's first offset: from there
+    offsets.commits = {0: 95}  # partition 1 never committed: not counted (as MSK's lag metrics)
+    assert meter.sample(offsets).lag == 5
+    offsets.commits = {0: 95, 1: 10}  # a commit older than the partition's first offset (20): from there
     assert meter.sample(offsets).lag == 5 + 30
     offsets.commits = {0: 100, 1: 50}
     assert meter.sample(offsets).lag == 0
@@ -86,3 +86,20 @@ def test_a_failing_broker_is_counted_and_the_meter_goes_on() -> None:
     snapshot = meter.snapshot()
     assert snapshot["errors"] == 2 and "connection refused" in snapshot["last_error"]
     assert snapshot["rates"]["in"] == 0.0  # sampled since: nothing grew
+
+
+def test_a_group_that_cannot_be_read_leaves_the_rates_counting() -> None:
+    now = [0.0]
+    meter, offsets = meter_at(now), FakeOffsets()
+
+    def denied(group: str, topic: str) -> dict[int, int]:
+        raise PermissionError("GroupAuthorizationFailedError")
+
+    offsets.committed = denied  # type: ignore[method-assign]
+    meter.record(meter.sample(offsets))
+    now[0] = 2.0
+    offsets.ends[SETTINGS.raw_topic][0] += 20
+    meter.record(meter.sample(offsets))
+    snapshot = meter.snapshot()
+    assert snapshot["rates"]["in"] == 10.0 and snapshot["lag"] is None
+    assert "GroupAuthorizationFailedError" in snapshot["group_error"] and snapshot["errors"] == 0

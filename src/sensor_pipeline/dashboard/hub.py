@@ -35,7 +35,7 @@ import numpy as np
 from sensor_pipeline.config import Settings
 from sensor_pipeline.dashboard import status
 from sensor_pipeline.dashboard.aggregate import DelayWindow, Downsampler, View
-from sensor_pipeline.dashboard.meter import PipelineMeter, Throttle
+from sensor_pipeline.dashboard.meter import PipelineMeter, Throttle, kafka_client
 from sensor_pipeline.dashboard.shaping import MAX_MESSAGE_BYTES, METRICS, newer, parse_clean
 from sensor_pipeline.simulator import BEACHES
 
@@ -94,7 +94,8 @@ def _describe(error: BaseException) -> str:
 def kafka_consumer(settings: Settings) -> Consumer:
     from kafka import KafkaConsumer
 
-    consumer: Consumer = KafkaConsumer(
+    consumer: Consumer = kafka_client(
+        KafkaConsumer,
         **settings.kafka_client_options(),
         client_id="sensor-pipeline-dashboard",
         enable_auto_commit=False,

@@ -3,9 +3,9 @@
 Once a second a thread asks the broker for the end offsets of RawSensorData, CleanSensorData and
 InvalidSensorData, and for the offsets the job committed to its consumer group (``SP_JOB_GROUP``,
 see :mod:`sensor_pipeline.progress`). Rates are end-offset growth over the last ``WINDOW`` seconds;
-the lag is, per RawSensorData partition, its end offset minus the job's committed offset (or the
-partition's first offset, when later). Both read "unknown" when the broker has not answered for
-three windows. Offsets cost the same at 20,000
+the lag is, over the RawSensorData partitions the job has committed (as MSK's lag metrics count),
+each end offset minus the committed offset (or the partition's first offset, when later). Both read
+"unknown" when the broker has not answered for three windows. Offsets cost the same at 20,000
 readings/s as at one, and do not depend on the dashboard keeping up with the clean topic.
 
 Like the hub's consumer, the thread survives anything: an error is counted, shown in
@@ -32,6 +32,8 @@ EVERY = 1.0
 WINDOW = 10.0
 BACKOFF = 3.0
 LOG_EVERY = 30.0
+#: Bounds each offsets request, so one slow broker does not stall a sample for 30 s.
+TIMEOUT_MS = 5_000
 
 
 class Throttle:
@@ -54,6 +56,21 @@ class Throttle:
         return held
 
 
+def kafka_client(cls: Any, **options: Any) -> Any:
+    """``cls(**options)`` for a kafka-python client class, closing what it started when it fails:
+    kafka-python 3.0.12 starts a client's network thread before its bootstrap, and a bootstrap that
+    times out (a broker down) would otherwise leave the thread and its sockets behind at every retry."""
+    instance = cls.__new__(cls)
+    try:
+        instance.__init__(**options)
+    except Exception:
+        client = getattr(instance, "_client", None)
+        if client is not None:
+            client.close()
+        raise
+    return instance
+
+
 class Offsets(Protocol):
     """What the meter asks the broker (kafka-python in production, a fake in unit tests)."""
 
@@ -70,10 +87,10 @@ class KafkaOffsets:
         from kafka import KafkaConsumer
         from kafka.admin import KafkaAdminClient
 
-        options = settings.kafka_client_options()
-        self.consumer = KafkaConsumer(**options, client_id="sensor-pipeline-dashboard-meter", enable_auto_commit=False)
+        options = {**settings.kafka_client_options(), "client_id": "sensor-pipeline-dashboard-meter"}
+        self.consumer = kafka_client(KafkaConsumer, **options, enable_auto_commit=False)
         try:
-            self.admin = KafkaAdminClient(**options, client_id="sensor-pipeline-dashboard-meter")
+            self.admin = kafka_client(KafkaAdminClient, **options)
         except Exception:
             self.consumer.close()
             raise
@@ -85,7 +102,7 @@ class KafkaOffsets:
 
     def end_offsets(self, topics: list[str]) -> dict[str, dict[int, int]]:
         partitions = [tp for topic in topics for tp in self._partitions(topic)]
-        ends = self.consumer.end_offsets(partitions) if partitions else {}
+        ends = self.consumer.end_offsets(partitions, timeout_ms=TIMEOUT_MS) if partitions else {}
         result: dict[str, dict[int, int]] = {topic: {} for topic in topics}
         for tp, offset in ends.items():
             result[tp.topic][tp.partition] = int(offset)
@@ -93,7 +110,7 @@ class KafkaOffsets:
 
     def beginning_offsets(self, topic: str) -> dict[int, int]:
         partitions = self._partitions(topic)
-        starts = self.consumer.beginning_offsets(partitions) if partitions else {}
+        starts = self.consumer.beginning_offsets(partitions, timeout_ms=TIMEOUT_MS) if partitions else {}
         return {tp.partition: int(offset) for tp, offset in starts.items()}
 
     def committed(self, group: str, topic: str) -> dict[int, int]:
@@ -138,6 +155,8 @@ class PipelineMeter:
         self.clock = clock
         self.samples: deque[Sample] = deque()
         self._error_log = Throttle(LOG_EVERY, clock)
+        self.group_error: str | None = None
+        self._starts_at: tuple[float, dict[int, int]] | None = None
         self.errors = 0
         self.last_error: str | None = None
         self._lock = threading.Lock()
@@ -154,17 +173,30 @@ class PipelineMeter:
         return not self._thread.is_alive()
 
     def sample(self, offsets: Offsets) -> Sample:
-        """One sample, asked of ``offsets`` now."""
+        """One sample, asked of ``offsets`` now. The lag counts the partitions the job has committed
+        (as MSK's lag metrics do), each from the later of its commit and its first offset; it is None
+        when the job has committed nothing, or when the group cannot be read (``group_error``): the
+        rates are sampled either way."""
         ends = offsets.end_offsets(list(self.topics.values()))
         raw = ends.get(self.settings.raw_topic, {})
-        committed = offsets.committed(self.settings.job_group, self.settings.raw_topic)
         lag: int | None = None
-        if committed:
-            # A partition the job never committed, or whose commit retention has passed, counts from
-            # its first offset: the records the job has yet to read, not deleted ones.
-            starts = offsets.beginning_offsets(self.settings.raw_topic)
-            lag = sum(max(end - max(committed.get(p, 0), starts.get(p, 0)), 0) for p, end in raw.items())
+        try:
+            committed = offsets.committed(self.settings.job_group, self.settings.raw_topic)
+            if committed:
+                starts = self._starts(offsets)
+                lag = sum(max(raw.get(p, 0) - max(c, starts.get(p, 0)), 0) for p, c in committed.items())
+            group_error = None
+        except Exception as error:  # a group not yet readable (IAM, coordinator moving): rates still count
+            group_error = f"{type(error).__name__}: {error}"[:300]
+        with self._lock:
+            self.group_error = group_error
         return Sample(self.clock(), {topic: sum(ends.get(topic, {}).values()) for topic in self.topics.values()}, lag)
+
+    def _starts(self, offsets: Offsets) -> dict[int, int]:
+        """The raw topic's first offsets, asked at most once a minute (they move only with retention)."""
+        if self._starts_at is None or self.clock() - self._starts_at[0] >= 60:
+            self._starts_at = (self.clock(), offsets.beginning_offsets(self.settings.raw_topic))
+        return self._starts_at[1]
 
     def record(self, sample: Sample) -> None:
         with self._lock:
@@ -195,6 +227,7 @@ class PipelineMeter:
             "group": self.settings.job_group,
             "errors": errors,
             "last_error": last_error,
+            "group_error": self.group_error,
         }
 
     def _run(self) -> None:

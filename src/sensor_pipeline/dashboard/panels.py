@@ -65,7 +65,9 @@ def health_html(snapshot: dict[str, Any]) -> str:
     )
     lag = pipeline["lag"]
     group = escape(pipeline["group"])
-    if lag is None:
+    if lag is None and pipeline.get("group_error"):
+        lag_value, lag_note = "&ndash;", f"cannot read group {group}: {escape(str(pipeline['group_error'])[:160])}"
+    elif lag is None:
         lag_value, lag_note = "&ndash;", f"no offsets committed by group {group} yet"
     else:
         lag_value, lag_note = f"{lag:,}", f"readings in RawSensorData not yet processed (group {group})"
