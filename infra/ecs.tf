@@ -264,8 +264,10 @@ resource "aws_lb_target_group" "dashboard" {
   target_type = "ip"
   vpc_id      = local.vpc_id
 
+  # Bokeh's per-app metadata route: 200 once the app is loaded, without building a browser session
+  # (a GET of /dashboard would create one, with its once-a-second refresh, per probe).
   health_check {
-    path    = "/dashboard"
+    path    = "/dashboard/metadata"
     matcher = "200"
   }
 
