@@ -12,6 +12,7 @@ the health row and badges carry ``data-*`` attributes (sensor_pipeline.dashboard
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import subprocess
@@ -242,6 +243,27 @@ def test_the_time_range_selector_sets_the_span_the_plots_show(page: Any) -> None
         page.get_by_role("button", name=label, exact=True).click()
         eventually(lambda s=seconds: abs(x_span(page) - s) < 1, timeout=30, what=f"a {label} x range")
     assert page.problems == []
+
+
+def test_the_websocket_accepts_only_the_configured_origin(dashboard: str) -> None:
+    """Behind the ALB, SP_DASHBOARD_ALLOW_ORIGIN names the host[:port] whose pages may open the
+    websocket (here 127.0.0.1:<port>); a page from anywhere else gets no live document."""
+    port = int(dashboard.split(":")[2].split("/", maxsplit=1)[0])
+
+    def handshake(origin: str) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request("GET", "/dashboard/ws", headers={
+                "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": origin,
+            })  # fmt: skip
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    assert handshake(f"http://127.0.0.1:{port}") == 101  # upgraded (the session token is checked after)
+    assert handshake(f"http://localhost:{port}") == 403
+    assert handshake("https://elsewhere.example") == 403
 
 
 def series_length(page: Any, beach: str) -> int:
