@@ -12,6 +12,7 @@ from sensor_pipeline.config import Settings
 from sensor_pipeline.dashboard.aggregate import RANGES, View
 from sensor_pipeline.dashboard.document import build, view_columns
 from sensor_pipeline.dashboard.hub import Hub
+from sensor_pipeline.dashboard.panels import dead_alert
 from sensor_pipeline.simulator import BEACHES
 
 
@@ -56,3 +57,11 @@ def test_a_silent_stretch_breaks_the_line_instead_of_bridging_it() -> None:
     assert columns["time"][4] == (times[3] + 1) * 1000 and columns["time"][5] == times[4] * 1000  # bucket edges
     steady = View(1, view.time[:4], view.count[:4], view.mean[:4], view.low[:4], view.high[:4])
     assert len(view_columns(steady)["time"]) == 4
+
+
+def test_dead_letters_are_marked_when_they_exceed_a_share_of_the_input_or_the_store_refuses() -> None:
+    assert not dead_alert({"in": 1000.0, "dead": 5.0}, {"bad_shape": 300})  # 0.5%: the usual trickle
+    assert dead_alert({"in": 1000.0, "dead": 50.0}, {"bad_shape": 3000})
+    assert dead_alert({"in": None, "dead": 0.2}, {"bad_shape": 12})  # nothing coming in, letters still
+    assert dead_alert({"in": 1000.0, "dead": 0.1}, {"store_rejected": 6})
+    assert not dead_alert({"in": None, "dead": None}, {})

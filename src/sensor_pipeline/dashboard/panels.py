@@ -51,6 +51,17 @@ def _card(metric: str, label: str, value: str, note: str = "", alert: bool = Fal
     )
 
 
+#: Dead letters above this share of the readings in are worth a look (the real buoys' fault rate is far below).
+DEAD_SHARE_ALERT = 0.01
+
+
+def dead_alert(rates: dict[str, float | None], reasons: dict[str, int]) -> bool:
+    """The dead-letter card is marked when they exceed ``DEAD_SHARE_ALERT`` of the input, or when the
+    store refused readings (``store_rejected``: not the data's fault)."""
+    dead, readings_in = rates.get("dead") or 0.0, rates.get("in") or 0.0
+    return "store_rejected" in reasons or (dead > 0 and dead > DEAD_SHARE_ALERT * readings_in)
+
+
 def consumer_state(health: dict[str, Any]) -> str:
     return "connected" if health["connected"] else ("reconnecting" if health["alive"] else "stopped")
 
@@ -93,7 +104,7 @@ def health_html(snapshot: dict[str, Any]) -> str:
             "dead letters /s",
             _rate(rates["dead"]),
             f"last minute: {reason_list}" if reasons else "none in the last minute",
-            alert=bool(reasons),
+            alert=dead_alert(rates, reasons),
         ),
         _card("lag", "job lag", lag_value, lag_note, alert=bool(lag) and lag > 10 * max(rates["in"] or 0, 100)),
         _card(
