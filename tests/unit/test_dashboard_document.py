@@ -10,7 +10,7 @@ from bokeh.models.widgets import RadioButtonGroup
 
 from sensor_pipeline.config import Settings
 from sensor_pipeline.dashboard.aggregate import RANGES, View
-from sensor_pipeline.dashboard.document import build, view_columns
+from sensor_pipeline.dashboard.document import Session, build, view_columns
 from sensor_pipeline.dashboard.hub import Hub
 from sensor_pipeline.dashboard.panels import dead_alert
 from sensor_pipeline.simulator import BEACHES
@@ -35,6 +35,9 @@ def test_the_document_shows_health_badges_a_range_selector_and_outside_legends()
         assert plot.center == [] or all(type(r).__name__ != "Legend" for r in plot.center)
         [legend] = plot.right
         assert [item.label["value"] for item in legend.items] == list(BEACHES)
+
+
+T0 = 1_720_000_000.0
 
 
 def test_a_silent_stretch_breaks_the_line_instead_of_bridging_it() -> None:
@@ -65,3 +68,33 @@ def test_dead_letters_are_marked_when_they_exceed_a_share_of_the_input_or_the_st
     assert dead_alert({"in": None, "dead": 0.2}, {"bad_shape": 12})  # nothing coming in, letters still
     assert dead_alert({"in": 1000.0, "dead": 0.1}, {"store_rejected": 6})
     assert not dead_alert({"in": None, "dead": None}, {})
+
+
+def test_a_gap_is_where_the_beach_was_silent_for_several_of_its_intervals() -> None:
+    def view(seconds: list[float]) -> View:
+        n = len(seconds)
+        ones = np.ones((n, 3))
+        return View(1, (np.array(seconds) + T0 + 0.5) * 1000, np.ones(n), ones, ones, ones)
+
+    assert len(view_columns(view([0, 1, 100]), interval=1.0)["time"]) == 5  # three buckets, one gap
+    assert len(view_columns(view([0, 100, 200, 201, 202]), interval=1.0)["time"]) == 9  # gaps in the majority
+    assert len(view_columns(view([0, 3600, 7200]), interval=3600.0)["time"]) == 3  # hourly: no gap
+
+
+def test_the_plots_follow_the_feed_until_the_user_pans_and_again_after_reset() -> None:
+    now = [T0]
+    hub = Hub(Settings(), history=0, wall=lambda: now[0])
+    session = Session(hub)
+    x_range = session.figures[0][1].x_range
+    session.refresh()
+    assert (x_range.start, x_range.end) == ((T0 - 3600) * 1000, T0 * 1000)  # 1 h up to now
+    now[0] += 5
+    session.refresh()
+    assert x_range.end == (T0 + 5) * 1000
+    x_range.update(start=(T0 - 60) * 1000, end=T0 * 1000)  # a zoom in the browser
+    now[0] += 5
+    session.refresh()
+    assert (x_range.start, x_range.end) == ((T0 - 60) * 1000, T0 * 1000)  # left alone
+    session.resume()  # the toolbar's reset, or a range chosen
+    session.refresh()
+    assert x_range.end == (T0 + 10) * 1000

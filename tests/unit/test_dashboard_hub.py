@@ -66,6 +66,8 @@ class FakeConsumer:
         self.closed = False
         self.played = threading.Event()
         self.offsets: dict[str, int] = {}
+        self.first = 0
+        self.end = 100
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         return self.partitions or None
@@ -74,7 +76,10 @@ class FakeConsumer:
         self.assigned = partitions
 
     def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: 100 for tp in partitions}
+        return {tp: self.end for tp in partitions}
+
+    def beginning_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.first for tp in partitions}
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.seeks[partition] = offset
@@ -385,15 +390,24 @@ def test_a_snapshot_holds_views_badges_and_the_delay_of_the_last_minute(run_hub:
     assert snapshot["pipeline"]["rates"] == {"in": None, "clean": None, "dead": None}
 
 
-def test_a_new_consumer_resumes_where_the_last_one_stopped(run_hub: Any) -> None:
+def test_a_new_consumer_resumes_where_the_last_one_stopped_within_recent_history(run_hub: Any) -> None:
     first = FakeConsumer(
         [{"InvalidSensorData": [letter("bad_shape")] * 3, "CleanSensorData": [clean(1)]}, OSError("x")]
     )
-    second = FakeConsumer([])
+    second, third, fourth = FakeConsumer([]), FakeConsumer([]), FakeConsumer([])
+    second.end = 4
+    third.end, third.first = 10_000, 9_000  # a long outage: resume in recent history, not the whole backlog
+    fourth.end = 0  # the topics were recreated: positions past their end
     hub = run_hub(Factory(first, second))
-    seeks = {(tp.topic, tp.partition): offset for tp, offset in second.seeks.items()}
-    assert seeks["InvalidSensorData", 0] == 3 and seeks["CleanSensorData", 0] == 1  # not history again
-    assert hub.snapshot(None)["reasons"] == {"bad_shape": 3}
+
+    def seeks(consumer: FakeConsumer) -> dict[tuple[str, int], int]:
+        return {(tp.topic, tp.partition): offset for tp, offset in consumer.seeks.items()}
+
+    assert seeks(second)["InvalidSensorData", 0] == 3 and seeks(second)["CleanSensorData", 0] == 1  # no re-read
+    hub._assign(third)
+    assert seeks(third)["CleanSensorData", 0] == 10_000 - 12 // 2 and seeks(third)["InvalidSensorData", 0] == 9_000
+    hub._assign(fourth)
+    assert set(seeks(fourth).values()) == {0}
 
 
 def test_made_up_beach_names_are_counted_but_not_drawn_beyond_a_few() -> None:
@@ -412,9 +426,33 @@ def test_ranges_end_now_for_live_readings_and_at_the_newest_for_a_replay() -> No
     replay = hub.snapshot(300.0)
     assert not replay["live"] and replay["end"] == datetime(2014, 7, 1, 3, tzinfo=UTC).timestamp()
     live = datetime.fromtimestamp(now[0] - 2, UTC).isoformat()
-    hub.handle([Record(clean(2, TimeStamp=live))])
+    for mid in (2, 3):  # a mixed stream does not flip the mode at every poll
+        hub.handle([Record(clean(mid, TimeStamp=live))])
+        assert not hub.snapshot(300.0)["live"]
+    hub.handle([Record(clean(4, TimeStamp=live))])
     now[0] += 0.5
     assert hub.snapshot(300.0)["live"] and hub.snapshot(300.0)["end"] == now[0]
+
+
+def test_live_history_read_long_after_is_still_live() -> None:
+    """A dashboard started while the job has been down for an hour: the readings are an hour old, but
+    they were published seconds after they were taken: live, and the range ends now (a gap shows)."""
+    now = 1_800_000_000.0
+    hub = Hub(Settings(), history=0, meter=make_hub(Factory()).meter, wall=lambda: now)
+    taken = datetime.fromtimestamp(now - 3600, UTC).isoformat()
+    hub.handle([Record(clean(1, TimeStamp=taken), timestamp=int((now - 3599) * 1000))])
+    assert hub.snapshot(300.0)["live"] and hub.snapshot(300.0)["end"] == now
+
+
+def test_a_reading_stamped_ahead_does_not_hide_the_next_ones() -> None:
+    now = [1_800_000_000.0]
+    hub = Hub(Settings(), history=0, meter=make_hub(Factory()).meter, wall=lambda: now[0])
+    ahead = datetime.fromtimestamp(now[0] + 240, UTC).isoformat()  # the rules accept 5 minutes ahead
+    hub.handle([Record(clean(1, TimeStamp=ahead, Turbidity=80.0))])
+    now[0] += 10
+    hub.handle([Record(clean(2, TimeStamp=datetime.fromtimestamp(now[0], UTC).isoformat(), Turbidity=1.0))])
+    assert hub.snapshot(300.0)["latest"]["Calumet Beach"]["MeasurementID"] == 2
+    assert [b.text for b in hub.snapshot(300.0)["badges"]["Calumet Beach"]] == ["clear (1.00 NTU)"]
 
 
 def test_record_times_in_the_future_count_as_now() -> None:
@@ -435,3 +473,19 @@ def test_only_the_most_frequent_reasons_are_named() -> None:
     reasons = hub.snapshot(None)["reasons"]
     assert list(reasons)[:TOP_REASONS] == [f"reason_{i}" for i in range(19, 19 - TOP_REASONS, -1)]
     assert reasons["other"] == sum(range(1, 21)) - sum(range(20 - TOP_REASONS + 1, 21))
+
+
+def test_a_kafka_client_that_cannot_bootstrap_leaves_no_thread_behind() -> None:
+    from kafka import KafkaConsumer
+    from kafka.admin import KafkaAdminClient
+
+    from sensor_pipeline.dashboard.meter import kafka_client
+
+    def io_threads() -> int:
+        return sum(t.name.startswith("kafka-io") for t in threading.enumerate())
+
+    before = io_threads()
+    for cls in (KafkaConsumer, KafkaAdminClient):
+        with pytest.raises(KafkaTimeoutError):
+            kafka_client(cls, bootstrap_servers="127.0.0.1:1", bootstrap_timeout_ms=300)
+    wait_until(lambda: io_threads() == before, timeout=5)

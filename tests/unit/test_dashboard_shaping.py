@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sensor_pipeline.dashboard.shaping import Rejected, latest_table, newer, parse_clean
+from sensor_pipeline.dashboard.shaping import Rejected, latest_table, parse_clean
 
 
 def message(beach: str, hour: int, mid: int, turbidity: float = 1.0, battery: float = 11.0) -> dict[str, Any]:
@@ -35,8 +35,8 @@ def test_messages_parse_with_utc_timestamps_and_bad_ones_are_skipped() -> None:
         parse_clean(json.dumps({"Beach": "X"}))
 
 
-def test_latest_table_keeps_the_newest_reading_per_beach_with_flags() -> None:
-    latest = newer({}, [message("B", 5, 1), message("B", 1, 3), message("A", 2, 2, turbidity=1700, battery=8)])
+def test_the_latest_table_has_a_row_per_beach_sorted_with_flags() -> None:
+    latest = {"B": message("B", 5, 1), "A": message("A", 2, 2, turbidity=1700, battery=8)}
     table = latest_table(latest)
     assert table["Beach"] == ["A", "B"]
     assert table["Time"] == ["2024-07-01 02:00:00 UTC", "2024-07-01 05:00:00 UTC"]

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from bokeh import events
 from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource, HoverTool, InlineStyleSheet, Range1d
@@ -24,7 +25,7 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from sensor_pipeline.config import Settings
-from sensor_pipeline.dashboard import panels
+from sensor_pipeline.dashboard import panels, status
 from sensor_pipeline.dashboard.aggregate import RANGES, View
 from sensor_pipeline.dashboard.hub import Hub
 from sensor_pipeline.dashboard.shaping import METRICS, TABLE_COLUMNS, latest_table
@@ -36,27 +37,31 @@ REFRESH_MS = 1000
 DEFAULT_RANGE = "1 h"
 #: A log axis cannot show 0 NTU: turbidity is drawn from here up.
 LOG_FLOOR = 0.01
-#: Buckets this many times further apart than usual are a gap in the line.
+#: Without a known cadence, buckets this many times further apart than their median spacing are a gap.
 GAP_FACTOR = 5
 
 
-def view_columns(view: View) -> dict[str, Any]:
+def view_columns(view: View, interval: float | None = None) -> dict[str, Any]:
     """A beach's :class:`View` as ColumnDataSource columns: ``time``, ``count`` and per metric
     ``<metric>``, ``<metric>_low``, ``<metric>_high``.
 
-    Where the beach was silent (buckets further apart than ``GAP_FACTOR`` times its usual spacing,
-    and than 3 buckets), two rows at the gap's edges break the line (NaN) and pinch the min-max band
-    to nothing (low = high): a gap shows as a gap, not as a straight line across it."""
+    Where the beach was silent, two rows at the gap's edges break the line (NaN) and pinch the min-max
+    band to nothing (low = high): a gap shows as a gap, not as a straight line across it. Silent is
+    what the badges call it (``status.SILENT_INTERVALS`` of the beach's usual ``interval`` between
+    readings, in seconds, at least ``SILENT_FLOOR``), and always more than 3 buckets apart."""
     data: dict[str, Any] = {"time": view.time, "count": view.count}
     for j, (metric, _, _) in enumerate(METRICS):
         floor = LOG_FLOOR if metric == "Turbidity" else -np.inf
         data[metric] = np.maximum(view.mean[:, j], floor)
         data[f"{metric}_low"] = np.maximum(view.low[:, j], floor)
         data[f"{metric}_high"] = np.maximum(view.high[:, j], floor)
-    if len(view.time) <= 2:
+    if len(view.time) < 2:
         return data
     spacing = np.diff(view.time)
-    gaps = np.nonzero(spacing > max(GAP_FACTOR * float(np.median(spacing)), 3 * view.width * 1000.0))[0]
+    silent = (
+        status.SILENT_INTERVALS * interval if interval is not None else GAP_FACTOR * float(np.median(spacing)) / 1000
+    )
+    gaps = np.nonzero(spacing > 1000.0 * max(silent, status.SILENT_FLOOR, 3 * view.width))[0]
     if not len(gaps):
         return data
     half = view.width * 500.0
@@ -107,15 +112,35 @@ def make_figures() -> list[tuple[str, Any, Legend]]:
     return figures
 
 
+def status_line(snapshot: dict[str, Any], now: float) -> str:
+    """How much arrived, when the newest reading was taken, and whether the feed is live or a replay."""
+    received = snapshot["health"]["received"]
+    if not received:
+        return "waiting for CleanSensorData ..."
+    newest = snapshot["newest"]
+    taken = datetime.fromtimestamp(newest, UTC)
+    mode = "live" if snapshot["live"] else "replay (historical timestamps)"
+    ago = f" ({status.duration(now - newest)} ago)" if snapshot["live"] else ""
+    return (
+        f"<b>{received:,}</b> clean readings received &middot; "
+        f"newest taken {taken:%Y-%m-%d %H:%M:%S} UTC{ago} &middot; {mode}"
+    )
+
+
 class Session:
     """One browser session's models and callbacks (methods, not ``main.py`` globals)."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.seconds: float | None = dict(RANGES)[DEFAULT_RANGE]
+        #: Whether the x range follows the feed; a pan or zoom stops it, reset or a range choice resumes it.
+        self.following = True
+        self.pushed: tuple[float, float] | None = None
         #: Per beach, what its source holds (width, buckets, last bucket, count): unchanged is not resent.
         self.drawn: dict[str, tuple[Any, ...]] = {}
         self.figures = make_figures()
+        for _, fig, _ in self.figures:
+            fig.on_event(events.Reset, self.resume)
         self.sources: dict[str, ColumnDataSource] = {}
         for beach in BEACHES:
             self.ensure_beach(beach)
@@ -177,37 +202,41 @@ class Session:
         for beach, view in snapshot["views"].items():
             mark = (view.width, len(view.time), view.time[-1] if len(view.time) else None, float(view.count.sum()))
             if self.drawn.get(beach) != mark:
-                self.ensure_beach(beach).data = view_columns(view)
+                self.ensure_beach(beach).data = view_columns(view, snapshot["intervals"].get(beach))
                 self.drawn[beach] = mark
         self.follow(snapshot)
         self.show(self.health, panels.health_html(snapshot))
         self.show(self.badges, panels.badges_html(snapshot["badges"]))
         if snapshot["latest"]:
             self.table_source.data = latest_table(snapshot["latest"])
-        received = snapshot["health"]["received"]
-        self.show(
-            self.status,
-            f"<b>{received:,}</b> clean readings received; last update {datetime.now(UTC):%H:%M:%S} UTC"
-            if received
-            else "waiting for CleanSensorData ...",
-        )
+        self.show(self.status, status_line(snapshot, datetime.now(UTC).timestamp()))
 
     def follow(self, snapshot: dict[str, Any]) -> None:
         """The x range: the selected span up to the snapshot's end (a gap in the feed shows as one);
-        "all": from the first bucket."""
+        "all": from the first bucket. Left alone once the user pans or zooms (until reset)."""
+        x_range = self.figures[0][1].x_range
+        if self.pushed is not None and (x_range.start, x_range.end) != self.pushed:
+            self.following = False  # moved in the browser: the user's view wins
+        if not self.following:
+            return
         end = snapshot["end"] * 1000.0
         if self.seconds is not None:
             start = end - self.seconds * 1000.0
         else:
             firsts = [v.time[0] - v.width * 500.0 for v in snapshot["views"].values() if len(v.time)]
             start = min(firsts, default=end - 3_600_000.0)
-        x_range = self.figures[0][1].x_range
         if (x_range.start, x_range.end) != (start, end):
-            x_range.update(start=start, end=end)
+            # reset_start/reset_end: the toolbar's reset returns to the followed window.
+            x_range.update(start=start, end=end, reset_start=start, reset_end=end)
+        self.pushed = (start, end)
+
+    def resume(self, _event: object = None) -> None:
+        self.following, self.pushed = True, None
 
     def select_range(self, _attr: str, _old: int, new: int) -> None:
         self.seconds = RANGES[new][1]
         self.drawn = {}
+        self.resume()
         self.refresh()
 
 

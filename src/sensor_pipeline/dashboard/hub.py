@@ -3,7 +3,7 @@
 The consumer runs in its own thread, never on Bokeh's event loop. It reads CleanSensorData (from a
 little before the end: recent history) and InvalidSensorData, and keeps only aggregates: per-beach
 bucketed series (:class:`~sensor_pipeline.dashboard.aggregate.Downsampler`), the latest reading and
-the publication cadence per beach, end-to-end delays of the last minute (clean record timestamp minus
+the reading cadence per beach, end-to-end delays of the last minute (clean record timestamp minus
 reading timestamp) and dead letters per reason of the last minute. Sessions pull a bounded
 :meth:`Hub.snapshot` on their own loop, so the browser's work does not grow with the reading rate.
 A :class:`~sensor_pipeline.dashboard.meter.PipelineMeter` thread adds rates and the job's lag from
@@ -36,7 +36,7 @@ from sensor_pipeline.config import Settings
 from sensor_pipeline.dashboard import status
 from sensor_pipeline.dashboard.aggregate import DelayWindow, Downsampler, View
 from sensor_pipeline.dashboard.meter import PipelineMeter, Throttle, kafka_client
-from sensor_pipeline.dashboard.shaping import MAX_MESSAGE_BYTES, METRICS, newer, parse_clean
+from sensor_pipeline.dashboard.shaping import MAX_MESSAGE_BYTES, METRICS, parse_clean
 from sensor_pipeline.simulator import BEACHES
 
 log = logging.getLogger("sensor_pipeline.dashboard")
@@ -62,8 +62,10 @@ SEEN = 300_000
 MAX_OTHER_BEACHES = 24
 #: Dead-letter reasons listed by name; the rest are summed as "other".
 TOP_REASONS = 8
-#: Readings stamped within this many seconds of their arrival are live (not a replayed history).
+#: Readings published within this many seconds of their timestamps are live (not a replayed history).
 LIVE_WITHIN = 600.0
+#: Consecutive polls that must agree before the live/replay mode flips (a mixed stream does not flicker).
+MODE_POLLS = 3
 
 
 class Consumer(Protocol):
@@ -72,6 +74,7 @@ class Consumer(Protocol):
     def partitions_for_topic(self, topic: str) -> set[int] | None: ...
     def assign(self, partitions: list[Any]) -> None: ...
     def end_offsets(self, partitions: list[Any]) -> dict[Any, int]: ...
+    def beginning_offsets(self, partitions: list[Any]) -> dict[Any, int]: ...
     def seek(self, partition: Any, offset: int) -> None: ...
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]: ...
     def close(self) -> None: ...
@@ -160,8 +163,11 @@ class Hub:
         #: Readings of beaches beyond MAX_OTHER_BEACHES unknown ones (counted, not drawn).
         self.not_shown = 0
         self._others = 0
-        #: Whether the newest readings were stamped about when they arrived (not a replay).
+        #: Whether the readings are published about when they are taken (not a replayed history).
         self.live = True
+        self._mode_votes = 0
+        #: Per beach, the time its latest reading counts for (its timestamp, never later than now).
+        self._latest_at: dict[str, float] = {}
         #: The next offset to read per (topic, partition): a new consumer resumes there.
         self._positions: dict[tuple[str, int], int] = {}
         self.meter = meter or PipelineMeter(settings)
@@ -247,16 +253,23 @@ class Hub:
         published_at = np.array([p for _, p in fresh])
         values = np.array([[m[metric] for metric, _, _ in METRICS] for m, _ in fresh])
         beaches = [m["Beach"] for m, _ in fresh]
+        # A reading stamped ahead (the rules allow 5 minutes) counts as now: it must not hide the next ones.
+        counted = np.minimum(times, now).tolist()
+        live = float(np.median(published_at - times)) < LIVE_WITHIN
         with self._lock:
             self.series.add(beaches, times, values)
             self.delays.add(published_at, published_at - times)
-            for beach, at in zip(beaches, times.tolist(), strict=True):
+            for (message, _), beach, at in zip(fresh, beaches, counted, strict=True):
                 self.cadence.setdefault(beach, status.Cadence()).saw(at)
-            self.latest = newer(self.latest, (m for m, _ in fresh))
+                if at >= self._latest_at.get(beach, -math.inf):
+                    self._latest_at[beach] = at
+                    self.latest[beach] = message
             self.recent.extend(m for m, _ in fresh)
             self.received += len(fresh)
-            # Live: the readings are stamped about now (a replay's are years old).
-            self.live = now - float(times.max()) < LIVE_WITHIN
+            # Live: published seconds after they were taken; a replay's readings are years old.
+            self._mode_votes = self._mode_votes + 1 if live != self.live else 0
+            if self._mode_votes >= MODE_POLLS or self.received == len(fresh):  # the first readings decide at once
+                self.live, self._mode_votes = live, 0
         for mid in batch:  # seen only once kept
             if len(self._seen) == self._seen.maxlen:
                 self._seen_set.discard(self._seen[0])
@@ -296,13 +309,17 @@ class Hub:
                 if second > now - WINDOW:
                     reasons.update(counts)
             latest = dict(self.latest)
+            live = self.live
+            intervals = {b: c.interval() for b, c in self.cadence.items()}
         top = dict(reasons.most_common(TOP_REASONS))
         if len(reasons) > TOP_REASONS:
             top["other"] = top.get("other", 0) + sum(reasons.values()) - sum(top.values())
         return {
             "views": cached[1],
             "end": end,
-            "live": self.live,
+            "newest": newest,
+            "live": live,
+            "intervals": intervals,
             "latest": latest,
             "badges": badges,
             "delay": {"count": count, "p50": p50, "p95": p95},
@@ -357,12 +374,16 @@ class Hub:
         consumer.assign([tp for partitions, _ in assigned for tp in partitions])
         # A new consumer after an error resumes where the last one stopped (nothing read twice or
         # skipped); the first starts with recent history: the last `back / partitions` messages of each.
+        # A position is kept within [end - history, end] and after the partition's first offset: a long
+        # outage does not replay its whole backlog, and a recreated topic is read from its history.
         for partitions, back in assigned:
             ends = consumer.end_offsets(partitions)
+            firsts = consumer.beginning_offsets(partitions)
             each = math.ceil(back / len(partitions))
             for tp in partitions:
-                position = self._positions.get((tp.topic, tp.partition))
-                consumer.seek(tp, position if position is not None else max(ends[tp] - each, 0))
+                recent = max(ends[tp] - each, firsts[tp], 0)
+                position = self._positions.get((tp.topic, tp.partition), recent)
+                consumer.seek(tp, min(max(position, recent), ends[tp]))
 
     def handle(self, records: list[Any]) -> None:
         """Parse one poll's clean-topic records and ingest the clean readings; never raises."""

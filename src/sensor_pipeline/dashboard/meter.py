@@ -87,10 +87,14 @@ class KafkaOffsets:
         from kafka import KafkaConsumer
         from kafka.admin import KafkaAdminClient
 
-        options = {**settings.kafka_client_options(), "client_id": "sensor-pipeline-dashboard-meter"}
+        options = {
+            **settings.kafka_client_options(),
+            "client_id": "sensor-pipeline-dashboard-meter",
+            "bootstrap_timeout_ms": TIMEOUT_MS,
+        }
         self.consumer = kafka_client(KafkaConsumer, **options, enable_auto_commit=False)
         try:
-            self.admin = kafka_client(KafkaAdminClient, **options)
+            self.admin = kafka_client(KafkaAdminClient, **options, request_timeout_ms=TIMEOUT_MS)
         except Exception:
             self.consumer.close()
             raise
@@ -156,6 +160,7 @@ class PipelineMeter:
         self.samples: deque[Sample] = deque()
         self._error_log = Throttle(LOG_EVERY, clock)
         self.group_error: str | None = None
+        self._group_log = Throttle(LOG_EVERY, clock)
         self._starts_at: tuple[float, dict[int, int]] | None = None
         self.errors = 0
         self.last_error: str | None = None
@@ -180,14 +185,20 @@ class PipelineMeter:
         ends = offsets.end_offsets(list(self.topics.values()))
         raw = ends.get(self.settings.raw_topic, {})
         lag: int | None = None
+        group_error = None
         try:
             committed = offsets.committed(self.settings.job_group, self.settings.raw_topic)
             if committed:
                 starts = self._starts(offsets)
                 lag = sum(max(raw.get(p, 0) - max(c, starts.get(p, 0)), 0) for p, c in committed.items())
-            group_error = None
         except Exception as error:  # a group not yet readable (IAM, coordinator moving): rates still count
             group_error = f"{type(error).__name__}: {error}"[:300]
+            held = self._group_log()
+            if held is not None:
+                more = f" ({held} more since the last report)" if held else ""
+                log.warning(
+                    "pipeline meter: cannot read consumer group %s: %s%s", self.settings.job_group, group_error, more
+                )
         with self._lock:
             self.group_error = group_error
         return Sample(self.clock(), {topic: sum(ends.get(topic, {}).values()) for topic in self.topics.values()}, lag)
@@ -211,11 +222,13 @@ class PipelineMeter:
             errors, last_error = self.errors, self.last_error
         rates: dict[str, float | None] = dict.fromkeys(self.topics)
         lag = None
+        silent_for = None
         if samples:
             newest = samples[-1]
             lag = newest.lag
             if self.clock() - newest.at > 3 * self.window:
                 samples, lag = [], None  # stale: the broker has not answered for a while
+                silent_for = self.clock() - newest.at
             oldest = next((s for s in samples if s.at >= newest.at - self.window), newest)
             if samples and newest.at > oldest.at:
                 for name, topic in self.topics.items():
@@ -228,6 +241,7 @@ class PipelineMeter:
             "errors": errors,
             "last_error": last_error,
             "group_error": self.group_error,
+            "broker_silent_for": silent_for,
         }
 
     def _run(self) -> None:

@@ -76,7 +76,9 @@ def health_html(snapshot: dict[str, Any]) -> str:
     )
     lag = pipeline["lag"]
     group = escape(pipeline["group"])
-    if lag is None and pipeline.get("group_error"):
+    if lag is None and pipeline.get("broker_silent_for"):
+        lag_value, lag_note = "&ndash;", f"the broker has not answered for {_seconds(pipeline['broker_silent_for'])}"
+    elif lag is None and pipeline.get("group_error"):
         lag_value, lag_note = "&ndash;", f"cannot read group {group}: {escape(str(pipeline['group_error'])[:160])}"
     elif lag is None:
         lag_value, lag_note = "&ndash;", f"no offsets committed by group {group} yet"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,13 +89,3 @@ def latest_table(latest: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
         "BatteryLife": [round(r["BatteryLife"], 2) for r in rows],
         "Flags": [", ".join(flags_of(r)) or "-" for r in rows],
     }
-
-
-def newer(latest: dict[str, dict[str, Any]], messages: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``latest`` updated with ``messages``: per beach, the reading with the newest timestamp."""
-    updated = dict(latest)
-    for message in messages:
-        current = updated.get(message["Beach"])
-        if current is None or message["TimeStamp"] >= current["TimeStamp"]:
-            updated[message["Beach"]] = message
-    return updated

@@ -81,11 +81,12 @@ class Cadence:
         return max(SILENT_INTERVALS * (interval or 0.0), SILENT_FLOOR)
 
 
-def _ago(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A duration for people: 12 s, 5 min, 3 h, 2 d."""
     for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
         if seconds >= size:
             return f"{seconds / size:.0f} {unit}"
-    return f"{seconds:.0f} s"
+    return f"{max(seconds, 0):.0f} s"
 
 
 def badges(latest: dict[str, Any] | None, cadence: Cadence | None, now: float) -> list[Badge]:
@@ -96,7 +97,7 @@ def badges(latest: dict[str, Any] | None, cadence: Cadence | None, now: float) -
     result = []
     quiet = now - cadence.last
     if quiet > cadence.silent_after():
-        result.append(Badge(f"silent for {_ago(quiet)}", "alert"))
+        result.append(Badge(f"silent for {duration(quiet)}", "alert"))
     result.append(turbidity_badge(float(latest["Turbidity"])))
     if float(latest["BatteryLife"]) < (LOW_BATTERY_BELOW or 0.0):
         result.append(Badge(f"low battery ({latest['BatteryLife']:.1f} V)", "watch"))
