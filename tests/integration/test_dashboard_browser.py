@@ -223,6 +223,9 @@ def test_its_counters_grow_as_readings_arrive(page: Any) -> None:
     eventually(lambda: (number(page, "clean") or 0) > 0, what="a rate of clean readings")
     eventually(lambda: number(page, "lag") is not None, what="the job's lag (its committed offsets)")
     eventually(lambda: number(page, "delay") is not None, what="the end-to-end delay")
+    row = page.locator('[data-latest="Montrose Beach"]')
+    shown = row.text_content()
+    eventually(lambda: row.text_content() != shown, what="the latest-reading table to show a newer reading")
     assert page.problems == []
 
 

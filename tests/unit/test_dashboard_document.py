@@ -12,7 +12,7 @@ from sensor_pipeline.config import Settings
 from sensor_pipeline.dashboard.aggregate import RANGES, View
 from sensor_pipeline.dashboard.document import Session, build, view_columns
 from sensor_pipeline.dashboard.hub import Hub
-from sensor_pipeline.dashboard.panels import dead_alert
+from sensor_pipeline.dashboard.panels import dead_alert, latest_html
 from sensor_pipeline.simulator import BEACHES
 
 
@@ -98,3 +98,10 @@ def test_the_plots_follow_the_feed_until_the_user_pans_and_again_after_reset() -
     session.resume()  # the toolbar's reset, or a range chosen
     session.refresh()
     assert x_range.end == (T0 + 10) * 1000
+
+
+def test_the_latest_table_is_html_with_a_row_per_beach_and_escapes_what_it_shows() -> None:
+    html = latest_html({"Beach": ["<b>A</b>", "B"], "Turbidity": [1.5, 2.0], "Flags": ["-", "low_battery"]})
+    assert html.count("<tr data-latest=") == 2 and "&lt;b&gt;A&lt;/b&gt;" in html and "<b>A</b>" not in html
+    assert '<td class="number">1.5</td>' in html
+    assert "no readings yet" in latest_html({"Beach": [], "Turbidity": [], "Flags": []})

@@ -20,7 +20,7 @@ from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource, HoverTool, InlineStyleSheet, Range1d
 from bokeh.models.annotations import Legend, LegendItem
-from bokeh.models.widgets import DataTable, Div, RadioButtonGroup, TableColumn
+from bokeh.models.widgets import Div, RadioButtonGroup
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
@@ -28,7 +28,7 @@ from sensor_pipeline.config import Settings
 from sensor_pipeline.dashboard import panels, status
 from sensor_pipeline.dashboard.aggregate import RANGES, View
 from sensor_pipeline.dashboard.hub import Hub
-from sensor_pipeline.dashboard.shaping import METRICS, TABLE_COLUMNS, latest_table
+from sensor_pipeline.dashboard.shaping import METRICS, latest_table
 from sensor_pipeline.simulator import BEACHES
 
 #: Milliseconds between a session's refreshes.
@@ -144,19 +144,13 @@ class Session:
         self.sources: dict[str, ColumnDataSource] = {}
         for beach in BEACHES:
             self.ensure_beach(beach)
-        self.table_source = ColumnDataSource({c: [] for c in TABLE_COLUMNS})
-        self.table = DataTable(
-            source=self.table_source,
-            columns=[TableColumn(field=c, title=c) for c in TABLE_COLUMNS],
-            height=220,
-            sizing_mode="stretch_width",
-            index_position=None,
-            reorderable=False,  # reordering columns needs jquery-ui, which Bokeh does not ship
-        )
         style = InlineStyleSheet(css=panels.STYLE)
         self.status = Div(text="waiting for CleanSensorData ...", name="status")
         self.health = Div(text="", name="health", stylesheets=[style], sizing_mode="stretch_width")
         self.badges = Div(text="", name="badges", stylesheets=[style], sizing_mode="stretch_width")
+        # An HTML table, not Bokeh's DataTable: in Bokeh 3.9 a DataTable renders the first update of its
+        # source and then no more (bokeh/bokeh#13859, #13484; seen here in chromium).
+        self.table = Div(text="", name="latest", stylesheets=[style], sizing_mode="stretch_width")
         labels = [label for label, _ in RANGES]
         self.selector = RadioButtonGroup(labels=labels, active=labels.index(DEFAULT_RANGE), name="range")
         self.selector.on_change("active", self.select_range)
@@ -207,8 +201,7 @@ class Session:
         self.follow(snapshot)
         self.show(self.health, panels.health_html(snapshot))
         self.show(self.badges, panels.badges_html(snapshot["badges"]))
-        if snapshot["latest"]:
-            self.table_source.data = latest_table(snapshot["latest"])
+        self.show(self.table, panels.latest_html(latest_table(snapshot["latest"])))
         self.show(self.status, status_line(snapshot, datetime.now(UTC).timestamp()))
 
     def follow(self, snapshot: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """HTML of the dashboard's health row and beach badges, from a :meth:`Hub.snapshot` (pure, tested without
 a server). Every number sits in an element a browser test can find: ``[data-metric=<name>] .value``,
-``[data-beach="<name>"]`` with ``data-level``, ``[data-reason=<code>]``.
+``[data-beach="<name>"]`` with ``data-level``, ``[data-reason=<code>]``, ``[data-latest="<name>"]`` (a row of
+the latest-reading table).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ STYLE = """
 .badge.watch { background: #bc4c00; }
 .badge.alert { background: #cf222e; }
 .badge.unknown { background: #6e7781; }
+table.latest { border-collapse: collapse; width: 100%; font-size: 13px; }
+table.latest th, table.latest td { text-align: left; padding: 4px 10px; border-bottom: 1px solid #d0d7de; }
+table.latest th { color: #57606a; font-weight: 600; }
+table.latest td.number { text-align: right; font-variant-numeric: tabular-nums; }
 """
 
 
@@ -130,3 +135,19 @@ def badges_html(badges: dict[str, list[status.Badge]]) -> str:
         name = escape(beach)
         entries.append(f'<span class="beach" data-beach="{name}" data-level="{level}">{name}{spans}</span>')
     return f'<div class="beaches">{"".join(entries)}</div>'
+
+
+def latest_html(columns: dict[str, list[Any]]) -> str:
+    """The latest reading per beach (``shaping.latest_table``'s columns) as an HTML table."""
+    names = list(columns)
+    head = "".join(f"<th>{escape(name)}</th>" for name in names)
+    rows = []
+    for i in range(len(columns[names[0]]) if names else 0):
+        cells = []
+        for name in names:
+            value = columns[name][i]
+            kind = ' class="number"' if isinstance(value, int | float) else ""
+            cells.append(f"<td{kind}>{escape(str(value))}</td>")
+        rows.append(f'<tr data-latest="{escape(str(columns[names[0]][i]))}">{"".join(cells)}</tr>')
+    body = "".join(rows) or f'<tr><td colspan="{len(names)}">no readings yet</td></tr>'
+    return f'<table class="latest"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
