@@ -176,7 +176,18 @@ destroy() {
       SP_AWS_REGION=${region:-us-east-1} "$cli" emr shutdown --application-id "$app"
     fi
     step "terraform destroy"
-    tf destroy -input=false -auto-approve -no-color -var-file="env/$env_name.tfvars" | grep -E '^Destroy complete'
+    # Once more if it fails: a deletion can be answered out of order (seen with the emulator: a security
+    # group rule revoked while its sibling was, InvalidPermission.NotFound); the second run refreshes the
+    # state, drops what is gone and deletes the rest.
+    log=$(mktemp)
+    if ! tf destroy -input=false -auto-approve -no-color -var-file="env/$env_name.tfvars" >"$log" 2>&1; then
+      grep -E -A4 '^(│ )?Error' "$log" >&2 || tail -20 "$log" >&2
+      echo "    terraform destroy failed (above): once more"
+      tf destroy -input=false -auto-approve -no-color -var-file="env/$env_name.tfvars" >"$log" 2>&1 \
+        || { tail -40 "$log" >&2; rm -f "$log"; fail "terraform destroy failed twice"; }
+    fi
+    grep -E '^Destroy complete' "$log"
+    rm -f "$log"
   fi
   if local_env; then
     step "check that nothing of the rehearsal is left (emulator resources, local processes)"
