@@ -29,12 +29,10 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,17 +45,15 @@ from pipeline import finish_loadgen, local_infra, percentile, tree_cpu
 
 from sensor_pipeline import provision
 from sensor_pipeline.config import Settings, settings_from_env_map
+from sensor_pipeline.stack.browser import CHROMIUM_ARGS, chromium_path
 from sensor_pipeline.stack.definition import find_root, load
+from sensor_pipeline.stack.health import free_port, http_ready
 
 ROOT = find_root(Path(__file__))
 BIN = Path(sys.executable).parent
 RESULTS = ROOT / "benchmarks" / "results"
 #: The dashboard before server-side aggregation (one glyph per reading).
 BASELINE_COMMIT = "248abc0"
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 RECEIVED = re.compile(r"([\d,]+) clean readings received")
 FPS_SCRIPT = """() => new Promise(done => {
   let frames = 0; const start = performance.now();
@@ -65,22 +61,6 @@ FPS_SCRIPT = """() => new Promise(done => {
                        else done(frames * 1000 / (performance.now() - start)); };
   requestAnimationFrame(tick);
 })"""
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status) == 200
-    except OSError:
-        return False
 
 
 @contextmanager
@@ -125,7 +105,7 @@ def server(settings: Settings, design: str, baseline: Path | None, log: Path) ->
     url = f"http://127.0.0.1:{port}/dashboard"
     try:
         deadline = time.monotonic() + 60
-        while not answers(url):
+        while not http_ready(url):
             if time.monotonic() > deadline or process.poll() is not None:
                 raise SystemExit(f"the {design} dashboard did not start (log: {log})")
             time.sleep(0.3)
@@ -220,10 +200,10 @@ def phase(playwright: Any, base: Settings, work: Path, design: str, rate: float,
 
 
 def chromium() -> str:
-    path = os.environ.get("SP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        raise SystemExit("no chromium: `make browser` installs Debian's package (or set SP_CHROMIUM)")
-    return path
+    try:
+        return chromium_path()
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from None
 
 
 def fmt(value: float | None, digits: int = 1) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from sensor_pipeline.config import Settings
-from sensor_pipeline.stack.health import http_ready, wait_until
+from sensor_pipeline.stack.health import free_port, http_ready, wait_until
 from sensor_pipeline.stack.runner import Paths, Supervisor
 from tests.chaos.conftest import FULL, RESULTS
 from tests.integration.harness import (
@@ -35,7 +35,6 @@ from tests.integration.harness import (
     Feeder,
     Job,
     audit,
-    free_port,
     raw_end_offsets,
     stored_count,
 )

@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,10 @@ def base_settings(stack: StackDefinition) -> Settings:
     return settings_from_env_map(stack.settings)
 
 
-@pytest.fixture
-def settings(base_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
-    """Settings with this test's own topics, database and checkpoint folder."""
-    isolated = base_settings.sandboxed(f"test-{uuid.uuid4().hex[:10]}", str(tmp_path))
+@contextmanager
+def sandbox(base_settings: Settings, tag: str, folder: Path) -> Iterator[Settings]:
+    """Settings with their own topics, database and checkpoint folder, created and removed after."""
+    isolated = base_settings.sandboxed(tag, str(folder))
     provision.ensure_topics(isolated)
     provision.ensure_store(isolated)
     yield isolated
@@ -61,6 +62,13 @@ def settings(base_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
     admin = KafkaAdminClient(**isolated.kafka_client_options())
     admin.delete_topics(list(isolated.topics))
     admin.close()
+
+
+@pytest.fixture
+def settings(base_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """Settings with this test's own topics, database and checkpoint folder."""
+    with sandbox(base_settings, f"test-{uuid.uuid4().hex[:10]}", tmp_path) as isolated:
+        yield isolated
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

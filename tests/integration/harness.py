@@ -13,7 +13,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -39,12 +38,6 @@ from tests.integration.conftest import read_all
 
 ROOT = find_root(Path(__file__))
 CLI = str(Path(sys.executable).parent / "sensor-pipeline")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Job:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,28 +26,18 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient
 
-from sensor_pipeline import provision, store
 from sensor_pipeline.config import Settings
 from sensor_pipeline.simulator import BEACHES, SnowflakeIds, format_line
+from sensor_pipeline.stack.browser import CHROMIUM_ARGS, chromium_path
+from sensor_pipeline.stack.health import free_port, http_ready
+from tests.integration.conftest import sandbox as isolated
 from tests.integration.conftest import wait_for
-from tests.integration.harness import ROOT, Job, free_port
+from tests.integration.harness import ROOT, Job
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 CLI = str(Path(sys.executable).parent / "sensor-pipeline")
-# What this machine's closed network needs (no background connections to Google's hosts), headless.
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 BAD_LINES = {
     "bad_shape": "not a reading at all",
     "out_of_range": "{now} 99.9 1.0 11.0 Montrose_Beach {id}",
@@ -57,25 +46,17 @@ BAD_LINES = {
 
 
 def chromium() -> str:
-    path = os.environ.get("SP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.fail("no chromium: `make browser` installs Debian's package (or set SP_CHROMIUM)")
-    return path
+    try:
+        return chromium_path()
+    except FileNotFoundError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")
 def sandbox(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """This module's own topics, database and checkpoint."""
-    settings = base_settings.sandboxed(f"browser-{uuid.uuid4().hex[:8]}", str(tmp_path_factory.mktemp("browser")))
-    provision.ensure_topics(settings)
-    provision.ensure_store(settings)
-    yield settings
-    client = store.connect(settings)
-    client.drop_database(settings.mongo_database)
-    client.close()
-    admin = KafkaAdminClient(**settings.kafka_client_options())
-    admin.delete_topics(list(settings.topics))
-    admin.close()
+    with isolated(base_settings, f"browser-{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("browser")) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +122,7 @@ def dashboard(
     feeder.start()
     url = f"http://127.0.0.1:{port}/dashboard"
     try:
-        wait_for(lambda: _answers(url), 60, f"the dashboard at {url} (log: {logs / 'dashboard.log'})")
+        wait_for(lambda: http_ready(url), 60, f"the dashboard at {url} (log: {logs / 'dashboard.log'})")
         yield url
     finally:
         feeder.done.set()
@@ -150,16 +131,6 @@ def dashboard(
         server.wait(30)
         job.stop()
     assert feeder.error is None, f"the feeder failed: {feeder.error!r}"
-
-
-def _answers(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status) == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

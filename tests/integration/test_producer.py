@@ -18,9 +18,8 @@ import pytest
 from sensor_pipeline.config import Settings
 from sensor_pipeline.rules import validate_line
 from sensor_pipeline.simulator import BEACHES
-from sensor_pipeline.stack.health import http_ready
+from sensor_pipeline.stack.health import free_port, http_ready
 from tests.integration.conftest import read_all, settings_env, wait_for
-from tests.integration.harness import free_port
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).parent / "sensor-pipeline")

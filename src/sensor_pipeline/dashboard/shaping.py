@@ -12,7 +12,6 @@ from sensor_pipeline.rules import flags_of
 
 #: (key, title, unit) of each measured value, from the one schema.
 METRICS: tuple[tuple[str, str, str], ...] = tuple((key.name, key.label, key.unit) for key in schema.METRICS)
-TABLE_COLUMNS = ("Beach", "Time", "WaterTemperature", "Turbidity", "BatteryLife", "Flags")
 
 
 #: A clean message is a few hundred bytes (RawData is at most 1024 characters); anything far larger

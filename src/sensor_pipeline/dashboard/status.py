@@ -35,7 +35,8 @@ SILENT_FLOOR = 10.0
 #: Reading times kept per beach to learn its usual interval.
 CADENCE_SAMPLES = 17
 
-LEVELS = ("ok", "watch", "alert", "unknown")
+#: The levels, most severe first.
+LEVELS = ("alert", "watch", "ok", "unknown")
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,4 @@ def badges(latest: dict[str, Any] | None, cadence: Cadence | None, now: float) -
 
 def worst(levels: list[str]) -> str:
     """The most severe of ``levels`` (``unknown`` only when it is all there is)."""
-    for level in ("alert", "watch", "ok"):
-        if level in levels:
-            return level
-    return "unknown"
+    return next((level for level in LEVELS if level in levels), "unknown")

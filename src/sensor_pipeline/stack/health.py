@@ -11,6 +11,13 @@ from collections.abc import Callable
 from sensor_pipeline.stack.definition import Service
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now, on the loopback (for a server a test or benchmark starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
