@@ -44,6 +44,18 @@ resource "aws_docdb_cluster" "this" {
   skip_final_snapshot             = !var.docdb_deletion_protection
   final_snapshot_identifier       = var.docdb_deletion_protection ? "${local.name}-final" : null
   enabled_cloudwatch_logs_exports = ["audit", "profiler"]
+
+  # DocumentDB writes its exports to /aws/docdb/<cluster>/<log>; made here first, they have this
+  # stack's retention and key and go with it on destroy (else DocumentDB creates them, unencrypted and
+  # kept forever).
+  depends_on = [aws_cloudwatch_log_group.docdb]
+}
+
+resource "aws_cloudwatch_log_group" "docdb" {
+  for_each          = toset(["audit", "profiler"])
+  name              = "/aws/docdb/${local.name}/${each.key}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.this.arn
 }
 
 resource "aws_docdb_cluster_instance" "this" {

@@ -42,7 +42,9 @@ locals {
       command     = ["sensor-pipeline", "dashboard", "--address", "0.0.0.0"]
       port        = 5006
       environment = concat(local.kafka_environment, [{ name = "SP_DASHBOARD_ALLOW_ORIGIN", value = local.dashboard_origin }])
-      health      = "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:5006/dashboard')\""
+      # Bokeh's metadata route answers once the app is loaded without building a session (a GET of
+      # /dashboard would create one, with its once-a-second refresh, per check), as the ALB's check.
+      health = "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:5006/dashboard/metadata')\""
     }
     # The one-off init task owns what must exist before the pipeline runs: the topics (MSK) and the
     # store's indexes (DocumentDB; credentials read from the managed secret by ARN at run time).
@@ -165,6 +167,11 @@ resource "aws_ecs_service" "this" {
     enable   = true
     rollback = true
   }
+
+  # A new dashboard task reads back its history before it answers: the load balancer's and the
+  # container's health checks are ignored that long after it starts (CreateService,
+  # healthCheckGracePeriodSeconds, https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_CreateService.html).
+  health_check_grace_period_seconds = each.key == "dashboard" ? 120 : null
 
   # CreateService fails while the dashboard's target group has no listener yet.
   depends_on = [aws_lb_listener.http, aws_lb_listener.https]

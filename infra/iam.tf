@@ -177,10 +177,20 @@ data "aws_iam_policy_document" "emr_job" {
     actions   = ["s3:GetObject"]
     resources = ["${aws_s3_bucket.artifacts.arn}/${local.s3_prefixes.jobs}*"]
   }
+  # The checkpoint as Hadoop's S3 clients use a "directory": besides the keys under it, the key of the
+  # directory itself and its marker ("checkpoints", "checkpoints/"), which they look up (HEAD) and write
+  # when they create, probe or clean up the path, and multipart uploads they may abort. Hadoop's S3A
+  # documentation grants exactly these three resources per path and these actions for write access
+  # ("Restricting S3A operations through AWS Policies",
+  # https://hadoop.apache.org/docs/stable/hadoop-aws/tools/hadoop-aws/assumed_roles.html); EMRFS's older
+  # folder marker ("checkpoints_$folder$") is granted too.
   statement {
-    sid       = "Checkpoints"
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
-    resources = ["${aws_s3_bucket.artifacts.arn}/${local.s3_prefixes.checkpoints}*", "${aws_s3_bucket.artifacts.arn}/${local.s3_prefixes.logs}*"]
+    sid     = "Checkpoints"
+    actions = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+    resources = flatten([
+      for p in [local.s3_prefixes.checkpoints, local.s3_prefixes.logs] :
+      [for key in [trimsuffix(p, "/"), "${trimsuffix(p, "/")}_$folder$", p, "${p}*"] : "${aws_s3_bucket.artifacts.arn}/${key}"]
+    ])
   }
   statement {
     sid       = "ListOwnPrefixes"
@@ -189,18 +199,37 @@ data "aws_iam_policy_document" "emr_job" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = [for p in values(local.s3_prefixes) : "${p}*"]
+      values   = flatten([for p in values(local.s3_prefixes) : [trimsuffix(p, "/"), "${p}*"]])
     }
+  }
+  statement {
+    sid       = "CheckpointUploads"
+    actions   = ["s3:ListBucketMultipartUploads"]
+    resources = [aws_s3_bucket.artifacts.arn]
   }
   statement {
     sid       = "DocumentDbSecret"
     actions   = ["secretsmanager:GetSecretValue"]
     resources = [local.docdb_secret_arn]
   }
+  # The bucket's SSE-KMS key, only as S3 uses it on the job's behalf for this bucket (an S3 Bucket Key:
+  # the encryption context is the bucket's ARN). Reads need Decrypt, writes GenerateDataKey, multipart
+  # writes both ("Using server-side encryption with AWS KMS keys", Amazon S3 User Guide; kms:ViaService,
+  # https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-via-service).
   statement {
-    sid       = "Kms"
+    sid       = "KmsThroughS3"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.this.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${var.region}.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "kms:EncryptionContext:aws:s3:arn"
+      values   = [aws_s3_bucket.artifacts.arn]
+    }
   }
   statement {
     sid       = "Logs"
@@ -220,13 +249,24 @@ resource "aws_iam_role_policy" "emr_job" {
   policy = data.aws_iam_policy_document.emr_job.json
 }
 
-# VPC flow logs delivery.
+# VPC flow logs delivery; only for this account's flow logs (confused-deputy prevention, as AWS's
+# example trust policy: https://docs.aws.amazon.com/vpc/latest/userguide/flow-logs-iam-role.html).
 data "aws_iam_policy_document" "assume_flow_logs" {
   statement {
     actions = ["sts:AssumeRole"]
     principals {
       type        = "Service"
       identifiers = ["vpc-flow-logs.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = ["arn:${local.partition}:ec2:${var.region}:${local.account_id}:vpc-flow-log/*"]
     }
   }
 }

@@ -35,7 +35,10 @@ data "aws_iam_policy_document" "kms" {
     condition {
       test     = "ArnLike"
       variable = "kms:EncryptionContext:aws:logs:arn"
-      values   = ["arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:/${var.project}/${var.environment}/*"]
+      values = [
+        "arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:/${var.project}/${var.environment}/*",
+        "arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:/aws/docdb/${local.name}/*",
+      ]
     }
   }
 }

@@ -149,20 +149,83 @@ resource "aws_vpc_security_group_ingress_rule" "endpoints_https" {
 }
 
 # One group per workload; data services admit only these groups.
+locals {
+  workloads = toset(["emr", "api", "producer", "dashboard", "init"])
+}
+
 resource "aws_security_group" "workload" {
   #checkov:skip=CKV2_AWS_5:attached by key from ecs.tf (services) and emr.tf (application); checkov cannot follow for_each keys
-  for_each    = toset(["emr", "api", "producer", "dashboard", "init"])
+  for_each    = local.workloads
   name        = "${local.name}-${each.key}"
   description = "Pipeline workload: ${each.key}"
   vpc_id      = local.vpc_id
 }
 
-resource "aws_vpc_security_group_egress_rule" "workload_all" {
-  for_each          = aws_security_group.workload
-  security_group_id = each.value.id
-  description       = "Outbound to the VPC (brokers, DocumentDB, endpoints) and S3"
+# Egress: each workload reaches only what it talks to (groups are stateful: answers need no rule). DNS
+# to the VPC resolver is not subject to security groups.
+locals {
+  workload_reaches = {
+    emr       = { msk = 9098, docdb = 27017 }
+    api       = {}
+    producer  = { msk = 9098, api = 3030 }
+    dashboard = { msk = 9098 }
+    init      = { msk = 9098, docdb = 27017 }
+  }
+  workload_targets = {
+    msk   = aws_security_group.msk.id
+    docdb = aws_security_group.docdb.id
+    api   = aws_security_group.workload["api"].id
+  }
+  workload_egress = merge([
+    for workload, targets in local.workload_reaches : {
+      for target, port in targets : "${workload}-${target}" => { workload = workload, target = target, port = port }
+    }
+  ]...)
+}
+
+resource "aws_vpc_security_group_egress_rule" "workload" {
+  for_each                     = local.workload_egress
+  security_group_id            = aws_security_group.workload[each.value.workload].id
+  description                  = "${each.value.workload} to ${each.value.target}"
+  referenced_security_group_id = local.workload_targets[each.value.target]
+  from_port                    = each.value.port
+  to_port                      = each.value.port
+  ip_protocol                  = "tcp"
+}
+
+# AWS APIs over HTTPS: the task's own calls, and on Fargate (platform 1.4+) the image pull, secrets
+# and logs also leave through the task's network interface. Through the interface endpoints and the
+# S3 gateway endpoint (ECR's layers are in S3) when this stack makes the VPC; an existing VPC's
+# endpoints or NAT are not known here, so HTTPS goes anywhere there.
+resource "aws_vpc_security_group_egress_rule" "workload_endpoints" {
+  # Keyed by the workloads' names, known before anything exists (a `terraform import` plans this too).
+  for_each                     = local.create_vpc ? local.workloads : toset([])
+  security_group_id            = aws_security_group.workload[each.key].id
+  description                  = "HTTPS to the VPC interface endpoints"
+  referenced_security_group_id = aws_security_group.endpoints.id
+  from_port                    = 443
+  to_port                      = 443
+  ip_protocol                  = "tcp"
+}
+
+resource "aws_vpc_security_group_egress_rule" "workload_s3" {
+  for_each          = local.create_vpc ? local.workloads : toset([])
+  security_group_id = aws_security_group.workload[each.key].id
+  description       = "HTTPS to S3 through the gateway endpoint"
+  prefix_list_id    = aws_vpc_endpoint.s3[0].prefix_list_id
+  from_port         = 443
+  to_port           = 443
+  ip_protocol       = "tcp"
+}
+
+resource "aws_vpc_security_group_egress_rule" "workload_https" {
+  for_each          = local.create_vpc ? toset([]) : local.workloads
+  security_group_id = aws_security_group.workload[each.key].id
+  description       = "HTTPS to AWS APIs (the existing VPC's endpoints or NAT)"
   cidr_ipv4         = "0.0.0.0/0"
-  ip_protocol       = "-1"
+  from_port         = 443
+  to_port           = 443
+  ip_protocol       = "tcp"
 }
 
 resource "aws_security_group" "msk" {

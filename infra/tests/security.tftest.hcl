@@ -373,3 +373,91 @@ run "an_open_dashboard_is_refused" {
   }
   expect_failures = [var.dashboard_allowed_cidrs]
 }
+
+run "the_job_uses_the_key_only_through_s3_for_its_bucket" {
+  command = plan
+
+  assert {
+    condition = one([for s in data.aws_iam_policy_document.emr_job.statement : s if s.sid == "KmsThroughS3"]) != null && alltrue([
+      for s in data.aws_iam_policy_document.emr_job.statement : (
+        !anytrue([for a in s.actions : startswith(a, "kms:")]) || (
+          contains([for c in s.condition : c.variable], "kms:ViaService") &&
+          flatten([for c in s.condition : c.values if c.variable == "kms:ViaService"]) == ["s3.us-east-1.amazonaws.com"] &&
+          contains(flatten([for c in s.condition : c.values if c.variable == "kms:EncryptionContext:aws:s3:arn"]), "arn:aws:s3:::sensor-pipeline-dev-artifacts-x")
+        )
+      )
+    ])
+    error_message = "the Spark job's KMS grant must hold only via S3 (kms:ViaService) for its bucket (encryption context)"
+  }
+}
+
+run "the_checkpoint_is_usable_by_hadoops_s3_clients" {
+  command = plan
+
+  # Hadoop's S3 clients look up and write the folder's own key and its marker, not only keys under it.
+  assert {
+    condition = length(setsubtract(
+      ["arn:aws:s3:::sensor-pipeline-dev-artifacts-x/checkpoints", "arn:aws:s3:::sensor-pipeline-dev-artifacts-x/checkpoints/", "arn:aws:s3:::sensor-pipeline-dev-artifacts-x/checkpoints/*"],
+      one([for s in data.aws_iam_policy_document.emr_job.statement : s.resources if s.sid == "Checkpoints"])
+    )) == 0
+    error_message = "the checkpoint grant must name checkpoints, checkpoints/ and checkpoints/*"
+  }
+  assert {
+    condition     = contains(flatten([for s in data.aws_iam_policy_document.emr_job.statement : flatten([for c in s.condition : c.values]) if s.sid == "ListOwnPrefixes"]), "checkpoints")
+    error_message = "the job must be able to list the checkpoint folder's own key (prefix \"checkpoints\")"
+  }
+}
+
+run "flow_logs_trust_only_this_accounts_flow_logs" {
+  command = plan
+
+  assert {
+    condition = alltrue([
+      for v in ["aws:SourceAccount", "aws:SourceArn"] :
+      contains([for c in data.aws_iam_policy_document.assume_flow_logs.statement[0].condition : c.variable], v)
+    ])
+    error_message = "the flow-logs role's trust must be conditioned on the source account and flow-log ARN"
+  }
+}
+
+run "documentdb_log_groups_are_the_stacks" {
+  command = plan
+
+  assert {
+    condition = alltrue([
+      for k in ["audit", "profiler"] :
+      aws_cloudwatch_log_group.docdb[k].name == "/aws/docdb/sensor-pipeline-dev/${k}" && aws_cloudwatch_log_group.docdb[k].kms_key_id != null && aws_cloudwatch_log_group.docdb[k].retention_in_days == 30
+    ])
+    error_message = "DocumentDB's exported log groups must be created by Terraform, encrypted, with retention"
+  }
+}
+
+run "workloads_reach_only_what_they_talk_to" {
+  command = plan
+
+  assert {
+    condition     = length([for r in aws_vpc_security_group_egress_rule.workload : r if r.ip_protocol == "-1" || r.cidr_ipv4 == "0.0.0.0/0"]) == 0
+    error_message = "no workload may send anything anywhere"
+  }
+  assert {
+    condition     = toset(keys(aws_vpc_security_group_egress_rule.workload)) == toset(["emr-msk", "emr-docdb", "producer-msk", "producer-api", "dashboard-msk", "init-msk", "init-docdb"])
+    error_message = "egress: the job and the init task to MSK and DocumentDB, the producer to MSK and the API, the dashboard to MSK"
+  }
+  assert {
+    condition     = alltrue([for r in aws_vpc_security_group_egress_rule.workload_endpoints : r.from_port == 443 && r.to_port == 443])
+    error_message = "AWS APIs are reached over HTTPS only"
+  }
+}
+
+run "the_dashboard_gets_time_to_start_and_its_check_builds_no_session" {
+  command = plan
+
+  assert {
+    condition     = aws_ecs_service.this["dashboard"].health_check_grace_period_seconds >= 60
+    error_message = "the dashboard service needs a health-check grace period (it reads its history first)"
+  }
+  assert {
+    condition     = strcontains(jsondecode(aws_ecs_task_definition.this["dashboard"].container_definitions)[0].healthCheck.command[1], "/dashboard/metadata")
+    error_message = "the dashboard's container health check must use Bokeh's metadata route (no session per check)"
+  }
+}
