@@ -38,7 +38,7 @@ local-clean: venv ## Stop the local stack and delete its data, logs and checkpoi
 	@$(BIN)/sensor-pipeline stack clean
 
 # --- quality -------------------------------------------------------------------------------------
-.PHONY: lint typecheck fmt test unit integration chaos test-infra bench bench-dashboard tools browser
+.PHONY: lint typecheck fmt test unit integration chaos test-infra bench bench-dashboard tools browser sandbox
 lint: venv ## ruff check + format check, compose file up to date
 	@$(BIN)/ruff check src jobs tests benchmarks
 	@$(BIN)/ruff format --check src jobs tests benchmarks
@@ -53,7 +53,7 @@ typecheck: venv ## mypy (strict) on src/ and jobs/
 unit: venv ## Unit tests only (no services)
 	@$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv browser ## Integration tests (start the local stack's services if they are not running)
+integration: venv browser sandbox ## Integration tests (start the local stack's services if they are not running)
 	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 chaos: venv ## Fault and fuzz suites in full (make test runs a CI-sized part): prints lost/duplicated per case
@@ -65,10 +65,13 @@ tools: venv ## Install the pinned infra tools (checkov) into the cache
 browser: ## Install Debian's chromium for the browser tests, if missing (apt-get)
 	@bash scripts/install-browser.sh
 
+sandbox: ## Install Debian's bubblewrap for the deploy rehearsal's container runtime, if missing (apt-get)
+	@bash scripts/install-sandbox.sh
+
 test-infra: tools ## Terraform fmt/validate/test and checkov, offline
 	@$(BIN)/pytest tests/infra $(PYTEST_ARGS)
 
-test: venv tools browser lint typecheck ## The whole suite: lint, types, unit, integration (real services, a real browser), infra
+test: venv tools browser sandbox lint typecheck ## The whole suite: lint, types, unit, integration (real services, a real browser), infra
 	@$(BIN)/pytest tests $(PYTEST_ARGS)
 
 bench: venv ## Benchmarks: pipeline throughput and latency against the original design's baseline

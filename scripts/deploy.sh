@@ -14,18 +14,35 @@ env_name=${2:?usage: deploy.sh deploy|destroy|plan|bootstrap-state ENV}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 cli=.venv/bin/sensor-pipeline
-tfvars="infra/env/$env_name.tfvars"
-backend="infra/env/$env_name.s3.tfbackend"
+# SP_INFRA_DIR: another copy of infra/ (the rehearsal's tests deploy mutated copies: a permission removed).
+infra=${SP_INFRA_DIR:-infra}
+tfvars="$infra/env/$env_name.tfvars"
+backend="$infra/env/$env_name.s3.tfbackend"
 rehearsal=.local-stack/rehearsal
 step() { printf '\n\033[1m==> %s\033[0m  (%s s)\n' "$*" "$SECONDS"; }
-fail() { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+fail() {
+  printf '\033[31merror:\033[0m %s\n' "$*" >&2
+  # The rehearsal says what the emulator refused on the way (a denied call is often why a step failed).
+  if [ "$env_name" = local ] && [ -n "${deploy_started:-}" ] && [ -z "${checked:-}" ]; then
+    checked=1
+    "$cli" aws rehearsal-check --since "$deploy_started" >/dev/null 2>"$rehearsal/findings.txt" \
+      || { echo "what the rehearsal refused so far:" >&2; cat "$rehearsal/findings.txt" >&2; }
+  fi
+  exit 1
+}
 trap 'fail "step failed (line $LINENO): $BASH_COMMAND"' ERR
 local_env() { [ "$env_name" = local ]; }
 
 [ -f "$tfvars" ] || fail "$tfvars not found: create it (see infra/env/dev.tfvars and infra/README.md)"
+# The one required variable without a default, checked before anything is created or planned.
+if [ "$env_name" != local ] && ! grep -Eq '^\s*dashboard_allowed_cidrs\s*=' "$tfvars"; then
+  fail "set dashboard_allowed_cidrs in $tfvars: who may open the dashboard, e.g. dashboard_allowed_cidrs = [\"203.0.113.0/24\"] (your office or VPN; there is no open default)"
+fi
 command -v terraform >/dev/null || fail "terraform is not installed (>= 1.10 needed)"
 eval "$(bash scripts/terraform-env.sh)"
-tf() { terraform -chdir=infra "$@"; }
+tf() { terraform -chdir="$infra" "$@"; }
+# A variable's value as the tfvars file sets it (a plain "name = value" line), or the default given.
+tfvar() { local v; v=$(sed -nE "s/^\s*$1\s*=\s*\"?([^\"#]+)\"?.*/\1/p" "$tfvars" | head -n 1 | xargs); echo "${v:-$2}"; }
 output() { tf output -raw "$1"; }
 
 if local_env; then
@@ -39,6 +56,7 @@ fi
 start_local_stack() {
   # The infra tier only (Kafka, the MongoDB-wire server, the emulator): the pipeline that runs is
   # the one this deploy starts through ECS and EMR.
+  bash scripts/install-sandbox.sh
   step "local stack: Kafka, MongoDB-wire server, AWS emulator (not local-up's app tier)"
   if ! "$cli" stack status >/dev/null 2>&1; then touch "$rehearsal/started-stack"; fi
   "$cli" stack up --infra-only --refuse-app-tier | tail -n 2
@@ -55,8 +73,8 @@ init() {
     step "terraform init (state in $rehearsal/, not in S3)"
     # An override file swaps the S3 backend for a local one, for this run only.
     printf 'terraform {\n  backend "local" {\n    path = "%s"\n  }\n}\n' "$root/$rehearsal/terraform.tfstate" \
-      > infra/local_backend_override.tf
-    trap 'rm -f infra/local_backend_override.tf' EXIT
+      > "$infra/local_backend_override.tf"
+    trap 'rm -f "$infra/local_backend_override.tf"' EXIT
     tf init -input=false -reconfigure >/dev/null
   else
     [ -f "$backend" ] || fail "$backend not found: run \`make bootstrap-state ENV=$env_name\` first (infra/README.md)"
@@ -76,10 +94,10 @@ image_tag() {
 }
 
 deploy() {
+  deploy_started=$(date +%s)
   local_env && start_local_stack
   if ! local_env; then
     command -v docker >/dev/null || fail "docker (with buildx) is needed to build the images"
-    grep -Eq '^\s*dashboard_allowed_cidrs' "$tfvars" || fail "set dashboard_allowed_cidrs in $tfvars (who may open the dashboard)"
     command -v mvn >/dev/null || fail "Maven (and a JDK) are needed to fetch the Spark connector jars for EMR"
   fi
   tag=$(image_tag)  # before init: init may touch tracked files (the lock file) and make the tree dirty
@@ -109,17 +127,39 @@ deploy() {
 
   step "the Spark job's Python environment for EMR Serverless (scripts/build_emr_archive.py)"
   mkdir -p "$rehearsal/emr"
-  if local_env; then
-    # Rehearsal: the same script, run with this machine's Python (AWS: Amazon Linux 2023 in Docker).
+  if "$cli" aws object-exists --bucket "$bucket" --key "jobs/$tag/pyspark_venv.tar.gz"; then
+    echo "    jobs/$tag/ is already uploaded: kept (one folder per build, never replaced)"
+  elif local_env; then
+    # Rehearsal: the same script, run with this machine's Python (AWS: Amazon Linux 2023 in Docker); the CA
+    # bundle packed as rds-global-bundle.pem is the local CA, which signed the DocumentDB stand-in's certificate.
     UV="${SP_CACHE:-$HOME/.cache/sensor-pipeline}/tools/bin/uv" UV_CACHE_DIR="${SP_CACHE:-$HOME/.cache/sensor-pipeline}/uv" \
-      .venv/bin/python scripts/build_emr_archive.py --out "$rehearsal/emr/pyspark_venv.tar.gz"
+      .venv/bin/python scripts/build_emr_archive.py --out "$rehearsal/emr/pyspark_venv.tar.gz" \
+      --ca-bundle .local-stack/tls/ca.pem
   else
     docker buildx build --platform linux/amd64 -f docker/Dockerfile --target emr-venv-export \
       -o type=local,dest="$rehearsal/emr" .
   fi
-  step "upload the job, its archive and the connector jars to s3://$bucket/jobs/"
-  # Under jobs/<tag>/: a running job's files are never replaced under it; a new build is a new run.
-  "$cli" emr upload --bucket "$bucket" --archive "$rehearsal/emr/pyspark_venv.tar.gz" --version "$tag" >/dev/null
+  if [ -f "$rehearsal/emr/pyspark_venv.tar.gz" ]; then
+    step "upload the job, its archive and the connector jars to s3://$bucket/jobs/$tag/"
+    # Under jobs/<tag>/: a running job's files are never replaced under it; a new build is a new run.
+    "$cli" emr upload --bucket "$bucket" --archive "$rehearsal/emr/pyspark_venv.tar.gz" --version "$tag" >/dev/null
+    rm -f "$rehearsal/emr/pyspark_venv.tar.gz"
+  fi
+
+  # DocumentDB makes /aws/docdb/<cluster>/{audit,profiler} itself when it exports logs and nothing made
+  # them first: in an account where the cluster ran before this stack managed them, they exist. Adopt
+  # them, so that the apply does not fail on an existing group (they then get the stack's key and retention).
+  cluster_name="$(tfvar project sensor-pipeline)-$(tfvar environment "$env_name")"
+  managed=$(tf state list 2>/dev/null || true)  # not piped into grep -q: its early exit would fail the pipe
+  for log in audit profiler; do
+    address="aws_cloudwatch_log_group.docdb[\"$log\"]"
+    if ! grep -qxF "$address" <<<"$managed" \
+        && "$cli" aws log-group-exists --name "/aws/docdb/$cluster_name/$log"; then
+      step "adopt the existing log group /aws/docdb/$cluster_name/$log"
+      tf import -input=false -var-file="env/$env_name.tfvars" -var "image_tag=$tag" "$address" \
+        "/aws/docdb/$cluster_name/$log" >/dev/null
+    fi
+  done
 
   step "terraform apply: the whole stack (on AWS, MSK and DocumentDB take 20-30 minutes the first time)"
   tf apply -input=false -auto-approve -no-color -var-file="env/$env_name.tfvars" -var "image_tag=$tag" | grep -E '^Apply complete'
@@ -148,6 +188,13 @@ deploy() {
     run_id=$(sed -nE 's/.*already running \(([^,)]+).*/\1/p' "$rehearsal/submit.err")
   fi
   "$cli" emr status --application-id "$app" --run-id "$run_id"
+
+  if local_env; then
+    step "what AWS would have refused: denied AWS calls and Kafka requests, tasks that failed (since this deploy began)"
+    checked=1
+    "$cli" aws rehearsal-check --since "$deploy_started" --settle 20 \
+      || fail "the rehearsal found what would stop the pipeline on AWS (above): fix infra/ or the workload"
+  fi
 
   step "deployed"
   echo "dashboard:   $(output dashboard_url)"

@@ -170,13 +170,17 @@ def init(bucket: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=4566, show_default=True)
 @click.option(
-    "--mongo-auth",
-    type=click.Choice(["plain", "none"]),
-    default="plain",
+    "--kafka-secure-bootstrap",
+    default="127.0.0.1:9098",
     show_default=True,
-    help="how the local MongoDB-wire server takes credentials (FerretDB: plain; mongod: none)",
+    help="the broker's SASL_SSL listener: what MSK's bootstrap brokers answer (ACLs from IAM enforced there)",
 )
-def emulator(host: str, port: int, mongo_auth: str) -> None:
+@click.option(
+    "--ferretdb",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="FerretDB binary run for each DocumentDB cluster (TLS, SCRAM); without it clusters are records only",
+)
+def emulator(host: str, port: int, kafka_secure_bootstrap: str, ferretdb: Path | None) -> None:
     """Serve the AWS emulator (moto, extended) with its ECS and EMR Serverless runners."""
     from urllib.parse import urlsplit
 
@@ -187,10 +191,11 @@ def emulator(host: str, port: int, mongo_auth: str) -> None:
     _logging()
     settings = _settings()
     mongo = urlsplit(settings.mongo_uri)
-    paths = Paths.of(find_root())
+    root = find_root()
+    paths = Paths.of(root)
     serve(
-        host, port, paths.state, paths.venv_bin, settings.kafka_bootstrap,
-        mongo.hostname or "127.0.0.1", mongo.port or 27017, mongo_auth,
+        host, port, paths.state, paths.venv_bin, settings.kafka_bootstrap, kafka_secure_bootstrap,
+        mongo.hostname or "127.0.0.1", mongo.port or 27017, ferretdb, root,
     )  # fmt: skip
 
 
@@ -473,6 +478,21 @@ def aws_run_task(cluster: str, task_definition: str, subnets: str, security_grou
     sys.exit(code)
 
 
+@aws_group.command("object-exists")
+@click.option("--bucket", required=True)
+@click.option("--key", required=True)
+def aws_object_exists(bucket: str, key: str) -> None:
+    """Exit 0 if the S3 object exists, 1 if it does not."""
+    sys.exit(0 if _deploy_call("object_exists", bucket, key) else 1)
+
+
+@aws_group.command("log-group-exists")
+@click.option("--name", required=True)
+def aws_log_group_exists(name: str) -> None:
+    """Exit 0 if the CloudWatch log group exists, 1 if it does not."""
+    sys.exit(0 if _deploy_call("log_group_exists", name) else 1)
+
+
 @aws_group.command("ecr-password")
 def aws_ecr_password() -> None:
     """Print the registry password for `docker login --username AWS --password-stdin` (no AWS CLI needed)."""
@@ -493,6 +513,31 @@ def aws_leftovers(name: str, timeout: int, processes: bool) -> None:
     for item in left:
         click.echo(item)
     sys.exit(1 if left else 0)
+
+
+@aws_group.command("rehearsal-check")
+@click.option("--since", type=float, required=True, help="epoch seconds: what was refused from then on")
+@click.option("--settle", type=click.IntRange(min=0), default=0, show_default=True, help="seconds to wait first")
+def aws_rehearsal_check(since: float, settle: int) -> None:
+    """Rehearsal: list what AWS would have refused (denied AWS calls, denied Kafka requests, failed tasks);
+    exit 1 if anything was."""
+    import time
+
+    from sensor_pipeline.emulator.findings import findings, translation_notes
+    from sensor_pipeline.stack.definition import find_root
+    from sensor_pipeline.stack.runner import Paths
+
+    time.sleep(settle)
+    clusters = _deploy_call("msk_clusters")
+    state = Paths.of(find_root()).state
+    found = findings(state, since, clusters)
+    for item in found:
+        click.echo(f"    {item}", err=True)
+    for note in translation_notes(state):
+        click.echo(f"    note (MSK IAM -> Kafka ACLs): {note}")
+    if not found:
+        click.echo("    nothing refused: every AWS call and Kafka request of the workloads was allowed, every task ran")
+    sys.exit(1 if found else 0)
 
 
 if __name__ == "__main__":

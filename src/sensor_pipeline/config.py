@@ -27,7 +27,12 @@ class Settings(BaseSettings):
     kafka_security_protocol: KafkaSecurity = Field(
         "PLAINTEXT", description="PLAINTEXT locally; SASL_SSL with AWS_MSK_IAM on Amazon MSK"
     )
-    kafka_sasl_mechanism: Literal["AWS_MSK_IAM", ""] = ""
+    kafka_sasl_mechanism: Literal["AWS_MSK_IAM", "SCRAM-SHA-512", ""] = Field(
+        "", description="AWS_MSK_IAM on Amazon MSK; SCRAM-SHA-512 for a broker with SCRAM users (the rehearsal's)"
+    )
+    kafka_sasl_username: str = Field("", description="SCRAM user name")
+    kafka_sasl_password: str = Field("", description="SCRAM password")
+    kafka_ssl_cafile: str = Field("", description="PEM CA bundle that verifies the brokers (default: the system's)")
     raw_topic: str = "RawSensorData"
     clean_topic: str = "CleanSensorData"
     invalid_topic: str = "InvalidSensorData"
@@ -127,6 +132,13 @@ class Settings(BaseSettings):
         }
         if self.kafka_sasl_mechanism:
             options["sasl_mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_mechanism == "SCRAM-SHA-512":
+            options |= {
+                "sasl_plain_username": self.kafka_sasl_username,
+                "sasl_plain_password": self.kafka_sasl_password,
+            }
+        if self.kafka_ssl_cafile:
+            options["ssl_cafile"] = self.kafka_ssl_cafile
         return options
 
     def spark_kafka_options(self) -> dict[str, str]:
@@ -142,6 +154,18 @@ class Settings(BaseSettings):
                 "kafka.sasl.jaas.config": "software.amazon.msk.auth.iam.IAMLoginModule required;",
                 "kafka.sasl.client.callback.handler.class": ("software.amazon.msk.auth.iam.IAMClientCallbackHandler"),
             }
+        elif self.kafka_sasl_mechanism == "SCRAM-SHA-512":
+
+            def quoted(value: str) -> str:
+                return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+            options |= {
+                "kafka.sasl.mechanism": "SCRAM-SHA-512",
+                "kafka.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f"username={quoted(self.kafka_sasl_username)} password={quoted(self.kafka_sasl_password)};",
+            }
+        if self.kafka_ssl_cafile:
+            options |= {"kafka.ssl.truststore.type": "PEM", "kafka.ssl.truststore.location": self.kafka_ssl_cafile}
         return options
 
 

@@ -248,6 +248,28 @@ def leftovers(settings: Settings, name: str) -> list[str]:
     return found
 
 
+def object_exists(settings: Settings, bucket: str, key: str) -> bool:
+    """True when the object is in the bucket (a build's files, uploaded once per tag)."""
+    try:
+        aws_client(settings, "s3").head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as error:
+        if _code(error) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise DeployError(f"reading s3://{bucket}/{key} failed: {error}") from error
+
+
+def log_group_exists(settings: Settings, name: str) -> bool:
+    groups = aws_client(settings, "logs").describe_log_groups(logGroupNamePrefix=name).get("logGroups", [])
+    return any(g["logGroupName"] == name for g in groups)
+
+
+def msk_clusters(settings: Settings) -> list[str]:
+    """ARNs of the account's MSK clusters (provisioned and serverless)."""
+    response = aws_client(settings, "kafka").list_clusters_v2()
+    return [str(c["ClusterArn"]) for c in response.get("ClusterInfoList", [])]
+
+
 def emulated_processes(state: Path | None = None) -> list[str]:
     """Local processes an emulator's ECS/EMR runners started (``SP_EMULATED_BY``); of one state folder if given."""
     found = []

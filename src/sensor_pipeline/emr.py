@@ -212,7 +212,8 @@ def job_environment(settings: Settings, checkpoint: str) -> dict[str, str]:
     return {k: v for k, v in values.items() if v}
 
 
-def spark_submit_parameters(artifacts: Artifacts, environment: dict[str, str], size: JobSize | None = None) -> str:
+def spark_submit_parameters(artifacts: Artifacts, size: JobSize | None = None) -> str:
+    """Jars, the archive and the sizes: what contains no setting value (those go in spark_defaults)."""
     parts = ["--conf spark.sql.session.timeZone=UTC"]
     parts += [f"--conf {key}={value}" for key, value in (size or JobSize()).spark_conf().items()]
     if artifacts.jars:
@@ -224,10 +225,21 @@ def spark_submit_parameters(artifacts: Artifacts, environment: dict[str, str], s
             "--conf spark.emr-serverless.driverEnv.PYSPARK_PYTHON=./environment/bin/python",
             "--conf spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python",
         ]
-    for key, value in environment.items():
-        parts.append(f"--conf spark.emr-serverless.driverEnv.{key}={value}")
-        parts.append(f"--conf spark.executorEnv.{key}={value}")
     return " ".join(parts)
+
+
+def spark_defaults(environment: dict[str, str]) -> dict[str, str]:
+    """The job's settings as Spark properties for the driver and the executors, passed in the run's
+    ``applicationConfiguration`` (classification ``spark-defaults``: a JSON map, where a Mongo URI's
+    ``?`` and ``&`` are plain characters) rather than in ``sparkSubmitParameters``, a string EMR
+    splits itself. Both are documented ways to set ``spark.emr-serverless.driverEnv.[KEY]`` and
+    ``spark.executorEnv.[KEY]``; the submit parameters win when both set one
+    (https://docs.aws.amazon.com/emr/latest/EMR-Serverless-UserGuide/jobs-spark.html)."""
+    properties = {}
+    for key, value in environment.items():
+        properties[f"spark.emr-serverless.driverEnv.{key}"] = value
+        properties[f"spark.executorEnv.{key}"] = value
+    return properties
 
 
 def _list_runs(settings: Settings, application_id: str, **filters: Any) -> list[dict[str, Any]]:
@@ -299,12 +311,18 @@ def submit(
             "sparkSubmit": {
                 "entryPoint": artifacts.entry_point,
                 "entryPointArguments": ["--checkpoint", checkpoint],
-                "sparkSubmitParameters": spark_submit_parameters(
-                    artifacts, job_environment(settings, checkpoint), size
-                ),
+                "sparkSubmitParameters": spark_submit_parameters(artifacts, size),
             }
         },
-        configurationOverrides={"monitoringConfiguration": monitoring},
+        configurationOverrides={
+            "applicationConfiguration": [
+                {
+                    "classification": "spark-defaults",
+                    "properties": spark_defaults(job_environment(settings, checkpoint)),
+                }
+            ],
+            "monitoringConfiguration": monitoring,
+        },
         tags={"job": name},
     )
     return str(response["jobRunId"])
@@ -360,9 +378,11 @@ def wait_for_run(
 ) -> str:
     """Poll a run until it is in one of ``states``; a run that ends elsewhere, or a timeout, raises.
 
-    With ``stable_seconds``, the run must then stay in that state, with the same attempt
-    (``stateDetails``), that long: a streaming driver that dies at its first batch and is restarted
-    by the retry policy is not "running".
+    With ``stable_seconds``, the run must then stay in that state, in the same attempt, that long: a
+    streaming driver that dies at its first batch and is restarted by the retry policy is not
+    "running". The attempt is the run's ``attempt`` number (GetJobRun, "The attempt of the job run",
+    https://docs.aws.amazon.com/emr-serverless/latest/APIReference/API_JobRun.html); ``stateDetails``
+    is free text that EMR may update while the state holds, so it is not compared.
     """
     wanted = set(states)
     emr = aws_client(settings, "emr-serverless")
@@ -372,7 +392,7 @@ def wait_for_run(
         state = str(run["state"])
         if state in wanted:
             if stable_seconds > 0:
-                _stays(emr, application_id, run_id, state, str(run.get("stateDetails", "")), stable_seconds)
+                _stays(emr, application_id, run_id, state, int(run.get("attempt", 1)), stable_seconds)
             return state
         if state in FINAL_STATES or time.monotonic() > deadline:  # ended elsewhere
             raise EmrError(
@@ -382,15 +402,16 @@ def wait_for_run(
         time.sleep(2)
 
 
-def _stays(emr: Any, application_id: str, run_id: str, state: str, details: str, seconds: float) -> None:
+def _stays(emr: Any, application_id: str, run_id: str, state: str, attempt: int, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(3)
         run = _call("reading the job run", emr.get_job_run, applicationId=application_id, jobRunId=run_id)["jobRun"]
-        now = (str(run["state"]), str(run.get("stateDetails", "")))
-        if now != (state, details):
+        now = (str(run["state"]), int(run.get("attempt", 1)))
+        if now != (state, attempt):
             raise EmrError(
-                f"job run {run_id} did not stay {state}: now {now[0]} ({now[1]}); " + _see_logs(application_id, run_id)
+                f"job run {run_id} did not stay {state} in attempt {attempt}: now {now[0]}, attempt {now[1]} "
+                f"({run.get('stateDetails', '')}); " + _see_logs(application_id, run_id)
             )
 
 

@@ -19,22 +19,39 @@ from sensor_pipeline.stack.definition import find_root
 pytestmark = pytest.mark.integration
 ROOT = find_root(Path(__file__))
 CLI = str(Path(sys.executable).parent / "sensor-pipeline")
-ROLE = "arn:aws:iam::123456789012:role/sensor-pipeline-dev-emr-job"
+ROLE = "arn:aws:iam::123456789012:role/test-emr-job"
 
 
 @pytest.fixture
 def aws(base_settings: Settings) -> Iterator[tuple[Settings, str, str]]:
-    """An EMR Serverless application and a bucket in the emulator.
+    """An EMR Serverless application, a bucket and the job's execution role in the emulator.
 
-    moto accepts only release labels shaped emr-X.Y.0, so the emulator's application uses emr-7.0.0;
-    the client never depends on the label (infra/ pins emr-spark-8.0.0, checked by terraform test).
+    The emulator's EMR runner reads the entry point with the run's execution role, as EMR Serverless
+    does: the role trusts the service and may read the bucket's jobs/. moto accepts only release labels
+    shaped emr-X.Y.0, so the emulator's application uses emr-7.0.0; the client never depends on the
+    label (infra/ pins emr-spark-8.0.0, checked by terraform test).
     """
+    import json
+
     bucket = f"test-artifacts-{uuid.uuid4().hex[:10]}"
     provision.ensure_bucket(base_settings, bucket)
+    iam = aws_client(base_settings, "iam")
+    trust = {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "emr-serverless.amazonaws.com"}}
+    read = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/jobs/*"}
+    iam.create_role(
+        RoleName="test-emr-job", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [trust]})
+    )
+    iam.put_role_policy(
+        RoleName="test-emr-job",
+        PolicyName="jobs",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [read]}),
+    )
     client = aws_client(base_settings, "emr-serverless")
     application = client.create_application(name=f"test-{bucket}", releaseLabel="emr-7.0.0", type="SPARK")
     yield base_settings, application["applicationId"], bucket
     emr.shutdown(base_settings, application["applicationId"], timeout=120)  # every run, whatever its name
+    iam.delete_role_policy(RoleName="test-emr-job", PolicyName="jobs")
+    iam.delete_role(RoleName="test-emr-job")
 
 
 def env(settings: Settings) -> dict[str, str]:
@@ -70,7 +87,9 @@ def test_submit_builds_the_request_as_aws_reads_it(aws: tuple[Settings, str, str
     parameters = driver["sparkSubmitParameters"]
     assert f"--jars s3://{bucket}/jobs/jars/" in parameters and "spark.archives=" in parameters
     assert "spark.executor.instances=2" in parameters and "spark.driver.cores=2" in parameters
-    assert "SP_MONGO_PASSWORD" not in parameters and "password" not in parameters.lower()
+    (defaults,) = described["jobRun"]["configurationOverrides"]["applicationConfiguration"]
+    assert defaults["properties"]["spark.executorEnv.SP_MONGO_URI"] == settings.mongo_uri
+    assert not any("password" in key.lower() for key in defaults["properties"])
     # Nothing was uploaded: the emulator's EMR runner cannot fetch the entry point and fails the run.
     with pytest.raises(emr.EmrError, match="FAILED"):
         emr.wait_for_run(settings, application, run_id, ["RUNNING"], timeout=60)

@@ -55,3 +55,18 @@ def test_a_pushed_tag_is_found_so_a_redeploy_does_not_push_it_again(settings: Se
     assert deploy.image_exists(settings, url, "abc123") is False
     deploy.register_local_image(settings, url, "abc123", "0" * 64)
     assert deploy.image_exists(settings, url, "abc123") is True
+
+
+@pytest.mark.parametrize("action", ["bootstrap-state", "plan", "deploy"])
+def test_the_first_command_refuses_a_tfvars_without_who_may_open_the_dashboard(action: str) -> None:
+    """infra/env/dev.tfvars ships without dashboard_allowed_cidrs (no open default): the very first command
+    stops before touching AWS and says what to set."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        ["bash", "scripts/deploy.sh", action, "dev"], cwd=root, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    assert "set dashboard_allowed_cidrs in infra/env/dev.tfvars" in result.stderr
+    assert 'dashboard_allowed_cidrs = ["203.0.113.0/24"]' in result.stderr

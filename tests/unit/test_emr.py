@@ -37,13 +37,15 @@ def test_a_second_streaming_run_is_refused_while_one_is_active(
 
 def test_the_run_is_streaming_with_retries_and_the_secret_only_by_arn(application: tuple[Settings, str]) -> None:
     settings, app = application
-    settings = settings.model_copy(update={"mongo_secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:x"})
+    uri = "mongodb://docdb.example:27017/?tls=true&replicaSet=rs0&readPreference=secondaryPreferred"
+    settings = settings.model_copy(
+        update={"mongo_secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:x", "mongo_uri": uri}
+    )
     job = emr.Artifacts.in_bucket("bucket", ["a.jar", "b.jar"])
-    environment = emr.job_environment(settings, "s3://bucket/checkpoints/x/")
-    parameters = emr.spark_submit_parameters(job, environment)
+    parameters = emr.spark_submit_parameters(job)
     assert "--jars s3://bucket/jobs/jars/a.jar,s3://bucket/jobs/jars/b.jar" in parameters
-    assert "spark.executorEnv.SP_MONGO_SECRET_ARN=arn:aws:secretsmanager" in parameters
     assert "spark.sql.session.timeZone=UTC" in parameters
+    assert "SP_" not in parameters, "settings travel as spark-defaults, never inside the submit string"
     run_id = emr.submit(settings, app, ROLE, job)
     import boto3
 
@@ -52,6 +54,13 @@ def test_the_run_is_streaming_with_retries_and_the_secret_only_by_arn(applicatio
     )["jobRun"]
     assert described["jobDriver"]["sparkSubmit"]["entryPoint"] == "s3://bucket/jobs/structure_validate_store.py"
     assert described["executionRole"] == ROLE
+    (defaults,) = described["configurationOverrides"]["applicationConfiguration"]
+    assert defaults["classification"] == "spark-defaults"
+    properties = defaults["properties"]
+    # The URI's ? and & arrive whole, for the driver and the executors; the password never (only the ARN).
+    assert properties["spark.emr-serverless.driverEnv.SP_MONGO_URI"] == uri
+    assert properties["spark.executorEnv.SP_MONGO_URI"] == uri
+    assert properties["spark.executorEnv.SP_MONGO_SECRET_ARN"] == "arn:aws:secretsmanager:us-east-1:1:secret:x"
 
 
 def test_default_job_size_fits_the_default_application_capacity() -> None:
@@ -61,7 +70,7 @@ def test_default_job_size_fits_the_default_application_capacity() -> None:
     size.check(8, 32)
     conf = size.spark_conf()
     assert conf["spark.executor.instances"] == "2" and conf["spark.dynamicAllocation.enabled"] == "false"
-    assert "--conf spark.driver.memory=4g" in emr.spark_submit_parameters(emr.Artifacts.in_bucket("b", []), {}, size)
+    assert "--conf spark.driver.memory=4g" in emr.spark_submit_parameters(emr.Artifacts.in_bucket("b", []), size)
 
 
 def test_a_run_larger_than_the_application_is_refused_with_what_to_change() -> None:

@@ -113,11 +113,23 @@ def test_a_serverless_msk_cluster_is_active_at_once(client: Client) -> None:
     assert kafka.get_bootstrap_brokers(ClusterArn=arn)["BootstrapBrokerStringSaslIam"] == CONFIG.kafka_bootstrap
 
 
-def test_bootstrap_brokers_name_the_configured_broker_on_every_listener(client: Client) -> None:
+def test_bootstrap_brokers_are_the_configured_broker_for_the_listeners_the_cluster_has(client: Client) -> None:
+    """An IAM-only TLS cluster (infra/msk.tf's) has no plaintext listener, so MSK names none."""
     kafka = client("kafka")
-    brokers = kafka.get_bootstrap_brokers(ClusterArn=create_msk_cluster(kafka))
-    for listener in ("", "Tls", "SaslScram", "SaslIam"):
-        assert brokers[f"BootstrapBrokerString{listener}"] == "broker.local:19092"
+    iam_only = kafka.get_bootstrap_brokers(ClusterArn=create_msk_cluster(kafka))
+    assert {k: v for k, v in iam_only.items() if k.startswith("Bootstrap")} == {
+        "BootstrapBrokerStringSaslIam": "broker.local:19092"
+    }
+    open_cluster = kafka.create_cluster(
+        ClusterName="open",
+        KafkaVersion="4.1.x",
+        NumberOfBrokerNodes=2,
+        BrokerNodeGroupInfo={"InstanceType": "kafka.m7g.large", "ClientSubnets": ["subnet-a", "subnet-b"]},
+        ClientAuthentication={"Unauthenticated": {"Enabled": True}},
+        EncryptionInfo={"EncryptionInTransit": {"ClientBroker": "TLS_PLAINTEXT"}},
+    )["ClusterArn"]
+    brokers = kafka.get_bootstrap_brokers(ClusterArn=open_cluster)
+    assert {k for k in brokers if k.startswith("Bootstrap")} == {"BootstrapBrokerString", "BootstrapBrokerStringTls"}
 
 
 def test_an_unknown_msk_cluster_is_not_found_with_status_404(client: Client) -> None:
@@ -248,6 +260,16 @@ def test_the_managed_master_password_is_a_readable_secret_deleted_with_the_clust
 
     client("docdb").delete_db_cluster(DBClusterIdentifier="pipeline", SkipFinalSnapshot=True)
     assert secrets.list_secrets()["SecretList"] == []
+
+
+def test_a_modified_cluster_keeps_its_managed_secret(client: Client) -> None:
+    """The aws provider sends ManageMasterUserPassword=true with any change; AWS keeps its secret (moto made a
+    new one, leaving IAM grants on the old ARN)."""
+    before = create_docdb_cluster(client)["MasterUserSecret"]["SecretArn"]
+    docdb = client("docdb")
+    docdb.modify_db_cluster(DBClusterIdentifier="pipeline", ManageMasterUserPassword=True, BackupRetentionPeriod=7)
+    after = docdb.describe_db_clusters(DBClusterIdentifier="pipeline")["DBClusters"][0]
+    assert after["MasterUserSecret"]["SecretArn"] == before and after["BackupRetentionPeriod"] == 7
 
 
 # --- EMR Serverless ------------------------------------------------------------------------------
@@ -476,3 +498,39 @@ def test_a_bucket_that_denies_plain_http_still_serves_the_stacks_tls_calls(clien
     del deny_all["Statement"][0]["Condition"]
     s3.put_bucket_policy(Bucket="tls-only", Policy=json.dumps(deny_all))
     assert error_of(lambda: s3.get_object(Bucket="tls-only", Key="jobs/job.py"))[1] == 403, "a plain Deny still denies"
+
+
+def test_a_retried_security_group_rule_request_gets_its_first_answer_but_a_new_duplicate_is_refused(
+    client: Client,
+) -> None:
+    """A slow emulator can make the aws provider's SDK retry an authorization that succeeded (the same
+    amz-sdk-invocation-id); a second request for the same rule, as two identical rules would send, is refused."""
+    ec2 = client("ec2")
+    invocation = {"id": "retried-operation"}
+    # botocore sets the header just before sending: an SDK retry is the same request with the same id.
+    ec2.meta.events.register_last(
+        "before-send.ec2.*", lambda request, **_: request.headers.__setitem__("amz-sdk-invocation-id", invocation["id"])
+    )
+    vpc = ec2.create_vpc(CidrBlock="10.41.0.0/16")["Vpc"]["VpcId"]
+    group = ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc)["GroupId"]
+    rule = {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "10.0.0.0/8"}]}
+    first = ec2.authorize_security_group_egress(GroupId=group, IpPermissions=[rule])["SecurityGroupRules"]
+    retried = ec2.authorize_security_group_egress(GroupId=group, IpPermissions=[rule])["SecurityGroupRules"]
+    assert [r["SecurityGroupRuleId"] for r in retried] == [r["SecurityGroupRuleId"] for r in first]
+    invocation["id"] = "another-operation"
+    assert error_of(lambda: ec2.authorize_security_group_egress(GroupId=group, IpPermissions=[rule]))[0] == (
+        "InvalidPermission.Duplicate"
+    )
+
+
+def test_a_log_groups_key_can_be_associated_and_removed(client: Client) -> None:
+    """The aws provider calls AssociateKmsKey when a group's key changes (an adopted DocumentDB log group)."""
+    logs = client("logs")
+    logs.create_log_group(logGroupName="/aws/docdb/pipeline/audit")
+    key = client("kms").create_key()["KeyMetadata"]["Arn"]
+    logs.associate_kms_key(logGroupName="/aws/docdb/pipeline/audit", kmsKeyId=key)
+    (group,) = logs.describe_log_groups(logGroupNamePrefix="/aws/docdb/pipeline/audit")["logGroups"]
+    assert group["kmsKeyId"] == key
+    logs.disassociate_kms_key(logGroupName="/aws/docdb/pipeline/audit")
+    (group,) = logs.describe_log_groups(logGroupNamePrefix="/aws/docdb/pipeline/audit")["logGroups"]
+    assert "kmsKeyId" not in group

@@ -32,50 +32,54 @@ def aws_environment() -> dict[str, str]:
     }
 
 
-def test_msk_iam_and_tls_become_the_local_plaintext_listener() -> None:
-    out = translate.environment(aws_environment(), EMULATOR, "plain").values
-    assert out["SP_KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
-    assert "SP_KAFKA_SASL_MECHANISM" not in out
-    assert out["SP_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"  # the emulated MSK already answers the local broker
+LOGIN = ("sensor-pipeline-dev-producer", "derived-password")
+CA = "/etc/ssl/certs/sensor-pipeline-local-ca.pem"
+
+
+def test_msk_iam_becomes_scram_as_the_roles_principal_over_tls() -> None:
+    out = translate.environment(aws_environment(), EMULATOR, LOGIN, CA).values
+    assert out["SP_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", "TLS is kept"
+    assert (out["SP_KAFKA_SASL_MECHANISM"], out["SP_KAFKA_SASL_USERNAME"]) == ("SCRAM-SHA-512", LOGIN[0])
+    assert out["SP_KAFKA_SASL_PASSWORD"] == LOGIN[1] and out["SP_KAFKA_SSL_CAFILE"] == CA
+    assert out["SP_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092", "the emulated MSK already answers the enforcing listener"
     assert out["SP_TOPIC_REPLICATION"] == "1", "one local broker"
 
 
-def test_documentdb_options_are_dropped_and_credentials_go_as_plain_for_ferretdb() -> None:
-    out = translate.environment(aws_environment(), EMULATOR, "plain").values
+def test_the_password_is_never_logged() -> None:
+    changes = translate.environment(aws_environment(), EMULATOR, LOGIN, CA).changes
+    assert not any(LOGIN[1] in change for change in changes)
+    assert any(change.startswith("SP_KAFKA_SASL_PASSWORD: None -> '***'") for change in changes)
+
+
+def test_documentdb_keeps_tls_and_its_secret_and_loses_only_the_replica_set() -> None:
+    out = translate.environment(aws_environment(), EMULATOR, LOGIN, CA).values
     uri = out["SP_MONGO_URI"]
-    assert "tls" not in uri and "replicaSet" not in uri
-    assert "readPreference=secondaryPreferred" in uri and "retryWrites=false" in uri
-    assert uri.endswith("authMechanism=PLAIN")
-    assert "SP_MONGO_TLS_CA_FILE" not in out
+    assert "replicaSet" not in uri
+    assert "tls=true" in uri and "readPreference=secondaryPreferred" in uri and "retryWrites=false" in uri
+    assert out["SP_MONGO_TLS_CA_FILE"] == "./environment/rds-global-bundle.pem", "the CA path stays the task's"
     assert out["SP_MONGO_SECRET_ARN"].startswith("arn:aws:secretsmanager"), "the secret is still read, by ARN"
 
 
-def test_a_mongod_without_auth_gets_no_credentials() -> None:
-    out = translate.environment(aws_environment(), EMULATOR, "none").values
-    assert "SP_MONGO_SECRET_ARN" not in out and "authMechanism" not in out["SP_MONGO_URI"]
-
-
 def test_aws_calls_and_cloud_map_names_go_to_this_machine() -> None:
-    result = translate.environment(aws_environment(), EMULATOR, "plain")
+    result = translate.environment(aws_environment(), EMULATOR, LOGIN, CA)
     assert result.values["SP_AWS_ENDPOINT_URL"] == EMULATOR
     assert result.values["SP_API_URL"] == "http://127.0.0.1:3030"
-    hosts = translate.environment({"SP_X": "mongodb://a.internal:1,b.internal:2/?x=1"}, EMULATOR, "none").values
+    hosts = translate.environment({"SP_X": "mongodb://a.internal:1,b.internal:2/?x=1"}, EMULATOR).values
     assert hosts["SP_X"] == "mongodb://127.0.0.1:1,127.0.0.1:2/?x=1"
     assert result.values["SP_RAW_TOPIC"] == "RawSensorData", "what needs no translation is kept as written"
     changed = {key for key, value in aws_environment().items() if result.values.get(key) != value}
-    changed |= {"SP_AWS_ENDPOINT_URL"}
+    changed |= {"SP_AWS_ENDPOINT_URL", "SP_KAFKA_SASL_USERNAME", "SP_KAFKA_SASL_PASSWORD", "SP_KAFKA_SSL_CAFILE"}
     assert {change.split(":")[0] for change in result.changes} == changed, "every change, and only those, is logged"
 
 
 def test_the_dashboard_origin_keeps_the_load_balancer_and_adds_the_local_browser() -> None:
-    out = translate.environment({"SP_DASHBOARD_ALLOW_ORIGIN": "dash.elb.amazonaws.com:80"}, EMULATOR, "plain").values
+    out = translate.environment({"SP_DASHBOARD_ALLOW_ORIGIN": "dash.elb.amazonaws.com:80"}, EMULATOR).values
     assert out["SP_DASHBOARD_ALLOW_ORIGIN"] == "dash.elb.amazonaws.com:80,127.0.0.1:5006"
 
 
-def test_container_commands_come_from_the_venv_and_bind_to_loopback(tmp_path: Path) -> None:
-    (tmp_path / "sensor-pipeline").write_text("")
-    argv, _ = translate.command(["sensor-pipeline", "api", "--host", "0.0.0.0"], tmp_path)
-    assert argv == [str(tmp_path / "sensor-pipeline"), "api", "--host", "127.0.0.1"]
+def test_container_commands_bind_to_loopback() -> None:
+    argv, changes = translate.command(["sensor-pipeline", "api", "--host", "0.0.0.0"])
+    assert argv == ["sensor-pipeline", "api", "--host", "127.0.0.1"] and len(changes) == 1
 
 
 def test_spark_sizes_are_capped_and_s3_checkpoints_become_local_folders(tmp_path: Path) -> None:

@@ -178,9 +178,27 @@ def test_kafka_runs_single_node_kraft_on_loopback(tmp_path: Path) -> None:
         if line and not line.startswith("#")
     )
     assert properties["process.roles"] == "broker,controller"
-    assert properties["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert properties["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9098,CONTROLLER://127.0.0.1:9093"
+    )
     assert properties["offsets.topic.replication.factor"] == "1"
     assert properties["auto.create.topics.enable"] == "false"
+
+
+def test_the_msk_iam_listener_is_tls_and_scram_with_kafkas_own_authorizer(tmp_path: Path) -> None:
+    """What the rehearsal's workloads reach (MSK's IAM port): TLS with the local CA, SCRAM logins, and every
+    request decided by StandardAuthorizer's ACLs; only the plain listener's ANONYMOUS is a super user."""
+    properties = dict(
+        line.split("=", 1)
+        for line in kafka_properties(tmp_path, 9092).splitlines()
+        if line and not line.startswith("#")
+    )
+    assert properties["listener.security.protocol.map"].split(",")[1] == "SASL_SSL:SASL_SSL"
+    assert properties["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert properties["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert properties["super.users"] == "User:ANONYMOUS"
+    assert properties["allow.everyone.if.no.acl.found"] == "false"
+    assert Path(properties["listener.name.sasl_ssl.ssl.keystore.location"]).read_text().startswith("-----BEGIN")
 
 
 def test_a_port_taken_by_another_process_is_named_in_the_error(tmp_path: Path) -> None:

@@ -54,9 +54,14 @@ __all__ = ["EmulatorConfig", "ecs_backends", "emr_job_runs", "install", "uninsta
 class EmulatorConfig:
     """What the emulated services answer about the data services that really run locally."""
 
-    kafka_bootstrap: str = "127.0.0.1:9092"  # MSK GetBootstrapBrokers: every BootstrapBrokerString* field
+    kafka_bootstrap: str = "127.0.0.1:9092"  # MSK GetBootstrapBrokers: the plaintext listener
+    #: MSK GetBootstrapBrokers for TLS, SASL/SCRAM and SASL/IAM: the broker's enforcing SASL_SSL listener
+    #: (empty: the plaintext one).
+    kafka_secure_bootstrap: str = ""
     mongo_host: str = "127.0.0.1"  # DocumentDB cluster, reader and instance endpoint address
-    mongo_port: int = 27017  # DocumentDB cluster and instance port
+    mongo_port: int = 27017  # DocumentDB port when no server runs per cluster (docdb is None)
+    #: Runs each DocumentDB cluster as a TLS, password-checking server (None: the endpoint is mongo_port).
+    docdb: Any = None
 
 
 _config = EmulatorConfig()
@@ -241,15 +246,30 @@ def _msk_known_cluster_only(original: Any, self: Any, cluster_arn: str, *args: A
 
 
 def _msk_get_bootstrap_brokers(self: Any, cluster_arn: str) -> dict[str, str]:
-    # Gap: GetBootstrapBrokers is not implemented (500). Every listener answers the local broker.
-    _msk_cluster(self, cluster_arn)
-    brokers = _config.kafka_bootstrap
-    return {
-        "bootstrapBrokerString": brokers,
-        "bootstrapBrokerStringTls": brokers,
-        "bootstrapBrokerStringSaslScram": brokers,
-        "bootstrapBrokerStringSaslIam": brokers,
-    }
+    # Gap: GetBootstrapBrokers is not implemented (500). The plaintext string is the local broker's
+    # plain listener; TLS, SCRAM and IAM (port 9098 on MSK) its SASL_SSL listener, where the ACLs made
+    # from the roles' kafka-cluster statements are enforced (msk_acls).
+    # MSK answers only the strings of the listeners the cluster has: plaintext only when its
+    # client-broker encryption allows plaintext, IAM/SCRAM only when that SASL mechanism is on
+    # (GetBootstrapBrokers, https://docs.aws.amazon.com/msk/1.0/apireference/clusters-clusterarn-bootstrap-brokers.html).
+    cluster = _msk_cluster(self, cluster_arn)
+    secure = _config.kafka_secure_bootstrap or _config.kafka_bootstrap
+    authentication = cluster.client_authentication or {}
+    sasl = authentication.get("sasl") or {}
+    transit = ((cluster.encryption_info or {}).get("encryptionInTransit") or {}).get("clientBroker", "TLS")
+    if cluster.cluster_type == "SERVERLESS":  # serverless clusters are IAM over TLS only
+        sasl, transit = {"iam": {"enabled": True}}, "TLS"
+    unauthenticated = (authentication.get("unauthenticated") or {}).get("enabled", not authentication)
+    brokers = {}
+    if transit in ("PLAINTEXT", "TLS_PLAINTEXT") and unauthenticated:
+        brokers["bootstrapBrokerString"] = _config.kafka_bootstrap
+    if transit in ("TLS", "TLS_PLAINTEXT") and (unauthenticated or authentication.get("tls")):
+        brokers["bootstrapBrokerStringTls"] = secure
+    if (sasl.get("scram") or {}).get("enabled"):
+        brokers["bootstrapBrokerStringSaslScram"] = secure
+    if (sasl.get("iam") or {}).get("enabled"):
+        brokers["bootstrapBrokerStringSaslIam"] = secure
+    return brokers
 
 
 def _msk_update_cluster_configuration(
@@ -436,25 +456,58 @@ _DOCDB = "docdb"
 
 
 def _docdb_cluster_init(original: Any, self: Any, *args: Any, **kwargs: Any) -> None:
-    # A DocumentDB cluster listens where the local MongoDB-wire server does. Its storage type is
-    # omitted unless asked for (AWS returns StorageType only for iopt1; moto's "gp2" is a diff).
+    # A DocumentDB cluster is a real server (emulator.docdb): TLS only, its master user with the
+    # password of the managed secret. Its storage type is omitted unless asked for (AWS returns
+    # StorageType only for iopt1; moto's "gp2" is a diff).
     original(self, *args, **kwargs)
     if self.engine == _DOCDB:
-        self.port = _config.mongo_port
+        if _config.docdb is None:
+            self.port = _config.mongo_port
         self.storage_type = kwargs.get("storage_type")
         if not kwargs.get("db_cluster_parameter_group_name"):
             self.parameter_group = "default.docdb5.0"
+        if _config.docdb is not None:
+            secret = getattr(self, "master_user_secret", None)
+            password = json.loads(secret.secret.secret_string)["password"] if secret else self.master_user_password
+            _config.docdb.start(self.db_cluster_identifier, int(self.port), self.master_username, password)
 
 
 def _docdb_instance_init(original: Any, self: Any, *args: Any, **kwargs: Any) -> None:
     original(self, *args, **kwargs)
     if self.engine == _DOCDB:
-        self.port = _config.mongo_port
+        cluster = _config.docdb.port(getattr(self, "db_cluster_identifier", None) or "") if _config.docdb else None
+        self.port = cluster or _config.mongo_port
+
+
+def _keep_master_secret(original: Any, self: Any, kwargs: dict[str, Any]) -> Any:
+    # Gap: moto makes a new master-user secret (new ARN, new password) on every ModifyDBCluster that
+    # passes ManageMasterUserPassword=true, which the aws provider sends with any change of the
+    # cluster; AWS keeps the secret it manages. A new ARN would leave the workloads' IAM grants naming
+    # the old one, a new password the DocumentDB stand-in's user.
+    cluster = self.clusters.get(kwargs.get("db_cluster_identifier", ""))
+    if kwargs.get("manage_master_user_password") and getattr(cluster, "master_user_secret", None) is not None:
+        kwargs = {
+            k: v for k, v in kwargs.items() if k not in ("manage_master_user_password", "master_user_secret_kms_key_id")
+        }
+    return original(self, kwargs)
+
+
+def _docdb_delete_cluster(original: Any, self: Any, cluster_identifier: str, *args: Any, **kwargs: Any) -> Any:
+    cluster = original(self, cluster_identifier, *args, **kwargs)
+    if getattr(cluster, "engine", None) == _DOCDB and _config.docdb is not None:
+        _config.docdb.stop(cluster_identifier)
+    return cluster
 
 
 def _docdb_address(self: Any, moto_value: Any) -> Any:
-    # The cluster, reader and instance endpoints of DocumentDB name the local MongoDB-wire server.
-    return _config.mongo_host if self.engine == _DOCDB else moto_value
+    # The cluster, reader and instance endpoints of DocumentDB name the cluster's own server: a loopback
+    # address of its own, on the port Terraform asked for (a different port would be a diff that
+    # replaces the cluster at every plan); without servers, the local MongoDB-wire server.
+    if self.engine != _DOCDB:
+        return moto_value
+    if _config.docdb is None:
+        return _config.mongo_host
+    return _config.docdb.host(getattr(self, "db_cluster_identifier", ""))
 
 
 def _master_secret_string(self: Any) -> str:
@@ -496,6 +549,8 @@ def _patch_docdb() -> None:
     _set(rds_models.DBInstance, "default_engine_versions", {**versions, _DOCDB: "5.0.0"})
 
     _wrap(rds_models.DBCluster, "__init__", _docdb_cluster_init)
+    _wrap(rds_models.RDSBackend, "delete_db_cluster", _docdb_delete_cluster)
+    _wrap(rds_models.RDSBackend, "modify_db_cluster", _keep_master_secret)
     _wrap(rds_models.DBInstance, "__init__", _docdb_instance_init)
     _wrap_property(rds_models.DBCluster, "endpoint", _docdb_address)
     _wrap_property(rds_models.DBCluster, "reader_endpoint", _docdb_address)
@@ -661,6 +716,10 @@ def _ecs_keep_rebalancing(original: Any, self: Any) -> Any:
     requested = self._get_param("availabilityZoneRebalancing")
     if requested is not None or getattr(service, "availability_zone_rebalancing", None) is None:
         service.availability_zone_rebalancing = requested or "DISABLED"
+    # Dropped as well: the health-check grace period, which the ECS runner honours.
+    grace = self._get_param("healthCheckGracePeriodSeconds")
+    if grace is not None or getattr(service, "health_check_grace_period_seconds", None) is None:
+        service.health_check_grace_period_seconds = int(grace or 0)
     return result
 
 
@@ -678,7 +737,40 @@ def _ecs_task_level_sizes(original: Any, task_definition: Any) -> Any:
             container.pop("memoryReservation", None)
 
 
+def _ecr_layer_not_found(self: Any) -> Any:
+    # Gap: GetDownloadUrlForLayer is not implemented (500, which SDKs retry); the rehearsal's image has no
+    # layers, so ECR's answer for a digest the repository lacks: LayersNotFoundException.
+    from moto.core.exceptions import ServiceException
+
+    class LayersNotFoundException(ServiceException):
+        code = "LayersNotFoundException"
+
+    raise LayersNotFoundException(f"The image layer {self._get_param('layerDigest')} does not exist in the repository")
+
+
+def _logs_kms_key(key_id: str | None) -> Callable[[Any], str]:
+    # Gap: AssociateKmsKey / DisassociateKmsKey are not implemented (500, which Terraform retries for
+    # ever): the aws provider calls them when a log group's key changes, e.g. on an adopted group.
+    def handler(self: Any) -> str:
+        from moto.logs.exceptions import ResourceNotFoundException as LogGroupNotFound
+
+        name = self._get_param("logGroupName")
+        group = self.logs_backend.groups.get(name)
+        if group is None:
+            raise LogGroupNotFound()
+        group.kms_key_id = self._get_param("kmsKeyId") if key_id is None else None
+        return ""
+
+    return handler
+
+
 def _patch_ecs() -> None:
+    from moto.ecr.responses import ECRResponse
+    from moto.logs.responses import LogsResponse
+
+    _set(LogsResponse, "associate_kms_key", _logs_kms_key(None))
+    _set(LogsResponse, "disassociate_kms_key", _logs_kms_key(""))
+    _set(ECRResponse, "get_download_url_for_layer", _ecr_layer_not_found)
     _set(
         ecs_models.EC2ContainerServiceBackend,
         "_calculate_task_resource_requirements",
@@ -758,9 +850,54 @@ def _patch_s3() -> None:
     _wrap(FakeBucket, "get_permission", _bucket_permission)
 
 
+_RETRY_WINDOW = 120.0
+_answered: dict[str, tuple[float, Any]] = {}
+_invocation = threading.local()
+
+
+def _note_invocation(original: Any, self: Any) -> Any:
+    # The AWS SDKs send one amz-sdk-invocation-id for an operation and all of its retries.
+    _invocation.id = self.headers.get("amz-sdk-invocation-id") or ""
+    try:
+        return original(self)
+    finally:
+        _invocation.id = ""
+
+
+def _retried_rule_request(original: Any, self: Any, *args: Any, **kwargs: Any) -> Any:
+    # Gap: when the emulator answers slowly (the machine busy building and starting the stack), the aws
+    # provider's SDK may retry AuthorizeSecurityGroupIngress/Egress after the first attempt succeeded;
+    # moto then answers InvalidPermission.Duplicate and the apply fails (seen twice in twelve
+    # rehearsals). A retry of the same operation (its SDK invocation id, within two minutes) gets the
+    # first answer again; any other duplicate, two identical rules of a configuration among them, is
+    # refused as AWS refuses it.
+    import time
+
+    from moto.ec2.exceptions import InvalidPermissionDuplicateError
+
+    invocation = getattr(_invocation, "id", "")
+    signature = f"{invocation}:{json.dumps([args, kwargs], sort_keys=True, default=str)}"
+    try:
+        result = original(self, *args, **kwargs)
+    except InvalidPermissionDuplicateError:
+        earlier = _answered.get(signature) if invocation else None
+        if earlier is None or time.monotonic() - earlier[0] > _RETRY_WINDOW:
+            raise
+        return earlier[1]
+    if invocation:
+        _answered[signature] = (time.monotonic(), result)
+    return result
+
+
 def _patch_ec2() -> None:
     _wrap_property(SecurityGroupRule, "referenced_group_info", _rule_group_without_own_account)
     _wrap_property(SecurityGroupRule, "description", _rule_description)
+    from moto.ec2.models.security_groups import SecurityGroupBackend
+    from moto.ec2.responses.security_groups import SecurityGroups
+
+    for name in ("authorize_security_group_ingress", "authorize_security_group_egress"):
+        _wrap(SecurityGroupBackend, name, _retried_rule_request)
+        _wrap(SecurityGroups, name, _note_invocation)
 
 
 # --- Cloud Map ---------------------------------------------------------------------------------

@@ -27,12 +27,15 @@ import gzip
 import json
 import logging
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import tarfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,33 +138,58 @@ def stop_all(processes: list[Process], grace: float = STOP_GRACE_SECONDS) -> Non
 
 @dataclass(frozen=True)
 class RunnerContext:
-    """What both runners need to know about the local stack."""
+    """What both runners need to know about the local stack and the emulator's enforcement."""
 
     state: Path  # .local-stack/
     venv_bin: Path  # the project's venv (sensor-pipeline, spark-submit)
     endpoint_url: str  # this emulator, for the processes' AWS calls
-    mongo_auth: str  # "plain" (FerretDB) or "none" (mongod without --auth)
+    root: Path | None = None  # the checkout (docker/Dockerfile: the image's configuration)
+    credentials: Any = None  # credentials.CredentialsServer: a workload's role credentials
+    msk: Any = None  # msk_sync.MskSync: a role's Kafka login, ACLs synced before a workload starts
+    ca_file: Path | None = None  # the local CA (what TLS clients of the broker and DocumentDB trust)
+    sandbox: bool = True  # run ECS containers under bwrap as Fargate would (needs bubblewrap)
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, credentials: dict[str, str] | None = None) -> Any:
+        """A boto3 client of the emulator: as the account root, or with a role session's credentials."""
         import boto3
 
+        keys = (
+            {"aws_access_key_id": credentials["AccessKeyId"], "aws_secret_access_key": credentials["SecretAccessKey"],
+             "aws_session_token": credentials["Token"]}
+            if credentials
+            else {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+        )  # fmt: skip
         # A session per call: boto3's default session is not safe to share between threads.
-        return boto3.session.Session().client(
-            service,  # type: ignore[call-overload]
-            endpoint_url=self.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
+        return boto3.session.Session().client(  # type: ignore[call-overload]
+            service, endpoint_url=self.endpoint_url, region_name="us-east-1", **keys
         )
 
     def base_env(self) -> dict[str, str]:
-        """A clean environment: none of the emulator's own variables leak into a task or job run."""
+        """A clean environment: none of the emulator's own variables leak into a job run."""
         keep = ("HOME", "LANG", "LC_ALL", "JAVA_HOME", "TMPDIR", "SP_CACHE")
         env = {k: v for k, v in os.environ.items() if k in keep}
         env["PATH"] = f"{self.venv_bin}:/usr/local/bin:/usr/bin:/bin"
         env["PYTHONUNBUFFERED"] = "1"
         env["SP_EMULATOR_STATE"] = str(self.state)  # `aws leftovers --processes` finds this emulator's children
         return env
+
+    def kafka_login(self, role_arn: str) -> tuple[str, str] | None:
+        """The SCRAM login of a role's Kafka principal, after the broker's ACLs were brought up to date."""
+        if self.msk is None or not role_arn:
+            return None
+        self.msk.sync()
+        user, password = self.msk.credentials(role_arn)
+        return str(user), str(password)
+
+    def event(self, kind: str, subject: str, detail: str) -> None:
+        """What the rehearsal's final check reports: a task that could not start, exited or was unhealthy."""
+        path = self.state / EVENTS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as out:
+            out.write(json.dumps({"time": time.time(), "kind": kind, "subject": subject, "detail": detail}) + "\n")
+
+
+EVENTS_FILE = Path("logs") / "runner-events.jsonl"
 
 
 class Runner(threading.Thread):
@@ -271,6 +299,7 @@ class EmrRunner(Runner):
                     run.process.stop()
                 self._set(job, "CANCELLED", "cancelled by request while starting")
                 return
+            job.attempt = 1
             self._set(job, "RUNNING", "attempt 1")
             return
         if job.state == "CANCELLING" and (run is None or run.process is None):
@@ -291,6 +320,7 @@ class EmrRunner(Runner):
                 return
             if self._retry(run):
                 log.warning("job run %s failed (exit %s); restarting within its retry policy", job.id, code)
+                job.attempt = len(run.failures) + 1
                 self._launch(run)
                 self._set(job, "RUNNING", f"attempt {len(run.failures) + 1}: the previous one exited {code}")
                 return
@@ -316,36 +346,60 @@ class EmrRunner(Runner):
         run.failures = [t for t in run.failures if now - t < 3600] + [now]
         return len(run.failures) <= limit
 
-    def _download(self, uri: str, target: Path) -> Path:
+    def _role(self, run: EmrRun) -> dict[str, str]:
+        """A session of the run's execution role, as EMR Serverless assumes it for the run."""
+        from sensor_pipeline.emulator import iam
+
+        application = run.job.arn.split("/jobruns/")[0]
+        return iam.assume_role_as_service(
+            run.job.execution_role_arn, "emr-serverless.amazonaws.com", f"emr-{run.job.id}", application
+        )
+
+    def _download(self, uri: str, target: Path, credentials: dict[str, str]) -> Path:
+        """EMR Serverless reads the entry point, jars and archives with the run's execution role."""
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.context.client("s3").download_file(bucket, key, str(target))
+        try:
+            self.context.client("s3", credentials).download_file(bucket, key, str(target))
+        except Exception as error:
+            raise RuntimeError(f"{uri} could not be read with the execution role ({error})") from error
         return target
 
     def _start(self, run: EmrRun) -> None:
         driver = run.job.job_driver["sparkSubmit"]
         run.folder.mkdir(parents=True, exist_ok=True)
-        conf, jar_uris = parse_spark_submit_parameters(driver.get("sparkSubmitParameters", ""))
-        entry = self._download(driver["entryPoint"], run.folder / "job" / Path(driver["entryPoint"]).name)
-        jars = [self._download(uri, run.folder / "jars" / Path(uri).name) for uri in jar_uris]
+        credentials = self._role(run)
+        # Spark properties: the application configuration's spark-defaults, then sparkSubmitParameters
+        # (which win: EMR Serverless's order of precedence).
+        conf: dict[str, str] = {}
+        for classification in (run.job.configuration_overrides or {}).get("applicationConfiguration", []):
+            if classification.get("classification") == "spark-defaults":
+                conf |= {str(k): str(v) for k, v in (classification.get("properties") or {}).items()}
+        submitted, jar_uris = parse_spark_submit_parameters(driver.get("sparkSubmitParameters", ""))
+        conf |= submitted
+        entry = self._download(driver["entryPoint"], run.folder / "job" / Path(driver["entryPoint"]).name, credentials)
+        jars = [self._download(uri, run.folder / "jars" / Path(uri).name, credentials) for uri in jar_uris]
         archives = conf.pop("spark.archives", "")
         for spec in filter(None, archives.split(",")):
             uri, _, alias = spec.partition("#")
-            packed = self._download(uri, run.folder / "archives" / Path(uri).name)
+            packed = self._download(uri, run.folder / "archives" / Path(uri).name, credentials)
             with tarfile.open(packed) as archive:
                 archive.extractall(run.folder / (alias or Path(uri).name), filter="tar")
         changes: list[str] = []
+        login = self.context.kafka_login(run.job.execution_role_arn)
+        ca = str(self.context.ca_file) if self.context.ca_file else ""
         driver_env = {
             k.removeprefix("spark.emr-serverless.driverEnv."): v for k, v in conf.items() if ".driverEnv." in k
         }
         conf = {k: v for k, v in conf.items() if ".driverEnv." not in k}
-        env = translate.environment(driver_env, self.context.endpoint_url, self.context.mongo_auth)
+        env = translate.environment(driver_env, self.context.endpoint_url, login, ca)
         changes += env.changes
         executor = {
             k.removeprefix("spark.executorEnv."): v for k, v in conf.items() if k.startswith("spark.executorEnv.")
         }
-        executor_env = translate.environment(executor, self.context.endpoint_url, self.context.mongo_auth).values
+        executor_env = translate.environment(executor, self.context.endpoint_url, login, ca).values
         conf = {k: v for k, v in conf.items() if not k.startswith("spark.executorEnv.")}
+        # Local mode: the executors are threads of the driver's JVM, their Python workers its children.
         conf |= {f"spark.executorEnv.{k}": v for k, v in executor_env.items()}
         sized = translate.spark_conf(conf)
         changes += sized.changes
@@ -368,11 +422,18 @@ class EmrRunner(Runner):
         run.command = argv
         # EMR provides Spark (SPARK_HOME) and spark-submit puts its pyspark on the archive Python's path.
         spark_home = {"SPARK_HOME": str(Path(pyspark_file()).parent)}
-        run.environment = self.context.base_env() | spark_home | env.values | {"SP_EMULATED_BY": f"emr:{run.job.id}"}
+        # The run's AWS calls (the DocumentDB secret) are signed with its execution role, as on EMR.
+        role = self.context.credentials.grant(
+            run.job.execution_role_arn, "emr-serverless.amazonaws.com", f"emr-{run.job.id}"
+        ) if self.context.credentials is not None else {}  # fmt: skip
+        emr = {"AWS_EXECUTION_ENV": "AWS_EMR_SERVERLESS"}  # never the dummy root keys (sensor_pipeline.aws)
+        run.environment = (
+            self.context.base_env() | spark_home | env.values | role | emr | {"SP_EMULATED_BY": f"emr:{run.job.id}"}
+        )
         for change in changes:
             log.info("job run %s: translated for the local stack: %s", run.job.id, change)
         (run.folder / "request.json").write_text(
-            json.dumps({"jobDriver": run.job.job_driver, "command": argv, "translations": changes}, indent=2)
+            json.dumps({"jobDriver": run.job.job_driver, "command": _redacted(argv), "translations": changes}, indent=2)
         )
         self._launch(run)
 
@@ -385,42 +446,152 @@ class EmrRunner(Runner):
         )
 
     def _upload_logs(self, run: EmrRun) -> None:
-        """Where the run's monitoring configuration sends logs: S3 (``emr logs``) as AWS lays them out."""
+        """Where the run's monitoring configuration sends logs (S3 as AWS lays them out; CloudWatch),
+        written with the run's execution role as EMR Serverless does."""
         run.last_upload = time.monotonic()
         size = run.process.log_path.stat().st_size if run.process and run.process.log_path.exists() else 0
-        if size == run.uploaded_size:
+        if size == run.uploaded_size or run.process is None:
             return
-        run.uploaded_size = size
+        previous, run.uploaded_size = max(0, run.uploaded_size), size
         monitoring = (run.job.configuration_overrides or {}).get("monitoringConfiguration", {})
-        uri = monitoring.get("s3MonitoringConfiguration", {}).get("logUri")
-        if not uri or run.process is None:
-            return
-        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-        body = gzip.compress(run.process.log_path.read_bytes())
-        key = f"{prefix.rstrip('/')}/applications/{run.application_id}/jobs/{run.job.id}/SPARK_DRIVER/stderr.gz"
         try:
-            s3 = self.context.client("s3")
-            s3.put_object(Bucket=bucket, Key=key.lstrip("/"), Body=body)
-            s3.put_object(Bucket=bucket, Key=key.lstrip("/").replace("stderr.gz", "stdout.gz"), Body=body)
-        except Exception as error:  # the bucket may be gone during a destroy
-            log.warning("job run %s: logs not uploaded (%s)", run.job.id, error)
+            credentials = self._role(run)
+        except Exception as error:
+            log.warning("job run %s: logs not written (%s)", run.job.id, error)
+            return
+        uri = monitoring.get("s3MonitoringConfiguration", {}).get("logUri")
+        if uri:
+            bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+            body = gzip.compress(run.process.log_path.read_bytes())
+            key = f"{prefix.rstrip('/')}/applications/{run.application_id}/jobs/{run.job.id}/SPARK_DRIVER/stderr.gz"
+            try:
+                s3 = self.context.client("s3", credentials)
+                s3.put_object(Bucket=bucket, Key=key.lstrip("/"), Body=body)
+                s3.put_object(Bucket=bucket, Key=key.lstrip("/").replace("stderr.gz", "stdout.gz"), Body=body)
+            except Exception as error:  # the bucket may be gone during a destroy; a denial is recorded by IAM
+                log.warning("job run %s: logs not uploaded to S3 (%s)", run.job.id, error)
+        cloudwatch = monitoring.get("cloudWatchLoggingConfiguration", {})
+        if cloudwatch.get("enabled") and cloudwatch.get("logGroupName"):
+            with run.process.log_path.open("rb") as handle:
+                handle.seek(previous)
+                lines = handle.read().decode(errors="replace").splitlines()
+            path = f"applications/{run.application_id}/jobs/{run.job.id}/SPARK_DRIVER/stdout"
+            stream = f"{cloudwatch.get('logStreamNamePrefix', '')}/{path}".lstrip("/")
+            try:
+                ship_logs(self.context.client("logs", credentials), cloudwatch["logGroupName"], stream, lines,
+                          describe_group=True)  # fmt: skip
+            except Exception as error:
+                log.warning("job run %s: logs not written to CloudWatch (%s)", run.job.id, error)
 
     def processes(self) -> list[Process]:
         return [run.process for run in list(self.runs.values()) if run.process is not None]
 
 
+def _redacted(argv: list[str]) -> list[str]:
+    """A command line for the log, without the values of password settings."""
+    return [re.sub(r"(PASSWORD=).*", r"\1***", word) for word in argv]
+
+
+def ship_logs(logs: Any, group: str, stream: str, lines: list[str], describe_group: bool = False) -> None:
+    """Lines to a CloudWatch Logs stream (created when missing), as the awslogs driver or EMR write them."""
+    if describe_group:  # EMR Serverless looks the group up first
+        logs.describe_log_groups(logGroupNamePrefix=group)
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    now = int(time.time() * 1000)
+    for start in range(0, len(lines), 5000):
+        events = [{"timestamp": now, "message": line or " "} for line in lines[start : start + 5000]]
+        if events:
+            logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
+
+
 # --- ECS ----------------------------------------------------------------------------------------
 
 
+@dataclass
+class Health:
+    """A container health check as ECS runs it: interval, timeout, retries, start period."""
+
+    command: list[str]
+    interval: float
+    timeout: float
+    retries: int
+    start_period: float
+    started: float = field(default_factory=time.monotonic)
+    failures: int = 0
+    passed_once: bool = False
+    next_at: float = 0.0
+    check: subprocess.Popen[bytes] | None = None
+    check_started: float = 0.0
+    status: str = "UNKNOWN"
+
+    @classmethod
+    def of(cls, spec: dict[str, Any] | None, sandbox_argv: list[str]) -> Health | None:
+        if not spec:
+            return None
+        from sensor_pipeline.emulator.container import shell
+
+        command = [*sandbox_argv, *shell(list(spec["command"]))]
+        interval, start = float(spec.get("interval", 30)), float(spec.get("startPeriod", 0))
+        return cls(command, interval, float(spec.get("timeout", 5)), int(spec.get("retries", 3)), start,
+                   next_at=time.monotonic() + min(interval, max(start, 5.0)))  # fmt: skip
+
+    def step(self) -> str | None:
+        """Run or collect a check; returns "UNHEALTHY" once retries are exhausted after the start period."""
+        now = time.monotonic()
+        if self.check is not None:
+            code = self.check.poll()
+            if code is None and now - self.check_started < self.timeout:
+                return None
+            if code is None:
+                self.check.kill()
+                self.check.wait(5)
+                code = -1
+            self.check = None
+            if code == 0:
+                self.failures, self.passed_once, self.status = 0, True, "HEALTHY"
+            elif self.passed_once or now - self.started > self.start_period:
+                self.failures += 1  # failures in the start period count only once it has passed
+            if self.failures >= self.retries:
+                self.status = "UNHEALTHY"
+                return self.status
+            return None
+        if now >= self.next_at:
+            self.next_at = now + self.interval
+            self.check_started = now
+            self.check = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+        return None
+
+
+@dataclass
+class Task:
+    """One running container: its process and what ECS does around it (health, logs, credentials)."""
+
+    name: str
+    process: Process
+    folder: Path
+    health: Health | None
+    logs: tuple[str, str] | None  # (group, stream) of its awslogs configuration
+    execution_role: str
+    grant: dict[str, str]
+    source_arn: str = ""  # the task's ARN: what ECS sends as aws:SourceArn when it assumes the roles
+    grace_until: float = 0.0  # the service's health-check grace period ends
+    shipped: int = 0
+    log_client: Any = None
+    log_client_at: float = 0.0
+
+
 class EcsRunner(Runner):
-    """Runs ECS services and RunTask tasks of the emulator as local processes (see the module docstring)."""
+    """Runs ECS services and RunTask tasks of the emulator as Fargate would (see the module docstring)."""
 
     def __init__(self, context: RunnerContext) -> None:
         super().__init__(context, "ecs-runner")
-        self.services: dict[str, tuple[str, Process]] = {}  # service ARN -> (task definition ARN, process)
-        self.tasks: dict[str, Process | None] = {}  # task ARN -> process (None: it could not start)
+        self.services: dict[str, tuple[str, Task]] = {}  # service ARN -> (task definition ARN, task)
+        self.tasks: dict[str, Task | None] = {}  # task ARN -> task (None: it could not start)
         self.failures: dict[str, int] = {}  # service ARN -> restarts after a crash
         self.not_before: dict[str, float] = {}  # service ARN -> earliest next start
+        self.counter = 0
 
     def tick(self) -> None:
         wanted: dict[str, tuple[Any, Any]] = {}
@@ -437,47 +608,84 @@ class EcsRunner(Runner):
                         self.tasks.setdefault(arn, None)
                         self._stopped(task, 1, "runner error: see the emulator log")
         for arn in list(self.services):
-            definition, process = self.services[arn]
+            definition, task = self.services[arn]
             if arn not in wanted or wanted[arn][1].task_definition != definition:
-                log.info("ECS service %s: stopping its process (service deleted or changed)", arn.split("/")[-1])
-                process.stop()
+                log.info("ECS service %s: stopping its task (service deleted or changed)", arn.split("/")[-1])
+                self._end(task)
                 del self.services[arn]
         now = time.monotonic()
         for arn, (backend, service) in wanted.items():
             current = self.services.get(arn)
-            if (current is not None and current[1].alive()) or self.not_before.get(arn, 0.0) > now:
-                continue
             if current is not None:
-                log.warning("ECS service %s: its process exited (%s); restarting", service.name, current[1].tail())
-            # Crash loops back off as ECS's do: 2 s, 4 s, ... up to 5 minutes between starts.
-            self.failures[arn] = self.failures.get(arn, 0) + (1 if current is not None else 0)
-            self.not_before[arn] = now + min(300.0, 2.0 ** self.failures[arn])
+                task = current[1]
+                if task.process.alive():
+                    # ECS ignores unhealthy container checks during the service's grace period.
+                    if self._watch(task) != "UNHEALTHY" or time.monotonic() < task.grace_until:
+                        continue
+                    # ECS: "if the task reports as unhealthy, then the task is stopped and the service
+                    # scheduler replaces it".
+                    detail = f"health check failed {task.health.retries if task.health else 0} times in a row"
+                    log.warning("ECS service %s: its task is UNHEALTHY (%s); replacing it", service.name, detail)
+                    self.context.event("unhealthy", service.name, f"{detail}: task replaced")
+                else:
+                    self._ship_logs(task)
+                    detail = f"exit {task.process.exit_code()}: {task.process.tail()}"
+                    log.warning("ECS service %s: its task ended (%s); starting another", service.name, detail)
+                    self.context.event("exited", service.name, detail)
+                self._end(task)
+                del self.services[arn]
+                # Crash loops back off as ECS's do: 2 s, 4 s, ... up to 5 minutes between starts.
+                self.failures[arn] = self.failures.get(arn, 0) + 1
+                self.not_before[arn] = now + min(300.0, 2.0 ** self.failures[arn])
+            if self.not_before.get(arn, 0.0) > now:
+                continue
             try:
-                started = self._start(backend, service.task_definition, f"ecs-{service.name}")
-            except Exception:
+                task_arn = f"{service.arn.replace(':service/', ':task/').rsplit('/', 1)[0]}/{uuid.uuid4().hex}"
+                started = self._start(backend, service.task_definition, f"ecs-{service.name}", task_arn)
+                grace = float(getattr(service, "health_check_grace_period_seconds", 0) or 0)
+                if started is not None:
+                    started.grace_until = time.monotonic() + grace
+            except Exception as error:
                 log.exception("ECS service %s: could not start", service.name)
-                started = None
+                self.context.event("cannot-start", service.name, str(error))
+                self.failures[arn] = self.failures.get(arn, 0) + 1
+                self.not_before[arn] = now + min(300.0, 2.0 ** self.failures[arn])
+                continue
             if started is not None:
                 self.services[arn] = (service.task_definition, started)
 
+    def _watch(self, task: Task) -> str | None:
+        self._ship_logs(task)
+        return task.health.step() if task.health is not None else None
+
     def _task_step(self, backend: Any, arn: str, task: Any) -> None:
-        process = self.tasks.get(arn)
-        if process is None:
+        if arn not in self.tasks:
             if task.last_status != "RUNNING" or task.desired_status != "RUNNING":
                 return
             family = task.task_definition_arn.split("/")[-1].split(":")[0]
-            started = self._start(backend, task.task_definition_arn, f"ecs-task-{family}-{task.id[:8]}")
-            if started is None:
-                self._stopped(task, 1, "CannotStartContainerError: see the emulator log")
+            try:
+                started = self._start(backend, task.task_definition_arn, f"ecs-task-{family}-{task.id[:8]}", arn)
+            except Exception as error:
+                log.error("ECS task %s: %s", task.id, error)
+                self.context.event("cannot-start", f"task {family}", str(error))
+                self._stopped(task, 1, f"CannotStartContainerError: {error}")
                 self.tasks[arn] = None
                 return
             self.tasks[arn] = started
             return
-        if process is not None and task.desired_status == "STOPPED" and process.alive():
-            self._stopped(task, process.stop(), "Task stopped by user")
-        elif process is not None and not process.alive() and task.last_status == "RUNNING":
-            code = process.exit_code()
+        current = self.tasks[arn]
+        if current is None:
+            return
+        if task.desired_status == "STOPPED" and current.process.alive():
+            self._stopped(task, current.process.stop(), "Task stopped by user")
+            self._end(current)
+        elif not current.process.alive() and task.last_status == "RUNNING":
+            self._ship_logs(current)
+            code = current.process.exit_code()
             self._stopped(task, code, "Essential container in task exited")
+            self._end(current)
+        elif current.process.alive():
+            self._watch(current)  # a task run by hand continues whatever its health (ECS)
 
     @staticmethod
     def _stopped(task: Any, code: int, reason: str) -> None:
@@ -489,42 +697,147 @@ class EcsRunner(Runner):
         task.stopped_reason = reason
         log.info("ECS task %s: STOPPED, exit code %s (%s)", task.id, code, reason)
 
-    def _secret(self, value_from: str) -> str:
-        """``valueFrom`` of a container secret: a secret ARN, optionally ``:json-key:version-stage:version-id``."""
+    def _execution_session(self, definition: Any, source_arn: str) -> dict[str, str] | None:
+        from sensor_pipeline.emulator import iam
+
+        role = getattr(definition, "execution_role_arn", None)
+        if not role:
+            return None
+        return iam.assume_role_as_service(role, "ecs-tasks.amazonaws.com", "ecs-execution", source_arn)
+
+    def _secret(self, value_from: str, credentials: dict[str, str] | None) -> str:
+        """``valueFrom`` of a container secret: a secret ARN, optionally ``:json-key:version-stage:version-id``,
+        read with the task execution role (as the ECS agent does)."""
+        if credentials is None:
+            raise RuntimeError("secrets need a task execution role")
         parts = value_from.split(":")
         arn, key = ":".join(parts[:7]), (parts[7] if len(parts) > 7 else "")
         options = {"VersionStage": parts[8]} if len(parts) > 8 and parts[8] else {}
-        text = self.context.client("secretsmanager").get_secret_value(SecretId=arn, **options)["SecretString"]
+        client = self.context.client("secretsmanager", credentials)
+        text = client.get_secret_value(SecretId=arn, **options)["SecretString"]
         if not key:
             return str(text)
         value = json.loads(text)[key]
         return value if isinstance(value, str) else json.dumps(value)
 
-    def _start(self, backend: Any, definition_arn: str, name: str) -> Process | None:
+    def _pull(self, image: str, credentials: dict[str, str] | None) -> None:
+        """The image pull from ECR, with the execution role: its ecr: permissions and the image's presence."""
+        if ".dkr.ecr." not in image:
+            return
+        if credentials is None:
+            raise RuntimeError(f"CannotPullContainerError: {image} is in ECR and the task has no execution role")
+        repository, _, tag = image.partition("/")[2].partition(":")
+        ecr = self.context.client("ecr", credentials)
+        ecr.get_authorization_token()
+        images = ecr.batch_get_image(repositoryName=repository, imageIds=[{"imageTag": tag or "latest"}])
+        if not images.get("images"):
+            raise RuntimeError(f"CannotPullContainerError: {image} not found ({images.get('failures')})")
+        # A pull also checks and downloads the layers (the registered stand-in image has none to download:
+        # the calls are authorized, and an answer about the missing layer is expected).
+        from botocore.exceptions import ClientError
+
+        layer = "sha256:" + "0" * 64
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("batch_check_layer_availability", {"repositoryName": repository, "layerDigests": [layer]}),
+            ("get_download_url_for_layer", {"repositoryName": repository, "layerDigest": layer}),
+        ]
+        for operation, arguments in calls:
+            try:
+                getattr(ecr, operation)(**arguments)
+            except ClientError as error:
+                if "AccessDenied" in str(error.response.get("Error", {}).get("Code", "")):
+                    raise RuntimeError(f"CannotPullContainerError: {error}") from error
+
+    def _start(self, backend: Any, definition_arn: str, name: str, source_arn: str) -> Task | None:
+        from sensor_pipeline.emulator import container as runtime
+
         definition = backend.describe_task_definition(definition_arn)
-        container = definition.container_definitions[0]
-        environment = {e["name"]: e["value"] for e in container.get("environment") or []}
-        try:
-            for secret in container.get("secrets") or []:
-                environment[secret["name"]] = self._secret(secret["valueFrom"])
-        except Exception as error:  # as on Fargate: a secret that cannot be read stops the task
-            log.error("%s: ResourceInitializationError: unable to retrieve secrets: %s", name, error)
-            return None
-        env = translate.environment(environment, self.context.endpoint_url, self.context.mongo_auth)
-        command, command_changes = translate.command(list(container.get("command") or []), self.context.venv_bin)
+        spec = definition.container_definitions[0]
+        self.counter += 1
+        folder = self.context.state / "ecs-tasks" / f"{name}-{self.counter}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        execution = self._execution_session(definition, source_arn)
+        self._pull(str(spec.get("image", "")), execution)
+        logs = None
+        options = (spec.get("logConfiguration") or {}).get("options") or {}
+        region = options.get("awslogs-region", "us-east-1")
+        if (spec.get("logConfiguration") or {}).get("logDriver") == "awslogs":
+            if execution is None:
+                raise RuntimeError("the awslogs log driver needs a task execution role")
+            logs = (
+                options["awslogs-group"],
+                f"{options.get('awslogs-stream-prefix', name)}/{spec['name']}/{folder.name}",
+            )
+            ship_logs(self.context.client("logs", execution), logs[0], logs[1], [])
+        environment = {e["name"]: e["value"] for e in spec.get("environment") or []}
+        for secret in spec.get("secrets") or []:
+            environment[secret["name"]] = self._secret(secret["valueFrom"], execution)
+        task_role = getattr(definition, "task_role_arn", None) or ""
+        grant: dict[str, str] = {}
+        if task_role and self.context.credentials is not None:
+            grant = self.context.credentials.grant(task_role, "ecs-tasks.amazonaws.com", name[:64], source_arn)
+        fargate = {"AWS_EXECUTION_ENV": "AWS_ECS_FARGATE", "AWS_REGION": region, "AWS_DEFAULT_REGION": region}
+        login = self.context.kafka_login(task_role)
+        env = translate.environment(environment, self.context.endpoint_url, login, runtime.KAFKA_CA_PATH)
+        command, command_changes = translate.command(list(spec.get("command") or []))
         for change in env.changes + command_changes:
             log.info("%s: translated for the local stack: %s", name, change)
+        if not self.context.sandbox:
+            raise RuntimeError("bubblewrap (bwrap) is not installed: run `make sandbox` (scripts/install-sandbox.sh)")
+        assert self.context.root is not None and self.context.ca_file is not None
+        image = runtime.image_config(self.context.root / "docker" / "Dockerfile", "app")
+        stand_ins = {"venv": self.context.venv_bin.parent, "ca": self.context.ca_file}
+        container = dict(spec) | {"command": command}
+        box = runtime.build(
+            image, container, list(definition.volumes or []), fargate | grant | env.values, folder, stand_ins
+        )
+        for note in box.notes:
+            log.info("%s: container runtime: %s", name, note)
         log_path = self.context.state / "logs" / f"{name}.log"
-        log.info("%s: starting %s (log %s)", name, shlex.join(command), log_path)
+        log.info("%s: starting %s as user %s (log %s)", name, shlex.join(command), box.user, log_path)
+        marker = {
+            "SP_EMULATED_BY": f"ecs:{name}",
+            "SP_EMULATOR_STATE": str(self.context.state),
+            "PATH": "/usr/bin:/bin",
+        }
+        (folder / "sandbox.json").write_text(json.dumps({"argv": _redacted(box.argv), "notes": box.notes}, indent=2))
+        process = Process.start(box.argv, marker, self.context.state, log_path)
+        return Task(name, process, folder, Health.of(spec.get("healthCheck"), box.prefix), logs,
+                    getattr(definition, "execution_role_arn", "") or "", grant, source_arn)  # fmt: skip
+
+    def _ship_logs(self, task: Task) -> None:
+        """The awslogs driver: new lines of the container's output to its stream, with the execution role."""
+        if task.logs is None or not task.process.log_path.exists():
+            return
+        size = task.process.log_path.stat().st_size
+        if size <= task.shipped:
+            return
+        from sensor_pipeline.emulator import iam
+
         try:
-            if not command:
-                raise OSError("the container definition has no command")
-            marker = {"SP_EMULATED_BY": f"ecs:{name}"}  # `sensor-pipeline aws leftovers --processes` finds it
-            return Process.start(command, self.context.base_env() | env.values | marker, self.context.state, log_path)
-        except OSError as error:  # a wrong command fails the task, as it would on Fargate
-            log.error("%s: CannotStartContainerError: %s", name, error)
-            return None
+            if task.log_client is None or time.monotonic() - task.log_client_at > 1800:
+                credentials = iam.assume_role_as_service(
+                    task.execution_role, "ecs-tasks.amazonaws.com", "ecs-execution", task.source_arn
+                )
+                task.log_client, task.log_client_at = self.context.client("logs", credentials), time.monotonic()
+            with task.process.log_path.open("rb") as handle:
+                handle.seek(task.shipped)
+                data = handle.read(size - task.shipped)
+            ship_logs(task.log_client, task.logs[0], task.logs[1], data.decode(errors="replace").splitlines())
+            task.shipped = size
+        except Exception as error:
+            log.warning("%s: logs not delivered to CloudWatch (%s)", task.name, error)
+
+    def _end(self, task: Task) -> None:
+        if task.process.alive():
+            task.process.stop()
+        if task.health is not None and task.health.check is not None:
+            task.health.check.kill()
+        if self.context.credentials is not None:
+            self.context.credentials.revoke(task.grant)
+        shutil.rmtree(task.folder, ignore_errors=True)  # a bind mount's data goes with its task (Fargate)
 
     def processes(self) -> list[Process]:
-        services = [process for _, process in list(self.services.values())]
-        return services + [p for p in list(self.tasks.values()) if p is not None]
+        services = [task.process for _, task in list(self.services.values())]
+        return services + [t.process for t in list(self.tasks.values()) if t is not None]

@@ -1,15 +1,19 @@
 """The one place where an AWS request is translated to run on the local stack (the deploy rehearsal).
 
-Everything else of an ECS task definition or an EMR Serverless job run is run as written. What cannot
-be, because the local stack is one machine with plain services, is changed here, and each change is
-returned with its reason for the runner that applies it to log:
+Everything else of an ECS task definition or an EMR Serverless job run is run as written, and
+enforced as AWS enforces it (IAM for every AWS call, MSK IAM as Kafka ACLs, TLS and the master
+user's password at DocumentDB, the container runtime: infra/README.md, "What the rehearsal
+enforces"). What cannot be, because the local stack is one machine, is changed here, and each change
+is returned with its reason for the runner that applies it to log:
 
-* Amazon MSK speaks SASL/IAM over TLS; the local broker is PLAINTEXT. The emulated MSK cluster's
-  bootstrap brokers already are the local broker's address. MSK has a broker per zone (topics are
-  replicated); the local broker is one (replication factor 1).
-* DocumentDB requires TLS (CA bundle), is a replica set (``replicaSet=rs0``) and authenticates with
-  SCRAM-SHA-1; the local MongoDB-wire server is a single node without TLS, and FerretDB 1.x accepts only
-  ``PLAIN`` (a real ``mongod`` started without ``--auth`` accepts no credentials at all).
+* Amazon MSK authenticates a client by a SigV4 signature with its role's credentials
+  (``AWS_MSK_IAM``); the local broker's enforcing listener (SASL_SSL, the port MSK uses for IAM,
+  9098) authenticates the role's principal by SCRAM-SHA-512 with a password the emulator derived for
+  that role, and verifies TLS against the local CA instead of Amazon's. The ACLs it enforces come
+  from the role's ``kafka-cluster:*`` statements. MSK has a broker per zone (topics are replicated);
+  the local broker is one (replication factor 1).
+* DocumentDB is a replica set (``replicaSet=rs0``); its local stand-in is a single TLS server that
+  announces no set, so the option is dropped. TLS, the CA file and the secret's credentials stay.
 * AWS API calls go to AWS's endpoints there and to the emulator here (``SP_AWS_ENDPOINT_URL``).
 * Every Fargate task has its own address; locally they share 127.0.0.1 (their ports differ), so
   Cloud Map names (``*.internal``) and wildcard binds become 127.0.0.1.
@@ -27,8 +31,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 LOOPBACK = "127.0.0.1"
-#: URI options that only make sense against DocumentDB (besides every tls*/ssl* option).
-DOCDB_ONLY_OPTIONS = {"replicaset", "authmechanism"}
+#: URI options of DocumentDB that its single local stand-in cannot honour.
+DOCDB_ONLY_OPTIONS = {"replicaset"}
 #: A private DNS name of the VPC (Cloud Map), anywhere in a value: URLs, host lists, bare host:port.
 CLOUD_MAP_NAME = re.compile(r"(?<![\w.-])(?:[a-z0-9-]+\.)+internal(?=[:/?,]|$)", re.IGNORECASE)
 #: Spark properties sized for EMR workers, capped locally (the whole stack shares two cores).
@@ -43,20 +47,20 @@ class Translation:
     changes: list[str] = field(default_factory=list)
 
 
-def _mongo_uri(uri: str, auth: str) -> str:
+def _mongo_uri(uri: str) -> str:
     parts = urlsplit(uri)
-    options = [
-        (k, v)
-        for k, v in parse_qsl(parts.query)
-        if k.lower() not in DOCDB_ONLY_OPTIONS and not k.lower().startswith(("tls", "ssl"))
-    ]
-    if auth == "plain":
-        options.append(("authMechanism", "PLAIN"))
+    options = [(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in DOCDB_ONLY_OPTIONS]
     return urlunsplit(parts._replace(query=urlencode(options)))
 
 
-def environment(values: dict[str, str], endpoint_url: str, mongo_auth: str) -> Translation:
-    """An ECS container's or an EMR driver/executor's ``SP_*`` environment, for the local stack."""
+def environment(
+    values: dict[str, str], endpoint_url: str, kafka_login: tuple[str, str] | None = None, kafka_ca: str = ""
+) -> Translation:
+    """An ECS container's or an EMR driver/executor's ``SP_*`` environment, for the local stack.
+
+    ``kafka_login``: the SCRAM user and password of the workload role's principal; ``kafka_ca``: where
+    the workload finds the local CA.
+    """
     out = dict(values)
     changes: list[str] = []
 
@@ -66,22 +70,29 @@ def environment(values: dict[str, str], endpoint_url: str, mongo_auth: str) -> T
             out.pop(key, None)
         else:
             out[key] = new
-        changes.append(f"{key}: {old!r} -> {new!r} ({why})")
 
-    if out.get("SP_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") != "PLAINTEXT":
-        change("SP_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "MSK IAM/TLS -> the local broker's PLAINTEXT listener")
-    if out.get("SP_KAFKA_SASL_MECHANISM"):
-        change("SP_KAFKA_SASL_MECHANISM", None, "no SASL on the local broker")
+        def shown(value: str | None) -> str | None:
+            return "***" if value and "PASSWORD" in key else value
+
+        changes.append(f"{key}: {shown(old)!r} -> {shown(new)!r} ({why})")
+
+    if out.get("SP_KAFKA_SASL_MECHANISM") == "AWS_MSK_IAM":
+        if kafka_login is None:
+            change("SP_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "MSK IAM -> SCRAM, but this workload has no role")
+        else:
+            user, password = kafka_login
+            why = "MSK IAM (SigV4 as the role) -> SCRAM as the role's principal on the enforcing listener"
+            change("SP_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", why)
+            change("SP_KAFKA_SASL_USERNAME", user, why)
+            change("SP_KAFKA_SASL_PASSWORD", password, why)
+    if out.get("SP_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") != "PLAINTEXT" and kafka_ca:
+        change("SP_KAFKA_SSL_CAFILE", kafka_ca, "the broker's certificate chains to the local CA, not Amazon's")
     if out.get("SP_TOPIC_REPLICATION", "1") != "1":
         change("SP_TOPIC_REPLICATION", "1", "one local broker (MSK has one per zone)")
     if "SP_MONGO_URI" in out:
-        new = _mongo_uri(out["SP_MONGO_URI"], mongo_auth)
+        new = _mongo_uri(out["SP_MONGO_URI"])
         if new != out["SP_MONGO_URI"]:
-            change("SP_MONGO_URI", new, "DocumentDB TLS/replica set -> the local single-node server")
-    if out.get("SP_MONGO_TLS_CA_FILE"):
-        change("SP_MONGO_TLS_CA_FILE", None, "the local server has no TLS")
-    if out.get("SP_MONGO_SECRET_ARN") and mongo_auth == "none":
-        change("SP_MONGO_SECRET_ARN", None, "the local mongod runs without authentication")
+            change("SP_MONGO_URI", new, "DocumentDB's replica set -> its single-server stand-in (TLS kept)")
     if out.get("SP_AWS_ENDPOINT_URL") != endpoint_url:
         change("SP_AWS_ENDPOINT_URL", endpoint_url, "AWS APIs -> the emulator")
     for key, value in list(out.items()):
@@ -95,12 +106,10 @@ def environment(values: dict[str, str], endpoint_url: str, mongo_auth: str) -> T
     return Translation(out, changes)
 
 
-def command(argv: list[str], venv_bin: Path) -> tuple[list[str], list[str]]:
-    """A container command (the program from the project's venv, wildcard binds on loopback), and the changes."""
+def command(argv: list[str]) -> tuple[list[str], list[str]]:
+    """A container command with wildcard binds on loopback, and the changes."""
     out = list(argv)
     changes = []
-    if out and (venv_bin / out[0]).is_file():
-        out[0] = str(venv_bin / out[0])
     for i, arg in enumerate(out):
         if arg == "0.0.0.0":
             out[i] = LOOPBACK

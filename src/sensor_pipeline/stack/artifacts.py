@@ -93,16 +93,21 @@ def emr_jars(root: Path, spark_version: str) -> list[Path]:
     return spark_jars(root, spark_version) + sorted(extras.glob("*.jar"))
 
 
+def ferretdb(root: Path, version: str) -> Path:
+    """The FerretDB binary, built once from the Go module proxy."""
+    binary = cache_dir() / "bin" / f"ferretdb-{version}"
+    if not binary.is_file():
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        _run(
+            f"building FerretDB {version} from the Go module proxy (once)",
+            ["bash", str(root / "localstack" / "scripts" / "build-ferretdb.sh"), str(binary)],
+        )
+    return binary
+
+
 def mongo_server(root: Path, ferretdb_version: str) -> tuple[str, Path]:
     """``("mongod", path)`` when a real mongod is on PATH, else ``("ferretdb", path)`` (built once)."""
     mongod = shutil.which("mongod")
     if mongod:
         return "mongod", Path(mongod)
-    binary = cache_dir() / "bin" / f"ferretdb-{ferretdb_version}"
-    if not binary.is_file():
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        _run(
-            f"building FerretDB {ferretdb_version} from the Go module proxy (no mongod on PATH; once)",
-            ["bash", str(root / "localstack" / "scripts" / "build-ferretdb.sh"), str(binary)],
-        )
-    return "ferretdb", binary
+    return "ferretdb", ferretdb(root, ferretdb_version)
