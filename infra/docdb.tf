@@ -52,6 +52,7 @@ resource "aws_docdb_cluster" "this" {
 }
 
 resource "aws_cloudwatch_log_group" "docdb" {
+  #checkov:skip=CKV_AWS_338:retention is a variable (default 30 days), as for the stack's other log groups (logs.tf)
   for_each          = toset(["audit", "profiler"])
   name              = "/aws/docdb/${local.name}/${each.key}"
   retention_in_days = var.log_retention_days

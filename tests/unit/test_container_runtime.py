@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,12 +106,17 @@ def test_health_check_commands_run_as_ecs_runs_them() -> None:
     assert container.shell(["CMD", "python", "-c", "1"]) == ["python", "-c", "1"]
 
 
-@needs_bwrap
-def test_the_app_image_runs_its_command_with_the_stand_ins_where_the_image_has_them(tmp_path: Path) -> None:
-    """The venv at /opt/venv (its interpreter reachable by the container's user wherever this machine keeps
-    it) and the DocumentDB CA bundle at the path the Dockerfile ADDs it to."""
-    import sys
+VENV = Path(sys.executable).parent.parent
 
+
+@needs_bwrap
+@pytest.mark.parametrize("volume_at", ["/tmp", str(VENV.parent.parent)], ids=["tmp", "the-checkouts-folder"])
+def test_the_app_image_runs_its_command_with_the_stand_ins_where_the_image_has_them(
+    tmp_path: Path, volume_at: str
+) -> None:
+    """The venv at /opt/venv (its interpreter reachable by the container's user wherever this machine keeps
+    it) and the DocumentDB CA bundle at the path the Dockerfile ADDs it to; a volume mounted over the
+    folder that holds this checkout (a clone in /tmp, the API's /tmp volume) does not hide them."""
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nlocal\n")
     image = container.image_config(ROOT / "docker" / "Dockerfile", "app")
@@ -122,10 +128,9 @@ def test_the_app_image_runs_its_command_with_the_stand_ins_where_the_image_has_t
             "-c",
             "cat $SP_MONGO_TLS_CA_FILE && python -c 'import sensor_pipeline; print(\"venv ok\")'",
         ],
-        "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp"}],
+        "mountPoints": [{"sourceVolume": "tmp", "containerPath": volume_at}],
     }
-    venv = Path(sys.executable).parent.parent
-    box = container.build(image, spec, [{"name": "tmp"}], {}, tmp_path / "task", {"venv": venv, "ca": ca})
+    box = container.build(image, spec, [{"name": "tmp"}], {}, tmp_path / "task", {"venv": VENV, "ca": ca})
     result = subprocess.run(box.argv, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["-----BEGIN CERTIFICATE-----", "local", "venv ok"]

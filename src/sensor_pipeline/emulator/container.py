@@ -242,10 +242,12 @@ def build(
     argv += ["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc"]
     if not readonly:
         notes.append("readonlyRootFilesystem is false: this machine's root is writable to root only")
-    argv += _reachable([Path(sys.base_prefix), *stand_ins.values()], notes)
+    used_inside = _used_inside(stand_ins)
+    argv += _reachable(list(dict.fromkeys([*used_inside, *stand_ins.values()])), notes)
     argv += _stand_ins(image, stand_ins, folder, notes)
     mounts, writable = _volumes(image, container, volumes, folder, notes)
     argv += mounts
+    argv += _kept_visible(used_inside, [m["containerPath"] for m in container.get("mountPoints") or []], notes)
     env = dict(image.env) | {"HOSTNAME": folder.name[:63]}
     env.setdefault("HOME", image.home(user))
     env |= environment
@@ -263,6 +265,40 @@ def build(
     return Sandbox([*argv, resolved, *program[1:]], argv, env, user, readonly, writable, notes)
 
 
+def _used_inside(stand_ins: dict[str, Path]) -> list[Path]:
+    """This machine's paths the container uses at their own paths: the interpreter's prefix and, for
+    the venv stand-in, the venv (its scripts' shebangs name it) and the project's source (its editable
+    install). The CA stand-in is mounted from outside only."""
+    paths = [Path(sys.base_prefix)]
+    if "venv" in stand_ins:
+        paths += [stand_ins["venv"], Path(__file__).resolve().parents[2]]  # src/, where sensor_pipeline is
+    return paths
+
+
+def _kept_visible(hosts: list[Path], mount_points: list[str], notes: list[str]) -> list[str]:
+    """A task's volume mounted over a folder that holds a stand-in (a checkout under /tmp, where the
+    API mounts its /tmp volume) would hide it: such paths are mounted again on top, read-only."""
+    argv: list[str] = []
+    made: set[Path] = set()
+    for host in dict.fromkeys(hosts):
+        over = [Path(m) for m in mount_points if host == Path(m) or Path(m) in host.parents]
+        if over:
+            argv += [*_traversable_path(over[0], host, made), "--ro-bind", str(host), str(host)]
+            notes.append(f"{host} (a stand-in for the image's files) kept visible under the mount at {over[0]}")
+    return argv
+
+
+def _traversable_path(base: Path, host: Path, made: set[Path]) -> list[str]:
+    """The folders between ``base`` and ``host``, traversable only (bwrap would make them 0700: closed
+    to the container's user)."""
+    argv: list[str] = []
+    for step in reversed(host.relative_to(base).parents[:-1]):
+        if base / step not in made:
+            made.add(base / step)
+            argv += ["--perms", "0711", "--dir", str(base / step)]
+    return argv
+
+
 def _reachable(hosts: list[Path], notes: list[str]) -> list[str]:
     """The image's /root is the root user's; this machine's may hold what the app must reach (its
     Python): such a folder is hidden but for those paths, read-only."""
@@ -276,12 +312,7 @@ def _reachable(hosts: list[Path], notes: list[str]) -> list[str]:
         argv += ["--perms", "0711", "--tmpfs", str(blocked)]
         made: set[Path] = set()
         for host in inside:
-            # Folders on the way, traversable only (bwrap would make them 0700: closed to the user).
-            for step in reversed(host.relative_to(blocked).parents[:-1]):
-                if blocked / step not in made:
-                    made.add(blocked / step)
-                    argv += ["--perms", "0711", "--dir", str(blocked / step)]
-            argv += ["--ro-bind", str(host), str(host)]
+            argv += [*_traversable_path(blocked, host, made), "--ro-bind", str(host), str(host)]
         notes.append(f"{blocked} (not traversable here) hidden but for {', '.join(map(str, inside))}")
     return argv
 
