@@ -193,18 +193,21 @@ data "aws_iam_policy_document" "emr_job" {
     ])
   }
   statement {
+    # A list names one of the job's prefixes; a request without a prefix (HeadBucket, which S3 authorizes
+    # as s3:ListBucket, as Hadoop's and EMR's S3 clients send to probe a bucket) has no s3:prefix key and
+    # passes (IfExists): AWS's EMR Serverless runtime-role example grants s3:ListBucket on the bucket.
     sid       = "ListOwnPrefixes"
     actions   = ["s3:ListBucket"]
     resources = [aws_s3_bucket.artifacts.arn]
     condition {
-      test     = "StringLike"
+      test     = "StringLikeIfExists"
       variable = "s3:prefix"
       values   = flatten([for p in values(local.s3_prefixes) : [trimsuffix(p, "/"), "${p}*"]])
     }
   }
   statement {
     sid       = "CheckpointUploads"
-    actions   = ["s3:ListBucketMultipartUploads"]
+    actions   = ["s3:ListBucketMultipartUploads", "s3:GetBucketLocation"]
     resources = [aws_s3_bucket.artifacts.arn]
   }
   statement {
@@ -282,10 +285,19 @@ resource "aws_iam_role_policy" "flow_logs" {
   role  = aws_iam_role.flow_logs[0].id
   policy = jsonencode({
     Version = "2012-10-17"
-    Statement = [{
-      Effect   = "Allow"
-      Action   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
-      Resource = "${aws_cloudwatch_log_group.this["vpc-flow"].arn}:*"
-    }]
+    # AWS's flow-logs role policy (flow-logs-iam-role.html) also lists DescribeLogGroups, which has no
+    # narrower resource than the account's log groups.
+    Statement = [
+      {
+        Effect   = "Allow"
+        Action   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+        Resource = "${aws_cloudwatch_log_group.this["vpc-flow"].arn}:*"
+      },
+      {
+        Effect   = "Allow"
+        Action   = ["logs:DescribeLogGroups"]
+        Resource = "arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:*"
+      },
+    ]
   })
 }

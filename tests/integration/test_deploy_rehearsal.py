@@ -187,6 +187,16 @@ def test_a_redeploy_is_harmless(deployed: subprocess.CompletedProcess[str]) -> N
         ),
         pytest.param(
             "iam.tf",
+            """sid       = "IdempotentProducer"
+    actions   = ["kafka-cluster:WriteDataIdempotently"]""",
+            """sid       = "IdempotentProducer"
+    actions   = ["kafka-cluster:DescribeCluster"]""",
+            r"Kafka \(MSK only\): User:sensor-pipeline-local-producer: kafka-cluster:WriteData without "
+            r"kafka-cluster:WriteDataIdempotently",
+            id="kafka-idempotent-write",
+        ),
+        pytest.param(
+            "iam.tf",
             '''sid       = "DocumentDbSecret"
     actions   = ["secretsmanager:GetSecretValue"]
     resources = [local.docdb_secret_arn]

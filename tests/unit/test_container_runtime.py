@@ -169,3 +169,24 @@ def test_failures_in_the_start_period_do_not_count_and_a_pass_resets_them() -> N
     assert "UNHEALTHY" not in run_checks(health, until=1.0), "failures in the start period do not count"
     passing = Health.of(spec | {"command": ["CMD-SHELL", "true"], "startPeriod": 0}, [])
     assert passing is not None and "UNHEALTHY" not in run_checks(passing, until=1.0) and passing.status == "HEALTHY"
+
+
+def test_the_recorded_command_line_holds_no_credentials() -> None:
+    """sandbox.json and request.json record the command; a task that read another's token could act as its role."""
+    from sensor_pipeline.emulator.runners import _redacted
+
+    argv = ["bwrap", "--setenv", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "tok", "--setenv", "HOME", "/home/app"]
+    argv += ["--setenv", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1/v2/credentials/tok"]
+    argv += ["--conf", "spark.executorEnv.SP_KAFKA_SASL_PASSWORD=pw", "--", "app"]
+    shown = _redacted(argv)
+    assert "tok" not in " ".join(shown) and "pw" not in " ".join(shown)
+    assert shown[:7] == [
+        "bwrap",
+        "--setenv",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "***",
+        "--setenv",
+        "HOME",
+        "/home/app",
+    ]
+    assert shown[-3:] == ["spark.executorEnv.SP_KAFKA_SASL_PASSWORD=***", "--", "app"]

@@ -129,6 +129,16 @@ def test_missing_required_actions_are_warned_about() -> None:
     assert any("kafka-cluster:ReadData without its required kafka-cluster:AlterGroup" in w for w in generated.warnings)
 
 
+def test_a_writer_without_write_data_idempotently_is_refused_as_msk_would() -> None:
+    """Kafka lets anyone who may WRITE a topic start an idempotent producer; MSK does not. Every writer of
+    the project is idempotent, so the rehearsal fails where MSK would, not at the broker."""
+    write = allow(["kafka-cluster:Connect", "kafka-cluster:WriteData"], [CLUSTER.arn, f"{TOPIC}/Raw"])
+    refused = generate({"producer": [policy(write)]}, CLUSTER).refusals
+    assert len(refused) == 1 and "User:producer" in refused[0] and "WriteDataIdempotently" in refused[0]
+    idempotent = allow(["kafka-cluster:WriteDataIdempotently"], [CLUSTER.arn])
+    assert generate({"producer": [policy(write, idempotent)]}, CLUSTER).refusals == []
+
+
 def test_a_broker_denial_reads_back_as_the_iam_action_and_arn() -> None:
     line = (
         "[2026-12-06T04:52:28,319] INFO Principal = User:sensor-pipeline-local-producer is Denied operation = WRITE "

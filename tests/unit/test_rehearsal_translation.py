@@ -72,6 +72,16 @@ def test_aws_calls_and_cloud_map_names_go_to_this_machine() -> None:
     assert {change.split(":")[0] for change in result.changes} == changed, "every change, and only those, is logged"
 
 
+def test_an_address_the_task_is_not_given_reaches_nothing_as_on_fargate() -> None:
+    """The settings default to this machine's development stack; a task definition that lost its Kafka,
+    store or API address must fail here as on Fargate, not reach the super user's plain listener."""
+    given = aws_environment()
+    lost = {"SP_KAFKA_BOOTSTRAP", "SP_API_URL"}
+    out = translate.environment({k: v for k, v in given.items() if k not in lost}, "http://e").values
+    assert out["SP_KAFKA_BOOTSTRAP"] == "127.0.0.1:1" and out["SP_API_URL"] == "http://127.0.0.1:1"
+    assert translate.environment(given, "http://e").values["SP_KAFKA_BOOTSTRAP"] == given["SP_KAFKA_BOOTSTRAP"]
+
+
 def test_the_dashboard_origin_keeps_the_load_balancer_and_adds_the_local_browser() -> None:
     out = translate.environment({"SP_DASHBOARD_ALLOW_ORIGIN": "dash.elb.amazonaws.com:80"}, EMULATOR).values
     assert out["SP_DASHBOARD_ALLOW_ORIGIN"] == "dash.elb.amazonaws.com:80,127.0.0.1:5006"

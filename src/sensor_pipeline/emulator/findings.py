@@ -72,5 +72,17 @@ def translation_notes(state: Path) -> list[str]:
     return list(json.loads(path.read_text()).get("warnings", [])) if path.is_file() else []
 
 
+def msk_only_refusals(state: Path) -> list[str]:
+    """What MSK would refuse that the broker's ACLs cannot (kafka-acls.json's refusals, as applied now)."""
+    path = state / "logs" / "kafka-acls.json"
+    refusals = json.loads(path.read_text()).get("refusals", []) if path.is_file() else []
+    return [f"Kafka (MSK only): {r}" for r in refusals]
+
+
 def findings(state: Path, since: float, clusters: list[str]) -> list[str]:
-    return aws_refusals(state, since) + kafka_refusals(state, since, clusters) + task_events(state, since)
+    return (
+        aws_refusals(state, since)
+        + kafka_refusals(state, since, clusters)
+        + msk_only_refusals(state)
+        + task_events(state, since)
+    )

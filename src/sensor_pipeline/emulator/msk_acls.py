@@ -121,12 +121,15 @@ class Generated:
     acls: set[Acl] = field(default_factory=set)
     principals: set[str] = field(default_factory=set)  # User:<role> that may log in (Connect)
     warnings: list[str] = field(default_factory=list)
+    #: What MSK would refuse that Kafka's ACLs cannot: failures of the rehearsal, not warnings.
+    refusals: list[str] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
         return {
             "principals": sorted(self.principals),
             "acls": [{"acl": f"{a.principal} {a.describe()}", "from": a.source} for a in sorted(self.acls)],
             "warnings": self.warnings,
+            "refusals": self.refusals,
         }
 
 
@@ -237,6 +240,14 @@ def generate(roles: Mapping[str, Iterable[str | Mapping[str, Any]]], cluster: Cl
     out.principals -= denied_login
     _deny_implied(out)
     for principal, allowed in sorted(granted.items()):
+        # Kafka lets whoever may WRITE a topic start an idempotent producer; MSK asks for
+        # WriteDataIdempotently. Every writer of this project is idempotent (kafka-python's producer,
+        # the job's transactional producer), so a writer without it fails on MSK: it fails here too.
+        if "WriteData" in allowed and "WriteDataIdempotently" not in allowed:
+            out.refusals.append(
+                f"{principal}: kafka-cluster:WriteData without kafka-cluster:WriteDataIdempotently on the cluster: "
+                "MSK refuses its idempotent producer (InitProducerId), which Kafka's ACLs cannot express"
+            )
         for action in sorted(allowed):
             missing = [r for r in REQUIRED.get(action, ()) if r not in allowed]
             if missing:

@@ -93,6 +93,7 @@ class MskSync(threading.Thread):
                 generated.acls |= one.acls
                 generated.principals |= one.principals
                 generated.warnings += one.warnings
+                generated.refusals += one.refusals
             self._apply(generated)
             return generated
 

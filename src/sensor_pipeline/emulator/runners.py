@@ -423,17 +423,25 @@ class EmrRunner(Runner):
         # EMR provides Spark (SPARK_HOME) and spark-submit puts its pyspark on the archive Python's path.
         spark_home = {"SPARK_HOME": str(Path(pyspark_file()).parent)}
         # The run's AWS calls (the DocumentDB secret) are signed with its execution role, as on EMR.
+        # (Assumed as EMR assumes it: aws:SourceArn = the application.)
         role = self.context.credentials.grant(
-            run.job.execution_role_arn, "emr-serverless.amazonaws.com", f"emr-{run.job.id}"
+            run.job.execution_role_arn, "emr-serverless.amazonaws.com", f"emr-{run.job.id}",
+            run.job.arn.split("/jobruns/")[0],
         ) if self.context.credentials is not None else {}  # fmt: skip
-        emr = {"AWS_EXECUTION_ENV": "AWS_EMR_SERVERLESS"}  # never the dummy root keys (sensor_pipeline.aws)
+        # Never the dummy root keys (sensor_pipeline.aws), nor a shared credentials file of this machine's
+        # $HOME, which boto's chain reads before the container credentials endpoint.
+        emr = {"AWS_EXECUTION_ENV": "AWS_EMR_SERVERLESS", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+               "AWS_CONFIG_FILE": "/dev/null"}  # fmt: skip
         run.environment = (
             self.context.base_env() | spark_home | env.values | role | emr | {"SP_EMULATED_BY": f"emr:{run.job.id}"}
         )
         for change in changes:
             log.info("job run %s: translated for the local stack: %s", run.job.id, change)
-        (run.folder / "request.json").write_text(
-            json.dumps({"jobDriver": run.job.job_driver, "command": _redacted(argv), "translations": changes}, indent=2)
+        _write_private(
+            run.folder / "request.json",
+            json.dumps(
+                {"jobDriver": run.job.job_driver, "command": _redacted(argv), "translations": changes}, indent=2
+            ),
         )
         self._launch(run)
 
@@ -487,9 +495,28 @@ class EmrRunner(Runner):
         return [run.process for run in list(self.runs.values()) if run.process is not None]
 
 
+#: Settings whose values are credentials: a password, the credentials endpoint's token (and its URI).
+SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|CREDENTIALS_FULL_URI", re.IGNORECASE)
+
+
 def _redacted(argv: list[str]) -> list[str]:
-    """A command line for the log, without the values of password settings."""
-    return [re.sub(r"(PASSWORD=).*", r"\1***", word) for word in argv]
+    """A command line for the log, without credentials: ``NAME=value`` words and bwrap's
+    ``--setenv NAME value`` whose name says it holds one."""
+    out = list(argv)
+    for i, word in enumerate(out):
+        name, equals, _value = word.partition("=")
+        if equals and not name.startswith("-") and SECRET_NAME.search(name):
+            out[i] = f"{name}=***"
+        elif word == "--setenv" and i + 2 < len(out) and SECRET_NAME.search(out[i + 1]):
+            out[i + 2] = "***"
+    return out
+
+
+def _write_private(path: Path, text: str) -> None:
+    """A file only this machine's root reads (the tasks run as other users, on its file system)."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
 
 
 def ship_logs(logs: Any, group: str, stream: str, lines: list[str], describe_group: bool = False) -> None:
@@ -801,7 +828,7 @@ class EcsRunner(Runner):
             "SP_EMULATOR_STATE": str(self.context.state),
             "PATH": "/usr/bin:/bin",
         }
-        (folder / "sandbox.json").write_text(json.dumps({"argv": _redacted(box.argv), "notes": box.notes}, indent=2))
+        _write_private(folder / "sandbox.json", json.dumps({"argv": _redacted(box.argv), "notes": box.notes}, indent=2))
         process = Process.start(box.argv, marker, self.context.state, log_path)
         return Task(name, process, folder, Health.of(spec.get("healthCheck"), box.prefix), logs,
                     getattr(definition, "execution_role_arn", "") or "", grant, source_arn)  # fmt: skip

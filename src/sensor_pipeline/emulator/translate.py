@@ -15,6 +15,8 @@ is returned with its reason for the runner that applies it to log:
 * DocumentDB is a replica set (``replicaSet=rs0``); its local stand-in is a single TLS server that
   announces no set, so the option is dropped. TLS, the CA file and the secret's credentials stay.
 * AWS API calls go to AWS's endpoints there and to the emulator here (``SP_AWS_ENDPOINT_URL``).
+* A Kafka, store or API address the workload is not given defaults to this machine's development
+  stack; on AWS it reaches nothing, and here it is made unreachable too (port 1).
 * Every Fargate task has its own address; locally they share 127.0.0.1 (their ports differ), so
   Cloud Map names (``*.internal``) and wildcard binds become 127.0.0.1.
 * The dashboard's websocket origin is the load balancer's name there; here the browser comes
@@ -35,6 +37,15 @@ LOOPBACK = "127.0.0.1"
 DOCDB_ONLY_OPTIONS = {"replicaset"}
 #: A private DNS name of the VPC (Cloud Map), anywhere in a value: URLs, host lists, bare host:port.
 CLOUD_MAP_NAME = re.compile(r"(?<![\w.-])(?:[a-z0-9-]+\.)+internal(?=[:/?,]|$)", re.IGNORECASE)
+#: Endpoints whose defaults (``config.Settings``) are this machine's development stack. On AWS, a
+#: workload that is not given one reaches nothing at 127.0.0.1; here it would reach the development
+#: stack (and Kafka's plain listener, where every client is a super user): an unset one is made
+#: unreachable, so that a task definition that lost it fails here as it fails on Fargate.
+UNREACHABLE_WHEN_UNSET = {
+    "SP_KAFKA_BOOTSTRAP": f"{LOOPBACK}:1",
+    "SP_MONGO_URI": f"mongodb://{LOOPBACK}:1/",
+    "SP_API_URL": f"http://{LOOPBACK}:1",
+}
 #: Spark properties sized for EMR workers, capped locally (the whole stack shares two cores).
 LOCAL_CAPS = {"spark.driver.memory": "1g", "spark.executor.memory": "1g"}
 
@@ -76,6 +87,9 @@ def environment(
 
         changes.append(f"{key}: {shown(old)!r} -> {shown(new)!r} ({why})")
 
+    for key, nowhere in UNREACHABLE_WHEN_UNSET.items():
+        if key not in out:
+            change(key, nowhere, "not set: the default is this machine's development stack, on AWS nothing")
     if out.get("SP_KAFKA_SASL_MECHANISM") == "AWS_MSK_IAM":
         if kafka_login is None:
             change("SP_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "MSK IAM -> SCRAM, but this workload has no role")
