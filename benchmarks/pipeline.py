@@ -249,7 +249,7 @@ class CleanDelays(threading.Thread):
     def run(self) -> None:
         consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4()}",
                              "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                             "fetch.wait.max.ms": 20})  # fmt: skip
+                             "isolation.level": "read_committed", "fetch.wait.max.ms": 20})  # fmt: skip
         consumer.assign(
             [TopicPartition(self.settings.clean_topic, p, 0) for p in range(self.settings.topic_partitions)]
         )

@@ -165,12 +165,21 @@ data "aws_iam_policy_document" "emr_job" {
     actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"]
     resources = [local.topic_arns.clean, local.topic_arns.invalid]
   }
-  # Spark's source groups, and the group the job commits its progress to (OffsetCommit: AlterGroup on
-  # the group, ReadData on the topic; sensor_pipeline/progress.py).
+  # Spark's source groups, and the job's group, whose offsets each slice's transaction commits
+  # (TxnOffsetCommit, AddOffsetsToTxn: AlterGroup = READ GROUP; read back stable: DescribeGroup).
   statement {
     sid       = "ConsumerGroups"
     actions   = ["kafka-cluster:AlterGroup", "kafka-cluster:DescribeGroup"]
     resources = ["${local.msk_group_arn_prefix}/spark-kafka-source-*", "${local.msk_group_arn_prefix}/${local.job_group}"]
+  }
+  # The job's transactional producers, one per raw-topic partition: <job group>.<raw topic>.<partition>
+  # (sensor_pipeline.config.Settings.transactional_id). InitProducerId, AddPartitionsToTxn, EndTxn need
+  # WRITE TRANSACTIONAL_ID (AlterTransactionalId), FindCoordinator DESCRIBE (DescribeTransactionalId)
+  # ("Semantics of IAM authorization policy actions and resources", MSK Developer Guide).
+  statement {
+    sid       = "Transactions"
+    actions   = ["kafka-cluster:DescribeTransactionalId", "kafka-cluster:AlterTransactionalId"]
+    resources = ["${local.msk_txn_arn_prefix}/${local.job_group}.${local.topics.raw}.*"]
   }
   statement {
     sid       = "ReadArtifacts"

@@ -8,6 +8,7 @@ locals {
   msk_cluster_uuid     = element(split("/", local.msk_cluster_arn), 2)
   msk_topic_arn_prefix = "arn:${local.partition}:kafka:${var.region}:${local.account_id}:topic/${local.msk_cluster_name}/${local.msk_cluster_uuid}"
   msk_group_arn_prefix = "arn:${local.partition}:kafka:${var.region}:${local.account_id}:group/${local.msk_cluster_name}/${local.msk_cluster_uuid}"
+  msk_txn_arn_prefix   = "arn:${local.partition}:kafka:${var.region}:${local.account_id}:transactional-id/${local.msk_cluster_name}/${local.msk_cluster_uuid}"
   msk_bootstrap        = local.msk_provisioned ? aws_msk_cluster.this[0].bootstrap_brokers_sasl_iam : aws_msk_serverless_cluster.this[0].bootstrap_brokers_sasl_iam
 }
 
@@ -16,12 +17,21 @@ resource "aws_msk_configuration" "this" {
   name           = local.name
   kafka_versions = [var.kafka_version]
   # Topics are created by the init task, never implicitly by a typo'd producer.
+  # The job's consumer group has no members: Kafka expires each partition's committed offset
+  # offsets.retention.minutes after its last commit ("For standalone consumers ... offsets are expired
+  # after the time of the last commit plus this retention period", msk-configuration-properties). The
+  # job relies on them, so they outlive the raw topic's records by far (30 days against 7): an offset
+  # can only expire once every record below it is gone.
+  # The transaction log is replicated like the topics (the Apache default, 3, needs 3 brokers).
   server_properties = <<-PROPERTIES
     auto.create.topics.enable=false
     default.replication.factor=${min(var.az_count, 3)}
     min.insync.replicas=${min(var.az_count, 3) - 1}
     num.partitions=${var.topic_partitions}
     log.retention.hours=168
+    offsets.retention.minutes=43200
+    transaction.state.log.replication.factor=${min(var.az_count, 3)}
+    transaction.state.log.min.isr=${min(var.az_count, 3) - 1}
   PROPERTIES
 }
 

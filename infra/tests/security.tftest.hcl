@@ -461,3 +461,31 @@ run "the_dashboard_gets_time_to_start_and_its_check_builds_no_session" {
     error_message = "the dashboard's container health check must use Bokeh's metadata route (no session per check)"
   }
 }
+
+run "the_job_may_use_only_its_own_transactional_ids" {
+  command = plan
+
+  # One transactional.id per source partition: <job group>.<raw topic>.<partition> (config.transactional_id).
+  assert {
+    condition     = one([for s in data.aws_iam_policy_document.emr_job.statement : s.resources if s.sid == "Transactions"]) == toset(["arn:aws:kafka:us-east-1:123456789012:transactional-id/sensor-pipeline-dev/11111111-2222-3333-4444-555555555555-1/structure_validate_store.RawSensorData.*"])
+    error_message = "the job's transactions must be limited to its own transactional ids"
+  }
+  assert {
+    condition     = one([for s in data.aws_iam_policy_document.emr_job.statement : s.actions if s.sid == "Transactions"]) == toset(["kafka-cluster:AlterTransactionalId", "kafka-cluster:DescribeTransactionalId"])
+    error_message = "the job must be able to describe and alter (use) its transactional ids"
+  }
+}
+
+run "the_jobs_committed_offsets_outlive_the_raw_records" {
+  command = plan
+
+  # The job's group has no members: its offsets expire offsets.retention.minutes after their last commit.
+  assert {
+    condition     = strcontains(aws_msk_configuration.this[0].server_properties, "offsets.retention.minutes=43200") && strcontains(aws_msk_configuration.this[0].server_properties, "log.retention.hours=168")
+    error_message = "the job's group offsets (30 days) must outlive the raw topic's records (7 days)"
+  }
+  assert {
+    condition     = strcontains(aws_msk_configuration.this[0].server_properties, "transaction.state.log.replication.factor=2") && strcontains(aws_msk_configuration.this[0].server_properties, "transaction.state.log.min.isr=1")
+    error_message = "the transaction log must be replicable on the cluster's brokers (2 AZs here)"
+  }
+}

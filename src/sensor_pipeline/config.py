@@ -9,10 +9,14 @@ Nothing is read at import time: call :func:`load_settings` (or build ``Settings(
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: MSK IAM tokens by region: (token, expiry in epoch milliseconds).
+_MSK_TOKENS: dict[str, tuple[str, int]] = {}
 
 KafkaSecurity = Literal["PLAINTEXT", "SSL", "SASL_SSL"]
 
@@ -74,17 +78,17 @@ class Settings(BaseSettings):
     future_tolerance_seconds: int = Field(300, ge=0, description="how far ahead a timestamp may be")
     job_group: str = Field(
         "structure_validate_store",
-        description="Kafka consumer group the job commits its processed offsets to (a report for lag monitoring)",
+        description="Kafka consumer group whose offsets, committed in the job's transactions, are its progress",
     )
     batch_retry_seconds: float = Field(
         900.0, ge=0, description="how long a failing batch is retried (with backoff) before the job fails"
     )
-    # Done entries only let a replay from an old checkpoint skip at once (the next offsets skip it
-    # anyway), and on FerretDB every ledger lookup scans the ledger: keep it short.
-    ledger_retention_seconds: float = Field(120.0, gt=0, description="how long done batches stay in the ledger")
-    insert_chunk: int = Field(1000, ge=1, le=100_000, description="documents per insert (and per ledger intent)")
+    insert_chunk: int = Field(1000, ge=1, le=100_000, description="documents per unordered insert")
     refusals_before_dead_letter: int = Field(
         6, ge=1, description="batch attempts a document may be refused (store otherwise up) before it is dead-lettered"
+    )
+    transaction_timeout_seconds: int = Field(
+        60, ge=1, le=900, description="how long the broker waits for a task's transaction before it aborts it"
     )
 
     # --- dashboard --------------------------------------------------------------------------------
@@ -139,6 +143,48 @@ class Settings(BaseSettings):
             }
         if self.kafka_ssl_cafile:
             options["ssl_cafile"] = self.kafka_ssl_cafile
+        return options
+
+    def transactional_id(self, partition: int) -> str:
+        """The transactional.id of one source partition's writes: job group + source topic + partition.
+        A new attempt at a partition (a retried task, a second driver, a new build) fences the older,
+        as long as the id is the same: a build that renames the group or this format must stop the old
+        job first (infra/iam.tf grants exactly these ids)."""
+        return f"{self.job_group}.{self.raw_topic}.{partition}"
+
+    def librdkafka_options(self) -> dict[str, Any]:
+        """The same connection for librdkafka (confluent-kafka: the job's transactional producer).
+
+        Amazon MSK IAM is OAUTHBEARER with tokens signed by AWS's own signer, as AWS documents for
+        non-Java clients (aws-msk-iam-sasl-signer-python,
+        https://docs.aws.amazon.com/msk/latest/developerguide/configure-clients-for-iam-access-control.html).
+        """
+        options: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism == "AWS_MSK_IAM":
+            region = self.aws_region
+
+            def token(_config: str) -> tuple[str, float]:
+                # One signed token per process while it has a minute left (each client, e.g. the job's
+                # producer per task, would otherwise build a botocore session and fetch credentials).
+                cached = _MSK_TOKENS.get(region)
+                if cached is None or cached[1] - time.time() * 1000 < 60_000:
+                    from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
+
+                    cached = _MSK_TOKENS[region] = MSKAuthTokenProvider.generate_auth_token(region)
+                return cached[0], cached[1] / 1000
+
+            options |= {"sasl.mechanisms": "OAUTHBEARER", "oauth_cb": token}
+        elif self.kafka_sasl_mechanism == "SCRAM-SHA-512":
+            options |= {
+                "sasl.mechanisms": "SCRAM-SHA-512",
+                "sasl.username": self.kafka_sasl_username,
+                "sasl.password": self.kafka_sasl_password,
+            }
+        if self.kafka_ssl_cafile:
+            options["ssl.ca.location"] = self.kafka_ssl_cafile
         return options
 
     def spark_kafka_options(self) -> dict[str, str]:

@@ -20,12 +20,10 @@ log = logging.getLogger("sensor_pipeline.faults")
 
 #: Every point, in the order the writer reaches them within a batch.
 POINTS: tuple[str, ...] = (
-    "batch_begun",  # driver: ledger entry written, nothing stored
-    "chunk_intended",  # executor: a chunk's ids recorded as pending, not inserted
-    "chunk_inserted",  # executor: a chunk inserted, not yet settled in the ledger
-    "stored",  # executor: a chunk stored and settled, its clean messages not yet handed to Kafka
-    "published",  # driver: the batch's Kafka write finished, batch not marked done
-    "done",  # driver: batch marked done, Spark's commit not yet written
+    "stored",  # executor: a slice's readings inserted, its transaction not begun
+    "publishing",  # executor: some of the slice's messages sent in its transaction, none committed
+    "committed",  # executor: the slice's transaction committed, the task not yet reported done to Spark
+    "delivered",  # driver: every slice of the batch committed, Spark's batch commit not yet written
 )
 ACTIONS = ("kill", "fail")
 

@@ -1,159 +1,183 @@
-"""The job's progress, published where operators already look: a Kafka consumer group.
+"""The job's progress: its Kafka consumer group's offsets, committed in each slice's transaction.
 
-Spark's Kafka source keeps its offsets in the checkpoint and commits none to Kafka, so no Kafka tool
-can tell how far the job lags. After each batch is done (stored and published), the job commits the
-next offset of every source partition it has finished to the group ``SP_JOB_GROUP``. Then
-``kafka-consumer-groups.sh --describe --group <group>``, the dashboard's health row, and Amazon MSK's
-consumer-lag metrics (``SumOffsetLag``, ``MaxOffsetLag``, ``EstimatedMaxTimeLag``: emitted for a group
-in the STABLE or EMPTY state that has offsets, "Monitor consumer lags",
-https://docs.aws.amazon.com/msk/latest/developerguide/consumer-lag.html) all show the lag.
+They are the truth about what the job has delivered (committed atomically with the output), so:
 
-The group is only a report: the job never reads it back (the checkpoint and the ledger decide where
-it resumes), so a commit never holds up or fails a batch:
+* a job without a checkpoint starts from them (:func:`starting_offsets`);
+* Kafka's tools (``kafka-consumer-groups.sh --describe --group structure_validate_store``), Amazon
+  MSK's consumer-lag metrics and the dashboard show the job's lag from them;
+* records deleted by retention before the job read them are reported, by partition and count, and the
+  job starts after them (never skipped silently);
+* a raw topic that was deleted and created again stops the job with what to do: ``sensor-pipeline job
+  reset-progress`` (:func:`reset`), then start it again. Kafka deletes a topic's committed offsets with
+  the topic, and a new topic may outgrow the checkpoint's offsets before the job restarts, so neither
+  tells: the raw topic's id (Kafka's topic UUID) is kept beside the readings (:func:`check_topic`).
 
-- commits are asynchronous: at most one is in flight; a batch waits up to ``WAIT_FOR_PREVIOUS``
-  seconds for the previous one (a commit takes milliseconds: normally it is long done) and otherwise
-  skips its own (offsets are absolute: the next commit carries them);
-- the committed offsets only grow: a high-water mark per partition, seeded from the ledger's next
-  offsets, so a replay of old batches (a checkpoint older than the ledger) does not move the group
-  back; every commit carries every partition, which also renews each offset's retention;
-- after a failure, commits pause for ``PAUSE_AFTER_FAILURE`` seconds (no reconnect per batch), with
-  one warning a minute.
-
-Commits go through the Spark Kafka connector's own client (``kafka-clients``
-``Admin.alterConsumerGroupOffsets``; Kafka creates the group, with no members, on the first commit),
-with the same connection options as the source, MSK IAM included: the job's EMR archive has no
-Python Kafka client.
+Kafka expires a member-less group's offsets ``offsets.retention.minutes`` after their last commit:
+the brokers keep them 30 days, the raw records 7 (``infra/msk.tf``), so an offset only expires once
+every record below it is gone.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable
+import shutil
+from pathlib import Path
 from typing import Any
 
-from pyspark.sql import SparkSession
-
 from sensor_pipeline.config import Settings
-from sensor_pipeline.ledger import OffsetRange
 
-log = logging.getLogger("sensor_pipeline.progress")
-
-#: Milliseconds a commit may take before the client gives it up.
-COMMIT_TIMEOUT_MS = 5_000
-#: Seconds a batch waits for the previous commit before skipping its own (a slow broker).
-WAIT_FOR_PREVIOUS = 1.0
-#: Seconds without commits after a failed one.
-PAUSE_AFTER_FAILURE = 30.0
-#: At most one warning per this many seconds while commits fail.
-WARN_EVERY = 60.0
+log = logging.getLogger("sensor_pipeline.job")
+TIMEOUT = 30.0
+#: Spark's code for "earliest" in a JSON offsets map.
+EARLIEST = -2
 
 
-def jvm_admin(spark: SparkSession, settings: Settings, client_id: str | None = None) -> Any:
-    """A ``kafka-clients`` Admin in the driver's JVM, connected like the job's Kafka source."""
-    jvm = spark.sparkContext._jvm
-    assert jvm is not None
-    properties = jvm.java.util.Properties()
-    for key, value in settings.spark_kafka_options().items():
-        properties.put(key.removeprefix("kafka."), value)
-    if client_id:
-        properties.put("client.id", client_id)
-    return jvm.org.apache.kafka.clients.admin.Admin.create(properties)
+class TopicRecreated(RuntimeError):
+    """The raw topic holds fewer records than the job has committed: it was recreated."""
 
 
-class ProgressCommitter:
-    """Commits the job's finished offsets to its consumer group, asynchronously; never raises."""
+def _admin(settings: Settings) -> Any:
+    from confluent_kafka.admin import AdminClient
 
-    def __init__(self, spark: SparkSession, settings: Settings, clock: Any = time.monotonic) -> None:
-        self.spark = spark
-        self.settings = settings
-        self.group = settings.job_group
-        self.clock = clock
-        #: (topic, partition) -> the next offset to commit: only grows.
-        self.high: dict[tuple[str, int], int] = {}
-        self.seeded = False
-        self.failures = 0
-        self.commits = 0
-        self._admin: Any = None
-        self._pending: Any = None  # the KafkaFuture of the commit in flight
-        self._paused_until = -float("inf")
-        self._warned_at = -WARN_EVERY
+    return AdminClient(settings.librdkafka_options())
 
-    def seed(self, topic: str, next_offsets: dict[int, int]) -> None:
-        """Start the high-water marks from the ledger's next offsets (once, before the first commit)."""
-        for partition, offset in next_offsets.items():
-            key = (topic, int(partition))
-            self.high[key] = max(self.high.get(key, 0), int(offset))
-        self.seeded = True
 
-    def commit(self, ranges: Iterable[OffsetRange]) -> bool:
-        """Raise the high-water marks to ``last + 1`` of each range and start a commit of all of them,
-        unless one is in flight or commits are paused. True when a commit was started."""
-        for r in ranges:
-            key = (r.topic, r.partition)
-            self.high[key] = max(self.high.get(key, 0), r.last + 1)
-        if not self.high or not self._previous_settled() or self.clock() < self._paused_until:
-            return False
-        try:
-            jvm = self.spark.sparkContext._jvm
-            assert jvm is not None
-            if self._admin is None:
-                self._admin = jvm_admin(self.spark, self.settings, client_id=f"{self.group}-progress")
-            offsets = jvm.java.util.HashMap()
-            for (topic, partition), offset in self.high.items():
-                offsets.put(
-                    jvm.org.apache.kafka.common.TopicPartition(topic, partition),
-                    jvm.org.apache.kafka.clients.consumer.OffsetAndMetadata(offset),
-                )
-            options = jvm.org.apache.kafka.clients.admin.AlterConsumerGroupOffsetsOptions().timeoutMs(COMMIT_TIMEOUT_MS)
-            self._pending = self._admin.alterConsumerGroupOffsets(self.group, offsets, options).all()
-            return True
-        except Exception as error:
-            self._failed(error)
-            return False
+def committed(settings: Settings) -> dict[int, int]:
+    """{partition: next offset} the job's group has committed on the raw topic.
 
-    def _previous_settled(self) -> bool:
-        """Whether no commit is in flight (reporting how the last one ended)."""
-        pending = self._pending
-        if pending is None:
-            return True
-        jvm = self.spark.sparkContext._jvm
-        assert jvm is not None
-        try:
-            pending.get(int(WAIT_FOR_PREVIOUS * 1000), jvm.java.util.concurrent.TimeUnit.MILLISECONDS)
-        except Exception as error:
-            if not pending.isDone():
-                return False  # still running: skip this batch's commit
-            self._pending = None
-            self._failed(error)
-            return False
-        self._pending = None
-        self.commits += 1
-        return True
+    Read as the job's own read_committed consumer reads them (a consumer of the group, never joined):
+    offsets a transaction has pending are waited for, not skipped, and an error for a partition is
+    raised, never read as "nothing committed"."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    def _failed(self, error: Exception) -> None:
-        self.failures += 1
-        self._paused_until = self.clock() + PAUSE_AFTER_FAILURE
-        self.close()  # a new client after the pause
-        if self.clock() - self._warned_at >= WARN_EVERY:
-            self._warned_at = self.clock()
-            first_line = (str(error).strip().splitlines() or [""])[0][:300]
-            log.warning(
-                "cannot commit the job's progress to consumer group %s (%s: %s); the job goes on, commits "
-                "pause for %.0f s (%d failed so far)",
-                self.group, type(error).__name__, first_line, PAUSE_AFTER_FAILURE, self.failures,
+    consumer = Consumer(
+        settings.librdkafka_options()
+        | {"group.id": settings.job_group, "isolation.level": "read_committed", "enable.auto.commit": False}
+    )
+    try:
+        metadata = consumer.list_topics(settings.raw_topic, timeout=TIMEOUT).topics[settings.raw_topic]
+        if metadata.error is not None:
+            raise KafkaException(metadata.error)
+        asked = [TopicPartition(settings.raw_topic, p) for p in sorted(metadata.partitions)]
+        positions = consumer.committed(asked, timeout=TIMEOUT)
+    finally:
+        consumer.close()
+    failed = [tp for tp in positions if tp.error is not None]
+    if failed:
+        raise KafkaException(failed[0].error)
+    return {int(tp.partition): int(tp.offset) for tp in positions if tp.offset >= 0}
+
+
+def topic_id(settings: Settings) -> str:
+    """The raw topic's id: a new one each time the topic is created."""
+    from confluent_kafka import TopicCollection
+
+    admin = _admin(settings)  # held until the answer: a collected client fails its futures with _DESTROY
+    futures = admin.describe_topics(TopicCollection([settings.raw_topic]), request_timeout=TIMEOUT)
+    return str(futures[settings.raw_topic].result(TIMEOUT).topic_id)
+
+
+def _state(settings: Settings) -> Any:
+    from sensor_pipeline import store
+
+    client = store.connect(settings)
+    return client, store.durable_readings(client, settings).database[f"{settings.mongo_collection}_job"]
+
+
+def check_topic(settings: Settings) -> None:
+    """Remember the raw topic's id on the first run; refuse to start on another topic of that name."""
+    current = topic_id(settings)
+    client, state = _state(settings)
+    try:
+        known = state.find_one({"_id": "raw_topic"})
+        if known is None:
+            state.insert_one({"_id": "raw_topic", "name": settings.raw_topic, "topic_id": current})
+        elif known["topic_id"] != current:
+            raise TopicRecreated(
+                f"{settings.raw_topic} is not the topic the job delivered from (topic id {current}, was "
+                f"{known['topic_id']}): it was deleted and created again, and Kafka deleted the job's offsets "
+                "with it. To process the new topic from its start, run `sensor-pipeline job reset-progress "
+                "--checkpoint <the job's checkpoint> --yes` (it forgets the job's offsets, checkpoint and the "
+                "old topic's id), then start the job."
+            )
+    finally:
+        client.close()
+
+
+def watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
+    """{partition: (first offset, end offset)} of the raw topic now."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    admin = _admin(settings)
+    metadata = admin.list_topics(settings.raw_topic, timeout=TIMEOUT).topics[settings.raw_topic]
+    if metadata.error is not None:
+        raise RuntimeError(f"{settings.raw_topic}: {metadata.error}")
+    partitions = [TopicPartition(settings.raw_topic, p) for p in metadata.partitions]
+    low = admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions}, request_timeout=TIMEOUT)
+    high = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}, request_timeout=TIMEOUT)
+    return {
+        tp.partition: (int(low[tp].result(TIMEOUT).offset), int(high[tp].result(TIMEOUT).offset)) for tp in partitions
+    }
+
+
+def starting_offsets(settings: Settings) -> dict[str, dict[str, int]] | None:
+    """Spark's ``startingOffsets`` from the group (None: it has committed nothing: ``SP_STARTING_OFFSETS``;
+    a partition it has not committed starts at the earliest offset)."""
+    check_topic(settings)
+    done = committed(settings)
+    if not done:
+        return None
+    bounds = watermarks(settings)
+    recreated = {p: (c, bounds[p][1]) for p, c in done.items() if p in bounds and c > bounds[p][1]}
+    if recreated or set(done) - set(bounds):
+        raise TopicRecreated(
+            f"{settings.raw_topic} ends below what the job committed ({recreated or 'partitions gone'}): the topic was "
+            "deleted and created again. To process it from its start, run `sensor-pipeline job reset-progress` "
+            "(it deletes the job's group offsets and, with --checkpoint, the checkpoint), then start the job."
+        )
+    offsets: dict[str, int] = {}
+    for partition, (first, _end) in sorted(bounds.items()):
+        position = done.get(partition, EARLIEST)
+        if 0 <= position < first:
+            log.error(
+                "%s partition %d: offsets %d-%d (%d records) were deleted by retention before the job read them; "
+                "starting at %d",
+                settings.raw_topic, partition, position, first - 1, first - position, first,
             )  # fmt: skip
+            position = first
+        offsets[str(partition)] = position
+    log.info("starting offsets from the job's group (used only without a checkpoint): %s", offsets)
+    return {settings.raw_topic: offsets}
 
-    def close(self) -> None:
-        """Close the client at once (``close(Duration.ZERO)``: a plain close waits for calls in flight,
-        up to the client's 60 s API timeout, on the batch's thread)."""
-        admin, self._admin = self._admin, None
-        self._pending = None
-        if admin is not None:
-            try:
-                jvm = self.spark.sparkContext._jvm
-                assert jvm is not None
-                admin.close(jvm.java.time.Duration.ZERO)
-            except Exception as error:
-                log.debug("closing the progress admin client: %s", error)
+
+def reset(settings: Settings, checkpoint: str | None = None) -> list[str]:
+    """Forget the job's progress: its group (offsets), and the checkpoint when given. What was done."""
+    done: list[str] = []
+    admin = _admin(settings)
+    try:
+        admin.delete_consumer_groups([settings.job_group], request_timeout=TIMEOUT)[settings.job_group].result(TIMEOUT)
+        done.append(f"deleted consumer group {settings.job_group}")
+    except Exception as error:  # a group that does not exist is already reset
+        if "GROUP_ID_NOT_FOUND" not in str(error):
+            raise
+    client, state = _state(settings)
+    try:
+        if state.delete_one({"_id": "raw_topic"}).deleted_count:
+            done.append(f"forgot the raw topic's id (the next start records {settings.raw_topic}'s)")
+    finally:
+        client.close()
+    if checkpoint:
+        if checkpoint.startswith("s3://"):
+            from sensor_pipeline.aws import aws_client
+
+            bucket, _, prefix = checkpoint.removeprefix("s3://").partition("/")
+            s3 = aws_client(settings, "s3")
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+        else:
+            shutil.rmtree(Path(checkpoint), ignore_errors=True)
+        done.append(f"deleted checkpoint {checkpoint}")
+    return done

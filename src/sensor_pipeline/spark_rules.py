@@ -69,8 +69,8 @@ def validate(lines: DataFrame, now: Column | None = None, future_tolerance_secon
 
     Output columns added: ``fields`` (array), ``TimeStamp`` (timestamp), ``WaterTemperature``,
     ``Turbidity``, ``BatteryLife`` (double), ``Beach`` (string, spaces restored), ``MeasurementID``
-    (long), ``reason``, ``detail``, ``checked_at`` (the time ``future_timestamp`` was judged against:
-    in a streaming query, ``current_timestamp()`` is the micro-batch's time, the same on a replay).
+    (long), ``reason``, ``detail``. ``now`` is the time ``future_timestamp`` is judged against: the
+    job passes the micro-batch's time as a literal (default: ``current_timestamp()``).
     """
     now = now if now is not None else F.current_timestamp()
     stripped = F.regexp_replace(F.col("value"), f"^{rules.SPLIT_PATTERN}|{rules.SPLIT_PATTERN}$", "")
@@ -142,7 +142,7 @@ def validate(lines: DataFrame, now: Column | None = None, future_tolerance_secon
         failed, text = failures[code]
         reason = F.when(failed, F.lit(code)).otherwise(reason)
         detail = F.when(failed, text).otherwise(detail)
-    return df.withColumn("reason", reason).withColumn("detail", detail).withColumn("checked_at", now)
+    return df.withColumn("reason", reason).withColumn("detail", detail)
 
 
 def _document_columns() -> list[Column]:
@@ -182,7 +182,7 @@ def source_struct(topic: Column, partition: Column, offset: Column) -> Column:
     return F.struct(topic.alias("topic"), partition.alias("partition"), offset.alias("offset"))
 
 
-def dead_letter_value(raw: Column, reason: Column, detail: Column, source: Column) -> Column:
+def dead_letter_value(raw: Column, reason: Column, detail: Column, source: Column, at: Column | None = None) -> Column:
     """The InvalidSensorData value: JSON of RawData/Reason/Detail/Source/RejectedAt.
 
     RawData is the whole line, except for a ``too_long`` one: its first :data:`rules.RAW_DATA_QUOTE`
@@ -195,16 +195,18 @@ def dead_letter_value(raw: Column, reason: Column, detail: Column, source: Colum
             reason.alias("Reason"),
             detail.alias("Detail"),
             source.alias("Source"),
-            F.date_format(F.current_timestamp(), schema.TIMESTAMP_FORMAT_SPARK).alias("RejectedAt"),
+            F.date_format(at if at is not None else F.current_timestamp(), schema.TIMESTAMP_FORMAT_SPARK).alias(
+                "RejectedAt"
+            ),
         )
     )
 
 
-def _letter_record() -> tuple[Column, Column]:
+def _letter_record(at: Column | None = None) -> tuple[Column, Column]:
     """Dead-letter (key, value) of an invalid validated row: key = beach where known."""
     key = F.when((F.size("fields") == rules.FIELD_COUNT) & (F.col("reason") != "too_long"), F.get(F.col("fields"), 4))
     source = source_struct(F.col("topic"), F.col("partition"), F.col("offset"))
-    return key, dead_letter_value(F.col("value"), F.col("reason"), F.col("detail"), source)
+    return key, dead_letter_value(F.col("value"), F.col("reason"), F.col("detail"), source, at)
 
 
 def dead_letters(validated: DataFrame) -> DataFrame:
@@ -213,20 +215,15 @@ def dead_letters(validated: DataFrame) -> DataFrame:
     return validated.where(F.col("reason").isNotNull()).select(key.alias("key"), value.alias("value"))
 
 
-def store_rejection_detail(error: Column) -> Column:
-    """The Detail of a ``store_rejected`` dead letter, from the server's error."""
-    return F.format_string("the store refused the reading: %s", quote(error, 500))
-
-
-def routed(validated: DataFrame) -> DataFrame:
+def routed(validated: DataFrame, at: Column | None = None) -> DataFrame:
     """Every validated row, ready for the batch writer: its source (``topic``, ``partition``,
     ``offset``), ``reason`` (null when valid), the stored document's columns (``TimeStamp`` as epoch
     milliseconds; null for invalid rows) and the Kafka record it becomes (``key``, ``value``): its
-    CleanSensorData message when valid, its dead letter otherwise. One projection, so that the Python
-    side only chooses rows and writes documents; it never builds a message.
+    CleanSensorData message when valid, its dead letter otherwise (``RejectedAt`` = ``at``, the batch's
+    time). One projection, so that the Python side only chooses rows and writes documents.
     """
     valid = F.col("reason").isNull()
-    letter_key, letter_value = _letter_record()
+    letter_key, letter_value = _letter_record(at)
     frame = validated.select(
         *_document_columns(),
         "reason",

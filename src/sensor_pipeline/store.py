@@ -20,7 +20,7 @@ from typing import Any
 
 from pymongo import ASCENDING, MongoClient, ReadPreference
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, PyMongoError
 from pymongo.write_concern import WriteConcern
 
 from sensor_pipeline.aws import aws_client
@@ -41,12 +41,15 @@ class StoreError(RuntimeError):
     """Documents could not be written now: the batch must be retried.
 
     ``failed`` maps the ``_id`` of each document that was refused to the server's error, so the
-    caller can count refusals across attempts (see ``sensor_pipeline.batch_writer``).
+    caller can count refusals across attempts (see ``sensor_pipeline.batch_writer``); ``partial`` is
+    what the call settled for the others (inserted, already stored, rejected for what they hold), so a
+    caller that gives up on ``failed`` still knows the rest.
     """
 
-    def __init__(self, message: str, failed: dict[Any, str] | None = None) -> None:
+    def __init__(self, message: str, failed: dict[Any, str] | None = None, partial: WriteResult | None = None) -> None:
         super().__init__(message)
         self.failed = failed or {}
+        self.partial = partial or WriteResult(0)
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,11 @@ def _insert_once(
     except BulkWriteError as error:
         details = error.details
         if details.get("writeConcernErrors"):
-            raise StoreError(f"insert not confirmed: {details['writeConcernErrors'][0].get('errmsg')}") from error
+            concern = details["writeConcernErrors"][0]
+            raise StoreError(
+                f"the store did not confirm the insert (write concern error {concern.get('code')}: "
+                f"{concern.get('errmsg')}); it is retried with its batch"
+            ) from error
         errors = details.get("writeErrors", [])
         duplicates = [batch[e["index"]]["_id"] for e in errors if e.get("code") == DUPLICATE_KEY]
         others = [
@@ -146,6 +153,28 @@ def _insert_once(
             if e.get("code") != DUPLICATE_KEY
         ]
         return int(details.get("nInserted", len(batch) - len(errors))), duplicates, others
+
+
+def sources(collection: Collection[dict[str, Any]], ids: list[Any], chunk: int = 1000) -> dict[Any, dict[str, Any]]:
+    """The ``Source`` (topic, partition, offset of the raw record) of stored documents: who stored each.
+    Read only for the duplicate-key answers of an insert, ``chunk`` ids per query."""
+    found: dict[Any, dict[str, Any]] = {}
+    for start in range(0, len(ids), chunk):
+        for document in collection.find({"_id": {"$in": ids[start : start + chunk]}}, {"Source": 1}):
+            found[document["_id"]] = document.get("Source") or {}
+    return found
+
+
+def takes_writes(client: MongoClient[dict[str, Any]], settings: Settings) -> bool:
+    """Whether the store accepts a write now (a probe document written and removed): a document it keeps
+    refusing is then refused for itself, not because the store is down or full."""
+    probes = client[settings.mongo_database][f"{settings.mongo_collection}_probe"]
+    try:
+        inserted = probes.insert_one({"at": time.time()}).inserted_id
+        probes.delete_one({"_id": inserted})
+        return True
+    except PyMongoError:
+        return False
 
 
 def insert_new(
@@ -176,7 +205,8 @@ def insert_new(
         if retry and (attempt == ATTEMPTS - 1 or (attempt == 0 and everything_failed)):
             failed = {d["_id"]: f"{code}: {message}" for d, code, message in retry}
             first = next(iter(failed.values()))
-            raise StoreError(f"the store refused {len(failed)} of {len(remaining)} documents: {first}", failed)
+            settled = WriteResult(inserted, tuple(duplicates), tuple(rejected))
+            raise StoreError(f"the store refused {len(failed)} of {len(remaining)} documents: {first}", failed, settled)
         if retry:
             sleep(0.5 * 2**attempt)
         remaining = [d for d, _, _ in retry]

@@ -97,8 +97,11 @@ def read_all(
     timeout: float = 60,
     until: Callable[[list[Any]], bool] | None = None,
 ) -> list[Any]:
-    """Every record of a topic, from the start; wait until ``expect`` records arrived or ``until`` holds."""
-    consumer = KafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False)
+    """Every committed record of a topic, from the start (``read_committed``, as every consumer of the job's
+    output topics reads); wait until ``expect`` records arrived or ``until`` holds."""
+    consumer = KafkaConsumer(
+        **settings.kafka_client_options(), enable_auto_commit=False, isolation_level="read_committed"
+    )
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)

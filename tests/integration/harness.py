@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaTimeoutError
 
-from sensor_pipeline import ledger, rules, store
+from sensor_pipeline import progress, rules, store
 from sensor_pipeline.config import Settings
 from sensor_pipeline.simulator import BEACHES, SnowflakeIds, format_line
 from sensor_pipeline.stack import artifacts
@@ -83,23 +82,23 @@ class Job:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(30)
 
-    def stop(self) -> None:
+    def crash(self) -> None:
+        """SIGKILL to the whole job, which its supervision then restarts (a crash, a lost node)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(30)
+
+    def stop(self, grace: float = 60) -> int | None:
+        """SIGTERM (a graceful stop: the running batch finishes), SIGKILL after ``grace`` s; the exit code."""
         self._stop.set()
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(30)
+                self.process.wait(grace)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(30)
-
-    def ambiguous(self) -> set[int]:
-        """Readings the job's log names as published under doubt: ambiguous after a crash (window B:
-        published even if another batch had stored them) or resent by a retried task (window A: its
-        failed attempt may have sent them). The only clean duplicates allowed."""
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        found = re.findall(r"(?:ambiguous|resent) ids: (\[[0-9, ]*\])", text)
-        return {i for ids in found for i in json.loads(ids)}
+        return self.process.returncode if self.process is not None else None
 
 
 def valid_line(ids: SnowflakeIds, rng: random.Random, now: datetime) -> str:
@@ -240,16 +239,11 @@ def stored_count(settings: Settings) -> int:
 
 
 def idle(settings: Settings) -> bool:
-    """The job has finished everything in the raw topic: the ledger's next offsets are the topic's
-    end offsets, and no batch is half-written."""
+    """The job has delivered everything in the raw topic: its group's committed offsets (committed with
+    the output, in each slice's transaction) are the topic's end offsets."""
     ends = raw_end_offsets(settings)
-    client = store.connect(settings)
-    try:
-        book = ledger.Ledger(ledger.collection(client, settings))
-        done = book.next_offsets(settings.raw_topic)
-        return not book.incomplete() and all(done.get(p, 0) >= end for p, end in ends.items() if end > 0)
-    finally:
-        client.close()
+    done = progress.committed(settings)
+    return all(done.get(p, 0) >= end for p, end in ends.items() if end > 0)
 
 
 def audit(settings: Settings, timeout: float = 180) -> Audit:

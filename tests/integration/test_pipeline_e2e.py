@@ -1,9 +1,9 @@
 """End to end on the real stack: raw lines -> the Spark job (spark-submit) -> store, clean topic, dead letters.
 
-The job is killed hard (SIGKILL of the whole job) at a fault point of the batch writer: after a
-batch is stored and before it is published, the window where a crash matters most. Restarted from
-its checkpoint, it loses nothing, stores nothing twice and publishes nothing twice. (The fault
-suite, tests/chaos, strikes every other point.)
+The job is killed hard (SIGKILL of the whole job) at a fault point of the delivery: after a slice's
+readings are stored and before its transaction begins. Restarted from its checkpoint, it loses
+nothing, stores nothing twice and publishes nothing twice, as a read_committed consumer sees the
+output topics. (The fault suite, tests/chaos, strikes every other point.)
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_valid_invalid_and_duplicate_lines_survive_a_hard_kill(
             until=lambda records: {json.loads(r.value)["MeasurementID"] for r in records} >= expected,
         )
         dead = read_all(settings, settings.invalid_topic, expect=len(INVALID) + 1, timeout=60)
-        # Its progress, for lag monitoring: every raw offset committed to the job's consumer group.
+        # Its progress, committed with its output: every raw offset, in the job's consumer group.
         offsets = KafkaOffsets(settings)
         ends = {p: end for p, end in raw_end_offsets(settings).items() if end > 0}
         try:
@@ -109,10 +109,15 @@ def test_valid_invalid_and_duplicate_lines_survive_a_hard_kill(
     client.close()
     assert len(documents) == len(expected) == 420, f"stored {after_kill} before the kill"
     assert {d["_id"] for d in documents} == expected
+    raw = {(r.partition, r.offset): r.value.decode() for r in read_all(settings, settings.raw_topic, timeout=60)}
     for document in documents:
         assert set(document) == {
             "_id", "Beach", "MeasurementID", "BatteryLife", "RawData", "WaterTemperature", "Turbidity", "TimeStamp",
+            "Source",
         }  # fmt: skip
+        source = document["Source"]  # the raw record it was stored from (the first copy of its reading)
+        assert source["topic"] == settings.raw_topic
+        assert raw[(source["partition"], source["offset"])] == document["RawData"]
         assert type(document["_id"]) is Int64 and type(document["MeasurementID"]) is Int64
         assert document["_id"] == document["MeasurementID"]
         assert isinstance(document["TimeStamp"], datetime) and document["TimeStamp"].tzinfo is not None
@@ -130,7 +135,8 @@ def test_valid_invalid_and_duplicate_lines_survive_a_hard_kill(
     assert sample["TimeStamp"].endswith("Z") and isinstance(sample["MeasurementID"], int)
 
     # Dead letters: every invalid line once (by source offset), each with its reason code.
-    letters = {(d["Source"]["partition"], d["Source"]["offset"]): d for d in (json.loads(r.value) for r in dead)}
-    reasons = Counter(d["Reason"] for d in letters.values())
-    assert reasons == Counter({**dict.fromkeys(INVALID, 1), "bad_id": 2})
-    assert all(d["RawData"] and d["Detail"] and d["RejectedAt"].endswith("Z") for d in letters.values())
+    letters = [json.loads(r.value) for r in dead]
+    by_source = Counter((d["Source"]["partition"], d["Source"]["offset"]) for d in letters)
+    assert set(by_source.values()) == {1}, f"a dead letter repeated: {by_source}"
+    assert Counter(d["Reason"] for d in letters) == Counter({**dict.fromkeys(INVALID, 1), "bad_id": 2})
+    assert all(d["RawData"] and d["Detail"] and d["RejectedAt"].endswith("Z") for d in letters)

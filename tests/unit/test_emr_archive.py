@@ -67,6 +67,8 @@ import importlib.util, sys
 spec = importlib.util.spec_from_file_location("job", {str(ROOT / "jobs" / "structure_validate_store.py")!r})
 job = importlib.util.module_from_spec(spec); spec.loader.exec_module(job)
 import sensor_pipeline.batch_writer, sensor_pipeline.store, sensor_pipeline.spark_rules, sensor_pipeline.rules
+import sensor_pipeline.delivery
+from confluent_kafka import Consumer, Producer, TopicPartition
 from sensor_pipeline.aws import aws_client
 from sensor_pipeline.config import Settings
 aws_client(Settings(aws_endpoint_url="http://127.0.0.1:1"), "secretsmanager")  # the emulator's path
@@ -79,6 +81,12 @@ except ImportError:
     raise
 except Exception:
     pass  # nothing listens on port 9: only the imports are under test
+# MSK IAM for the transactional producer: AWS's signer makes a token (signed here, offline).
+import os
+os.environ.update(AWS_ACCESS_KEY_ID="AKIDEXAMPLE", AWS_SECRET_ACCESS_KEY="x", AWS_REGION="us-east-1")
+options = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="AWS_MSK_IAM").librdkafka_options()
+token, expires = options["oauth_cb"]("")
+assert token and expires > 0, (token, expires)
 assert sys.prefix == {str(environment)!r}, sys.prefix
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("kafka", "flask", "bokeh")))
 """

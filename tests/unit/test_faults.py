@@ -18,7 +18,7 @@ def test_fault_points_do_nothing_unless_armed(monkeypatch: pytest.MonkeyPatch) -
 def test_an_armed_fail_point_raises_once_per_marker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SP_FAULT", "stored:fail")
     monkeypatch.setenv("SP_FAULT_MARKER", str(tmp_path / "fired"))
-    faults.hit("published")  # another point: nothing
+    faults.hit("committed")  # another point: nothing
     with pytest.raises(faults.InjectedFault, match="stored"):
         faults.hit("stored")
     faults.hit("stored")  # the marker exists: a restarted job goes on

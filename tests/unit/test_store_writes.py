@@ -52,6 +52,15 @@ def test_a_document_refused_every_time_fails_the_call_naming_it_never_a_dead_let
     assert set(refused.value.failed) == {2}  # counted by the caller across batch attempts
 
 
+def test_a_failed_call_still_says_what_it_settled_for_the_other_documents() -> None:
+    """A caller that dead-letters the refused document must not take the chunk's others for stored: a
+    duplicate is someone's (maybe another record's), a rejected one was never stored."""
+    with pytest.raises(store.StoreError) as refused:
+        insert({2: [1] * 10, 3: [store.DUPLICATE_KEY], 4: [121]}, [1, 2, 3, 4])
+    settled = refused.value.partial
+    assert settled.inserted == 1 and settled.duplicate_ids == (3,) and [i for i, _ in settled.rejected] == [4]
+
+
 def test_a_server_that_writes_nothing_fails_the_batch_even_beside_a_duplicate() -> None:
     with pytest.raises(store.StoreError, match="refused 2 of 2"):
         insert({1: [14031], 2: [14031]}, [1, 2])  # disk full: retried as a batch, never dead-lettered

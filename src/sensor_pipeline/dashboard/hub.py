@@ -102,6 +102,8 @@ def kafka_consumer(settings: Settings) -> Consumer:
         **settings.kafka_client_options(),
         client_id="sensor-pipeline-dashboard",
         enable_auto_commit=False,
+        # The job writes both topics in transactions: committed messages only, each once.
+        isolation_level="read_committed",
         consumer_timeout_ms=1000,
         bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         # Sessions refresh once a second: let the broker gather up to 200 ms of records per fetch

@@ -92,7 +92,10 @@ class KafkaOffsets:
             "client_id": "sensor-pipeline-dashboard-meter",
             "bootstrap_timeout_ms": TIMEOUT_MS,
         }
-        self.consumer = kafka_client(KafkaConsumer, **options, enable_auto_commit=False)
+        # End offsets as a read_committed consumer sees them (the last stable offset of the job's output).
+        self.consumer = kafka_client(
+            KafkaConsumer, **options, enable_auto_commit=False, isolation_level="read_committed"
+        )
         try:
             self.admin = kafka_client(KafkaAdminClient, **options, request_timeout_ms=TIMEOUT_MS)
         except Exception:

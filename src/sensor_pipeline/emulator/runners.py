@@ -54,9 +54,13 @@ class Process:
 
     popen: subprocess.Popen[bytes]
     log_path: Path
+    #: TERM the whole process group (an ECS task) or its leader only: a Spark driver, whose JVM hands
+    #: TERM to the job's graceful stop, as the driver's container alone is signalled on EMR; KILL
+    #: after the grace period always goes to the whole group.
+    term_group: bool = True
 
     @classmethod
-    def start(cls, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> Process:
+    def start(cls, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, term_group: bool = True) -> Process:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         _load_libc()
         with log_path.open("ab") as out:
@@ -71,13 +75,13 @@ class Process:
                 # Only an async-signal-safe libc call runs in the child (libc is loaded beforehand).
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
-        return cls(popen, log_path)
+        return cls(popen, log_path, term_group)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> int:
-        """TERM the whole process group (spark-submit starts a JVM and Python workers), then KILL."""
+        """TERM (see :attr:`term_group`), then KILL the whole process group after ``grace``."""
         stop_all([self], grace)
         return self.exit_code()
 
@@ -125,7 +129,11 @@ def stop_all(processes: list[Process], grace: float = STOP_GRACE_SECONDS) -> Non
     """TERM every process group at once, wait against one deadline, then KILL what is left."""
     live = [p for p in processes if p.alive()]
     for process in live:
-        _signal_group(process.popen.pid, signal.SIGTERM)
+        if process.term_group:
+            _signal_group(process.popen.pid, signal.SIGTERM)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                process.popen.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
     for process in live:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -451,6 +459,7 @@ class EmrRunner(Runner):
             run.environment,
             cwd=run.folder,
             log_path=run.folder / "driver.log",
+            term_group=False,
         )
 
     def _upload_logs(self, run: EmrRun) -> None:

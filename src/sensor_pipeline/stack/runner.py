@@ -112,6 +112,8 @@ def kafka_properties(state: Path, port: int, secure_port: int = KAFKA_SECURE_POR
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
             "log.retention.hours=168",
+            # As on MSK (infra/msk.tf): the job's group offsets outlive the raw topic's records.
+            "offsets.retention.minutes=43200",
             "",
         ]
     )
@@ -280,7 +282,10 @@ def supervisord_conf(paths: Paths, definition: StackDefinition, commands: dict[s
             f"priority={PRIORITY[service.tier]}",
             "stopsignal=TERM",
             "stopwaitsecs=40",
-            "stopasgroup=true",
+            # The Spark job's TERM goes to its JVM alone, which hands it to the driver's graceful stop
+            # (the running batch commits first); sent to the group it would also end the Python
+            # workers under that batch. KILL after stopwaitsecs still goes to the whole group.
+            f"stopasgroup={'false' if service.name == 'spark-job' else 'true'}",
             "killasgroup=true",
             "redirect_stderr=true",
             f"stdout_logfile={paths.logs / (service.name + '.log')}",

@@ -1,0 +1,169 @@
+"""The job's exactly-once delivery of one slice (sensor_pipeline.delivery) on the real broker and store.
+
+Each test runs the slice's task as Spark runs it (the rows of ``spark_rules.routed``, one source
+partition) and checks what a ``read_committed`` consumer of the output topics, the store and the job's
+consumer group then hold.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaException
+
+from sensor_pipeline import delivery, store
+from sensor_pipeline.batch_writer import BatchWriter
+from sensor_pipeline.config import Settings
+from sensor_pipeline.simulator import BEACHES, SnowflakeIds, format_line
+from tests.integration.conftest import read_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.spark]
+INVALID = "2020-02-17T11:12:58 26.04 5000 13.12 Montrose_Beach 5"  # out_of_range
+
+
+@pytest.fixture(autouse=True)
+def _group_clients() -> Iterator[None]:
+    yield
+    delivery.close_group_clients()  # each test's group is its own; the broker outlives none of them
+
+
+def slice_rows(spark: Any, settings: Settings, lines: list[str], first_offset: int = 0) -> list[dict[str, Any]]:
+    """Partition 0's rows of a batch, as the job's routed projection gives them to the task."""
+    frame = spark.createDataFrame(
+        [(line.encode(), settings.raw_topic, 0, first_offset + i) for i, line in enumerate(lines)],
+        "value binary, topic string, partition int, offset long",
+    )
+    rows = BatchWriter(settings).routed(frame, datetime.now(UTC)).collect()
+    return [row.asDict() for row in rows]
+
+
+def readings(count: int) -> list[str]:
+    ids, now = SnowflakeIds(worker=3), datetime.now(UTC)
+    return [format_line(now - timedelta(seconds=i), 20, 1.5, 11, BEACHES[i % 6], ids.next()) for i in range(count)]
+
+
+def run(settings: Settings, rows: list[dict[str, Any]], dead_letter_refused: bool = False) -> dict[str, Any]:
+    producer = delivery._producer(settings, settings.transactional_id(0))
+    return delivery.Slice(settings, rows, dead_letter_refused).deliver(producer)
+
+
+def outputs(settings: Settings) -> tuple[Counter[int], Counter[int], Counter[Any]]:
+    """(clean MeasurementIDs, dead letters by source offset, stored ids) as consumers and the store see them."""
+    clean = Counter(json.loads(r.value)["MeasurementID"] for r in read_all(settings, settings.clean_topic, timeout=10))
+    dead = Counter(
+        json.loads(r.value)["Source"]["offset"] for r in read_all(settings, settings.invalid_topic, timeout=10)
+    )
+    client = store.connect(settings)
+    stored = Counter(d["_id"] for d in store.readings(client, settings).find({}, {"_id": 1}))
+    client.close()
+    return clean, dead, stored
+
+
+def test_a_slice_is_stored_published_and_committed_once(spark: Any, settings: Settings) -> None:
+    lines = [*readings(20), INVALID]
+    rows = slice_rows(spark, settings, lines)
+    counts = run(settings, rows)
+    assert (counts["stored"], counts["published"], counts["invalid"]) == (20, 20, 1)
+    clean, dead, stored = outputs(settings)
+    ids = {int(line.split()[5]) for line in lines[:20]}
+    assert clean == Counter(ids) and stored == Counter(ids) and dead == Counter({20: 1})
+    assert delivery.committed(settings, settings.raw_topic, 0) == 21, "the group's offset committed with the output"
+    # A second attempt at the same slice (Spark's retry after the commit, a replay) finds it done.
+    again = run(settings, rows)
+    assert (again["skipped"], again["stored"], again["published"]) == (21, 0, 0)
+    assert outputs(settings)[:2] == (clean, dead)
+
+
+def test_a_slice_that_starts_beyond_what_was_delivered_is_refused_not_skipped(spark: Any, settings: Settings) -> None:
+    """A Kafka partition split over two tasks (one transactional.id): the later half must not commit
+    first, or a retry of the earlier half would find it "done" and skip it."""
+    run(settings, slice_rows(spark, settings, readings(5)))  # offsets 0-4 delivered
+    later = slice_rows(spark, settings, readings(5), first_offset=10)  # 5-9 not delivered; still retained
+    with pytest.raises(RuntimeError, match="split over Spark tasks"):
+        run(settings, later)
+    assert delivery.committed(settings, settings.raw_topic, 0) == 5
+    clean, _, stored = outputs(settings)
+    assert len(clean) == 5 and len(stored) == 5, "the refused slice neither stored nor published anything"
+
+
+def test_an_older_attempt_running_at_the_same_time_is_fenced_and_its_sends_never_seen(
+    spark: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two attempts of one partition at once (a zombie task and its retry, or two drivers): the older one,
+    paused with part of its messages sent, is fenced by the newer one's producer and commits nothing."""
+    rows = slice_rows(spark, settings, [*readings(40), INVALID])
+    paused, resume = threading.Event(), threading.Event()
+    hit = delivery.faults.hit
+
+    def hold(point: str) -> None:
+        if point == "publishing" and threading.current_thread().name == "older":
+            paused.set()
+            assert resume.wait(60)
+        hit(point)
+
+    monkeypatch.setattr(delivery.faults, "hit", hold)
+    failure: list[BaseException] = []
+
+    def older() -> None:
+        try:
+            run(settings, rows)
+        except BaseException as error:
+            failure.append(error)
+
+    attempt = threading.Thread(target=older, name="older")
+    attempt.start()
+    assert paused.wait(60), "the older attempt never reached its transaction"
+    newer = run(settings, rows)  # starts while the older one is mid-transaction
+    resume.set()
+    attempt.join(60)
+    assert failure and isinstance(failure[0], KafkaException), "the older attempt must be fenced"
+    assert newer["published"] == 40
+    clean, dead, stored = outputs(settings)
+    assert set(clean.values()) == {1} and len(clean) == 40, "each reading published once"
+    assert set(stored.values()) == {1} and len(stored) == 40 and dead == Counter({40: 1})
+
+
+def test_a_reading_another_record_stored_is_not_published_again_but_the_slices_own_is(
+    spark: Any, settings: Settings
+) -> None:
+    lines = readings(3)
+    rows = slice_rows(spark, settings, lines)
+    client = store.connect(settings)
+    collection = store.readings(client, settings)
+    foreign, own = rows[0], rows[1]
+    # Stored from another raw record (a producer redelivery at offset 99), and by this slice's earlier attempt.
+    collection.insert_one(
+        {"_id": foreign["_id"], "Source": {"topic": settings.raw_topic, "partition": 0, "offset": 99}}
+    )
+    collection.insert_one({"_id": own["_id"], "Source": {"topic": settings.raw_topic, "partition": 0, "offset": 1}})
+    client.close()
+    counts = run(settings, rows)
+    assert (counts["stored"], counts["already_stored"], counts["published"]) == (1, 1, 2)
+    clean, _, _ = outputs(settings)
+    assert clean == Counter([own["_id"], rows[2]["_id"]])
+
+
+def test_the_batch_time_is_a_literal_that_compiled_code_reuses(spark: Any, settings: Settings) -> None:
+    """Spark generates and compiles the rules' code for the first batch only: the batch's time reaches
+    the plan as a string constant, which generated code references instead of inlining."""
+    jvm = spark.sparkContext._jvm
+    compiled: Callable[[], int] = lambda: int(  # noqa: E731
+        jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME().getCount()
+    )
+    writer = BatchWriter(settings)
+    frame = spark.createDataFrame(
+        [(line.encode(), settings.raw_topic, 0, i) for i, line in enumerate([*readings(5), INVALID])],
+        "value binary, topic string, partition int, offset long",
+    )
+    start = datetime.now(UTC)
+    writer.routed(frame, start).collect()  # the first batch compiles
+    before = compiled()
+    for second in range(1, 4):
+        writer.routed(frame, start + timedelta(seconds=second)).collect()
+    assert compiled() == before, "a later batch recompiled the rules"

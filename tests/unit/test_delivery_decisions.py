@@ -1,0 +1,70 @@
+"""What a slice publishes after its inserts (sensor_pipeline.delivery.Slice.insert), the store faked.
+
+The real broker and store run these paths in tests/integration/test_delivery.py; here, the answers a
+real store gives rarely (a document it keeps refusing beside others it settled) are produced at will.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sensor_pipeline import delivery, store
+from sensor_pipeline.config import Settings
+
+SETTINGS = Settings(raw_topic="RawSensorData")
+
+
+def rows(*ids: int) -> list[dict[str, Any]]:
+    return [{"_id": i, "topic": "RawSensorData", "partition": 0, "offset": i, "RawData": f"line {i}"} for i in ids]
+
+
+def source(offset: int) -> dict[str, Any]:
+    return {"topic": "RawSensorData", "partition": 0, "offset": offset}
+
+
+@pytest.fixture
+def faked(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The store's answers, set per test: ``insert`` (a WriteResult or a StoreError) and ``sources``."""
+    answers: dict[str, Any] = {"sources": {}}
+
+    def insert_new(_collection: Any, documents: list[dict[str, Any]]) -> store.WriteResult:
+        answer = answers["insert"]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(store, "shared_client", lambda _settings: object())
+    monkeypatch.setattr(store, "durable_readings", lambda _client, _settings: object())
+    monkeypatch.setattr(store, "takes_writes", lambda _client, _settings: True)
+    monkeypatch.setattr(store, "insert_new", insert_new)
+    monkeypatch.setattr(store, "sources", lambda _collection, ids, _chunk: {i: answers["sources"][i] for i in ids})
+    monkeypatch.setattr(delivery.schema, "to_document", lambda row: {"_id": row["_id"], "TimeStamp": 0})
+    return answers
+
+
+def published_and_refused(slice_rows: list[dict[str, Any]], dead_letter_refused: bool) -> tuple[list[int], list[int]]:
+    publish, refused = delivery.Slice(SETTINGS, slice_rows, dead_letter_refused).insert(slice_rows)
+    return [r["_id"] for r in publish], sorted(r["_id"] for r, _ in refused)
+
+
+def test_own_duplicates_are_published_anothers_are_not(faked: dict[str, Any]) -> None:
+    faked["insert"] = store.WriteResult(1, duplicate_ids=(2, 3))
+    faked["sources"] = {2: source(2), 3: source(99)}  # 2: this row's earlier attempt; 3: another record
+    assert published_and_refused(rows(1, 2, 3), dead_letter_refused=False) == ([1, 2], [])
+
+
+def test_on_the_dead_letter_path_what_the_insert_settled_for_the_others_still_counts(faked: dict[str, Any]) -> None:
+    """Document 2 keeps failing and is dead-lettered; 3 was stored by another record, 4 was refused
+    for what it holds: neither may be published as clean."""
+    settled = store.WriteResult(1, duplicate_ids=(3,), rejected=((4, "121: validation"),))
+    faked["insert"] = store.StoreError("refused", {2: "1: internal"}, settled)
+    faked["sources"] = {3: source(99)}
+    assert published_and_refused(rows(1, 2, 3, 4), dead_letter_refused=True) == ([1], [2, 4])
+
+
+def test_before_the_dead_letter_attempt_a_refused_document_fails_the_slice(faked: dict[str, Any]) -> None:
+    faked["insert"] = store.StoreError("refused", {2: "1: internal"}, store.WriteResult(1))
+    with pytest.raises(store.StoreError):
+        published_and_refused(rows(1, 2), dead_letter_refused=False)
