@@ -16,8 +16,9 @@ locals {
     clean   = "CleanSensorData"
     invalid = "InvalidSensorData"
   }
-  # The Kafka consumer group the Spark job commits its processed offsets to (a report: the dashboard's
-  # lag and MSK's consumer-lag metrics read it; the job resumes from its checkpoint, never from it).
+  # The Kafka consumer group the Spark job commits its processed offsets to, in the same transaction
+  # as its output: without a checkpoint the job starts from them; the dashboard's lag and MSK's
+  # consumer-lag metrics read them.
   job_group = "structure_validate_store"
 
   # Prefixes of the artifacts bucket, each granted only to the workloads that need it.

@@ -171,8 +171,8 @@ class Slice:
                     f"{self.topic}[{self.partition}]: the slice starts at {first}, the job's group has "
                     f"delivered up to {done_below}: a Kafka partition split over Spark tasks (minPartitions, "
                     "maxRecordsPerPartition) is not supported; if the group lags the checkpoint instead (an "
-                    "upgrade from the ledger build), `sensor-pipeline job reset-progress --yes` lets the "
-                    "checkpoint lead"
+                    "upgrade from the ledger build that skipped its reset-progress step), see the README's "
+                    "upgrade note: a reset now would deliver again what this build has committed"
                 )
         todo = [r for r in self.rows if done_below is None or r["offset"] >= done_below]
         self.counts["skipped"] = len(self.rows) - len(todo)
