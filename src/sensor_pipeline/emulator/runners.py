@@ -138,9 +138,12 @@ def stop_all(processes: list[Process], grace: float = STOP_GRACE_SECONDS) -> Non
     for process in live:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.popen.wait(max(0.1, deadline - time.monotonic()))
-    for process in processes:
-        if process.alive():
-            _signal_group(process.popen.pid, signal.SIGKILL)
+    for process in live:
+        # The whole group, even when its leader has ended: a Spark driver stopped gracefully leaves
+        # its Python daemon and workers behind (ECS and EMR stop the whole container).
+        leader_alive = process.alive()
+        _signal_group(process.popen.pid, signal.SIGKILL)
+        if leader_alive:
             process.popen.wait(10)
 
 

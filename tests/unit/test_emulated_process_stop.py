@@ -1,0 +1,41 @@
+"""Stopping an emulated task or job run stops its whole process group, as ECS and EMR stop a container."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from sensor_pipeline.emulator.runners import Process
+
+# A leader that ends on TERM (as a Spark driver's graceful stop does) and a child that ignores TERM
+# (as pyspark's daemon outlives its JVM for a while); the leader writes the child's pid first.
+LEADER = """
+import signal, subprocess, sys, time
+child = subprocess.Popen(["sleep", "300"], preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+print(child.pid, flush=True)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+time.sleep(300)
+"""
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+def test_a_leader_stopped_gracefully_leaves_nothing_of_its_group_behind(tmp_path: Path) -> None:
+    log = tmp_path / "run.log"
+    process = Process.start([sys.executable, "-c", LEADER], {}, tmp_path, log, term_group=False)
+    deadline = time.monotonic() + 10
+    while not log.read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(log.read_text().split()[0])
+    assert process.stop(grace=5) == 0, "the leader ends on TERM, alone"
+    deadline = time.monotonic() + 5
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(child), "the group's other process outlived the stop"
