@@ -237,5 +237,5 @@ def test_a_missing_permission_or_writable_path_fails_the_rehearsal_naming_it(
 def test_destroy_leaves_nothing(deployed: subprocess.CompletedProcess[str]) -> None:
     destroyed = make("destroy")
     assert destroyed.returncode == 0, "make destroy ENV=local failed"
-    assert emulated_processes() == [], "a process of the rehearsal outlived the destroy"
+    assert emulated_processes(STATE) == [], "a process of the rehearsal outlived the destroy"
     assert not (STATE / "rehearsal").exists()
