@@ -278,7 +278,3 @@ def audit(settings: Settings, timeout: float = 180) -> Audit:
         unexpected_clean=len(set(clean) - valid),
         unexpected_dead=len(set(dead) - invalid),
     )
-
-
-def wait_for_file(path: Path, timeout: float) -> bool:
-    return wait_until(path.exists, timeout, interval=0.2)
