@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sensor_pipeline import faults, rules, schema, store
+from sensor_pipeline import faults, python_worker, rules, schema, store
 from sensor_pipeline.config import Settings
 
 if TYPE_CHECKING:
@@ -130,8 +130,11 @@ def deliver(settings_json: str, dead_letter_refused: bool) -> Callable[[Iterable
     """The task of one slice, for ``mapInArrow`` over ``spark_rules.routed`` rows; yields its counts."""
 
     def run(batches: Iterable[pa.RecordBatch]) -> Iterator[Any]:
+        import confluent_kafka  # noqa: F401 - imported before the worker's objects are frozen
         import pyarrow as pa
+        import pymongo  # noqa: F401
 
+        python_worker.prepare()
         settings = Settings.model_validate_json(settings_json)
         rows = [r for b in batches for r in b.to_pylist()]
         if not rows:
