@@ -68,3 +68,38 @@ def test_before_the_dead_letter_attempt_a_refused_document_fails_the_slice(faked
     faked["insert"] = store.StoreError("refused", {2: "1: internal"}, store.WriteResult(1))
     with pytest.raises(store.StoreError):
         published_and_refused(rows(1, 2), dead_letter_refused=False)
+
+
+class _Metadata:
+    def __init__(self, broker: int) -> None:
+        self.orig_broker_id = broker
+
+
+class _Producer:
+    """confluent_kafka.Producer's calls that ``delivery._producer`` makes, recorded; metadata is answered
+    by the bootstrap address (broker id -1) ``bootstrap_answers`` times, then by broker 1."""
+
+    bootstrap_answers = 2
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config, self.calls = config, []  # type: ignore[var-annotated]
+        self.answers = [-1] * self.bootstrap_answers + [1]
+
+    def list_topics(self, topic: str, timeout: float) -> _Metadata:
+        self.calls.append(("metadata", topic))
+        return _Metadata(self.answers.pop(0) if len(self.answers) > 1 else self.answers[0])
+
+    def init_transactions(self, timeout: float) -> None:
+        self.calls.append(("init_transactions", None))
+
+
+def test_a_producer_asks_for_its_id_once_a_broker_learned_from_metadata_has_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before that, librdkafka has no connection it asks a producer id over, and retries after 500 ms."""
+    import confluent_kafka
+
+    monkeypatch.setattr(confluent_kafka, "Producer", _Producer)
+    producer = delivery._producer(SETTINGS, "job-RawSensorData-0")
+    assert producer.calls == [("metadata", "CleanSensorData")] * 3 + [("init_transactions", None)]
+    assert producer.config["transactional.id"] == "job-RawSensorData-0"
