@@ -4,7 +4,8 @@ Per micro-batch (the raw Kafka records of the batch):
 
 1. **validate** with the batch's time as a literal (``spark_rules.validate``/``routed``): the future
    limit folds into a string constant, which generated code references, so the compiled plan is
-   reused from one batch to the next;
+   reused from one batch to the next, and the rules' column expressions, which name the batch's
+   time by column, are built once per job;
 2. **deliver** in one Spark job, one task per source partition (:mod:`sensor_pipeline.delivery`):
    store, then publish clean messages and dead letters and commit the slice's offsets to the job's
    consumer group in one Kafka transaction. The group's offsets are the job's progress, its lag as
@@ -62,7 +63,7 @@ class BatchWriter:
         """The batch's raw records, validated against ``now`` and shaped for delivery."""
         instant = F.timestamp_micros(F.lit((now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)))
         lines = spark_rules.raw_lines(records)
-        return spark_rules.routed(spark_rules.validate(lines, instant, self.settings.future_tolerance_seconds), instant)
+        return spark_rules.routed(spark_rules.validate(lines, instant, self.settings.future_tolerance_seconds))
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
         if self.stopping.is_set():

@@ -7,6 +7,7 @@ timestamp without offset means UTC, as the contract says; :func:`utc_session_con
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import Column, DataFrame
@@ -26,6 +27,9 @@ _DOUBLE_INF = float("inf")
 #: Timestamps as text that sorts as they do (four-digit years: the rules allow 1-9999).
 _SORTABLE = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The batch's time, a column of the validated rows: ``validate`` adds it, ``routed`` and
+#: ``dead_letters`` write it as ``RejectedAt``.
+BATCH_TIME = "batch_time"
 
 
 def _instant(value: datetime) -> Column:
@@ -60,21 +64,37 @@ def raw_lines(records: DataFrame) -> DataFrame:
     Bytes that are not UTF-8 become U+FFFD (the line is then invalid, never unreadable), and a record
     without a value (a tombstone) is an empty line, so both reach the dead letters like any other.
     """
+    return records.select(*_line_columns())
+
+
+@functools.cache
+def _line_columns() -> tuple[Column, ...]:
     value = F.coalesce(F.make_valid_utf8(F.col("value").cast("string")), F.lit(""))
-    return records.select(value.alias("value"), "topic", "partition", "offset")
+    return value.alias("value"), F.col("topic"), F.col("partition"), F.col("offset")
 
 
 def validate(lines: DataFrame, now: Column | None = None, future_tolerance_seconds: int = 300) -> DataFrame:
     """Add the verdict of each ``value`` line: ``reason`` (null when valid), ``detail`` and the typed fields.
 
-    Output columns added: ``fields`` (array), ``TimeStamp`` (timestamp), ``WaterTemperature``,
-    ``Turbidity``, ``BatteryLife`` (double), ``Beach`` (string, spaces restored), ``MeasurementID``
-    (long), ``reason``, ``detail``. ``now`` is the time ``future_timestamp`` is judged against: the
-    job passes the micro-batch's time as a literal (default: ``current_timestamp()``).
+    Output columns added: ``batch_time`` (:data:`BATCH_TIME`, ``now``), ``fields`` (array),
+    ``TimeStamp`` (timestamp), ``WaterTemperature``, ``Turbidity``, ``BatteryLife`` (double), ``Beach``
+    (string, spaces restored), ``MeasurementID`` (long), ``reason``, ``detail``. ``now`` is the time
+    ``future_timestamp`` is judged against: the job passes the micro-batch's time as a literal
+    (default: ``current_timestamp()``).
     """
-    now = now if now is not None else F.current_timestamp()
+    fields, typed, verdict = _validation(future_tolerance_seconds)
+    df = lines.withColumn(BATCH_TIME, now if now is not None else F.current_timestamp())
+    return df.withColumn("fields", fields).select("*", *typed).withColumns(verdict)
+
+
+@functools.cache
+def _validation(future_tolerance_seconds: int) -> tuple[Column, tuple[Column, ...], dict[str, Column]]:
+    """``validate``'s column expressions, built once per process: each is a tree of JVM objects that
+    costs hundreds of Py4J calls to build (about 0.15 s a micro-batch, measured), and they refer to the
+    batch's time by column name, so every batch reuses them."""
+    now = F.col(BATCH_TIME)
     stripped = F.regexp_replace(F.col("value"), f"^{rules.SPLIT_PATTERN}|{rules.SPLIT_PATTERN}$", "")
-    df = lines.withColumn("fields", F.when(stripped == "", F.array()).otherwise(F.split(stripped, rules.SPLIT_PATTERN)))
+    fields = F.when(stripped == "", F.array()).otherwise(F.split(stripped, rules.SPLIT_PATTERN))
     field = {name: F.get(F.col("fields"), i) for i, name in enumerate(rules.FIELDS)}
     shape_ok = F.size("fields") == rules.FIELD_COUNT
     ts_text = field["TimeStamp"]
@@ -84,8 +104,7 @@ def validate(lines: DataFrame, now: Column | None = None, future_tolerance_secon
     numbers = {name: _number(field[name]) for name in rules.RANGES}
     id_text = field["MeasurementID"]
     measurement_id = F.when(id_text.rlike(rules.ID_PATTERN), id_text.try_cast("long"))
-    df = df.select(
-        "*",
+    typed = (
         timestamp.alias("TimeStamp"),
         *(value.alias(name) for name, value in numbers.items()),
         F.regexp_replace(field["Beach"], "_", " ").alias("Beach"),
@@ -142,7 +161,7 @@ def validate(lines: DataFrame, now: Column | None = None, future_tolerance_secon
         failed, text = failures[code]
         reason = F.when(failed, F.lit(code)).otherwise(reason)
         detail = F.when(failed, text).otherwise(detail)
-    return df.withColumn("reason", reason).withColumn("detail", detail)
+    return fields, typed, {"reason": reason, "detail": detail}
 
 
 def _document_columns() -> list[Column]:
@@ -182,7 +201,7 @@ def source_struct(topic: Column, partition: Column, offset: Column) -> Column:
     return F.struct(topic.alias("topic"), partition.alias("partition"), offset.alias("offset"))
 
 
-def dead_letter_value(raw: Column, reason: Column, detail: Column, source: Column, at: Column | None = None) -> Column:
+def dead_letter_value(raw: Column, reason: Column, detail: Column, source: Column, at: Column) -> Column:
     """The InvalidSensorData value: JSON of RawData/Reason/Detail/Source/RejectedAt.
 
     RawData is the whole line, except for a ``too_long`` one: its first :data:`rules.RAW_DATA_QUOTE`
@@ -195,18 +214,17 @@ def dead_letter_value(raw: Column, reason: Column, detail: Column, source: Colum
             reason.alias("Reason"),
             detail.alias("Detail"),
             source.alias("Source"),
-            F.date_format(at if at is not None else F.current_timestamp(), schema.TIMESTAMP_FORMAT_SPARK).alias(
-                "RejectedAt"
-            ),
+            F.date_format(at, schema.TIMESTAMP_FORMAT_SPARK).alias("RejectedAt"),
         )
     )
 
 
-def _letter_record(at: Column | None = None) -> tuple[Column, Column]:
-    """Dead-letter (key, value) of an invalid validated row: key = beach where known."""
+def _letter_record() -> tuple[Column, Column]:
+    """Dead-letter (key, value) of an invalid validated row: key = beach where known, ``RejectedAt`` =
+    the batch's time."""
     key = F.when((F.size("fields") == rules.FIELD_COUNT) & (F.col("reason") != "too_long"), F.get(F.col("fields"), 4))
     source = source_struct(F.col("topic"), F.col("partition"), F.col("offset"))
-    return key, dead_letter_value(F.col("value"), F.col("reason"), F.col("detail"), source, at)
+    return key, dead_letter_value(F.col("value"), F.col("reason"), F.col("detail"), source, F.col(BATCH_TIME))
 
 
 def dead_letters(validated: DataFrame) -> DataFrame:
@@ -215,34 +233,35 @@ def dead_letters(validated: DataFrame) -> DataFrame:
     return validated.where(F.col("reason").isNotNull()).select(key.alias("key"), value.alias("value"))
 
 
-def routed(validated: DataFrame, at: Column | None = None) -> DataFrame:
+def routed(validated: DataFrame) -> DataFrame:
     """Every validated row, ready for the batch writer: its source (``topic``, ``partition``,
     ``offset``), ``reason`` (null when valid), the stored document's columns (``TimeStamp`` as epoch
     milliseconds; null for invalid rows) and the Kafka record it becomes (``key``, ``value``): its
-    CleanSensorData message when valid, its dead letter otherwise (``RejectedAt`` = ``at``, the batch's
-    time). One projection, so that the Python side only chooses rows and writes documents.
+    CleanSensorData message when valid, its dead letter otherwise (``RejectedAt`` = the batch's time).
+    One projection, so that the Python side only chooses rows and writes documents.
     """
+    first, second = _routing()
+    return validated.select(*first).select(*second)
+
+
+@functools.cache
+def _routing() -> tuple[tuple[Column, ...], tuple[Column, ...]]:
+    """``routed``'s two projections, built once per process (see :func:`_validation`)."""
     valid = F.col("reason").isNull()
-    letter_key, letter_value = _letter_record(at)
-    frame = validated.select(
+    letter_key, letter_value = _letter_record()
+    first = (
         *_document_columns(),
-        "reason",
-        "detail",
-        "fields",
-        "value",
-        "topic",
-        "partition",
-        "offset",
+        *(F.col(name) for name in ("reason", "detail", "fields", "value", "topic", "partition", "offset")),
         # CASE WHEN evaluates only the branch a row takes: no dead-letter JSON for a valid row.
         F.when(~valid, letter_key).alias("letter_key"),
         F.when(~valid, letter_value).alias("letter_value"),
     )
     clean_key, clean_value = _clean_record()
-    return frame.select(
-        "topic",
-        "partition",
-        "offset",
-        "reason",
+    second = (
+        F.col("topic"),
+        F.col("partition"),
+        F.col("offset"),
+        F.col("reason"),
         *(
             F.when(valid, F.unix_millis(key.name) if key.name == "TimeStamp" else F.col(key.name)).alias(key.name)
             for key in schema.DOCUMENT
@@ -250,3 +269,4 @@ def routed(validated: DataFrame, at: Column | None = None) -> DataFrame:
         F.when(valid, clean_key).otherwise(F.col("letter_key")).alias("key"),
         F.when(valid, clean_value).otherwise(F.col("letter_value")).alias("value"),
     )
+    return first, second

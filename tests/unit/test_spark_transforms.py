@@ -103,3 +103,23 @@ def test_dead_letters_carry_reason_detail_and_source(validated: Any) -> None:
     assert "WaterTemperature" in value["Detail"]
     assert datetime.fromisoformat(value["RejectedAt"].replace("Z", "+00:00")) <= datetime.now(UTC)
     assert by_reason["bad_shape"][0] is None, "no beach is known for a line of the wrong shape"
+
+
+def test_each_batch_reuses_the_rules_expressions_and_gets_its_own_time(spark: Any) -> None:
+    """The job validates every micro-batch against its own time; the expressions that encode the rules
+    are built for the first batch only (hundreds of Py4J calls each time otherwise)."""
+    from pyspark.sql import functions as F
+
+    frame = spark.createDataFrame(
+        [("garbage", "RawSensorData", 0, 1)], "value string, topic string, partition int, offset long"
+    )
+    built = spark_rules._validation.cache_info().misses, spark_rules._routing.cache_info().misses
+    rejected = []
+    for at in ("2026-01-01T00:00:00", "2026-01-01T00:00:05"):
+        batch = spark_rules.routed(spark_rules.validate(frame, now=F.lit(at).cast("timestamp")))
+        rejected.append(json.loads(batch.first().value)["RejectedAt"])
+    assert rejected == ["2026-01-01T00:00:00.000Z", "2026-01-01T00:00:05.000Z"]
+    assert (spark_rules._validation.cache_info().misses, spark_rules._routing.cache_info().misses) <= (
+        built[0] + 1,
+        built[1] + 1,
+    ), "a later batch built the rules' expressions again"
