@@ -39,13 +39,15 @@ local-clean: venv ## Stop the local stack and delete its data, logs and checkpoi
 
 # --- quality -------------------------------------------------------------------------------------
 .PHONY: lint typecheck fmt test unit integration chaos test-infra bench bench-dashboard tools browser sandbox
+PY_DIRS := src jobs tests benchmarks
+
 lint: venv ## ruff check + format check, compose file up to date
-	@$(BIN)/ruff check src jobs tests benchmarks
-	@$(BIN)/ruff format --check src jobs tests benchmarks
+	@$(BIN)/ruff check $(PY_DIRS)
+	@$(BIN)/ruff format --check $(PY_DIRS)
 	@$(BIN)/sensor-pipeline stack compose --check
 
 fmt: venv ## Format the code
-	@$(BIN)/ruff format src jobs tests && $(BIN)/ruff check --fix src jobs tests
+	@$(BIN)/ruff format $(PY_DIRS) && $(BIN)/ruff check --fix $(PY_DIRS)
 
 typecheck: venv ## mypy (strict) on src/ and jobs/
 	@$(BIN)/mypy
