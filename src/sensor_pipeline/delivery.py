@@ -57,7 +57,7 @@ def _producer(settings: Settings, transactional_id: str) -> Any:
     Not kept across tasks: Spark gives a partition to any idle Python worker, so a kept producer is
     often fenced by another worker's and its slice runs twice; tried, it was slower (``make bench``
     clean p50 1.39 s against 1.18 s at 100 readings/s)."""
-    from confluent_kafka import Producer
+    from confluent_kafka import KafkaError, KafkaException, Producer
 
     producer = Producer(
         settings.librdkafka_options()
@@ -71,14 +71,23 @@ def _producer(settings: Settings, transactional_id: str) -> Any:
             "reconnect.backoff.ms": 10,
         }
     )
-    # librdkafka asks for the producer id only over a connection to a broker it learned from metadata
-    # (not a bootstrap address); with none up yet it waits out a fixed 500 ms retry timer
-    # (rdkafka_idempotence.c): 24 of 72 inits locally, most of a small batch's time. Metadata answered
-    # by a learned broker (its id, not the bootstrap's -1) means one is up: then 0 of 72, max 13 ms.
+    # librdkafka (2.10 and later) drops its bootstrap brokers once metadata names the real ones, and
+    # finds the transaction coordinator only over a connected broker; with none connected yet it retries
+    # after a fixed 500 ms (rdkafka_txnmgr.c): 24 of 72 inits locally, most of a small batch's time.
+    # Metadata answered by a broker it learned (an id >= 0; a bootstrap one is -1) means one is
+    # connected: then 0 of 72, max 13 ms (one local broker).
     deadline = time.monotonic() + TIMEOUT
-    while producer.list_topics(settings.clean_topic, timeout=TIMEOUT).orig_broker_id < 0:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no Kafka broker of {settings.kafka_bootstrap} answered within {TIMEOUT:.0f} s")
+    pause = 0.0  # the second request waits for a connection to a learned broker: usually enough
+    while producer.list_topics(settings.clean_topic, timeout=max(0.1, deadline - time.monotonic())).orig_broker_id < 0:
+        if time.monotonic() + pause > deadline:
+            raise KafkaException(
+                KafkaError(
+                    KafkaError._TIMED_OUT,
+                    f"no broker that {settings.kafka_bootstrap} lists answered within {TIMEOUT:.0f} s",
+                )
+            )
+        time.sleep(pause)  # not a busy loop when brokers are unreachable and librdkafka re-bootstraps
+        pause = min(max(pause * 2, 0.01), 0.5)
     producer.init_transactions(TIMEOUT)
     return producer
 
@@ -137,9 +146,7 @@ def deliver(settings_json: str, dead_letter_refused: bool) -> Callable[[Iterable
     """The task of one slice, for ``mapInArrow`` over ``spark_rules.routed`` rows; yields its counts."""
 
     def run(batches: Iterable[pa.RecordBatch]) -> Iterator[Any]:
-        import confluent_kafka  # noqa: F401 - imported before the worker's objects are frozen
         import pyarrow as pa
-        import pymongo  # noqa: F401
 
         python_worker.prepare()
         settings = Settings.model_validate_json(settings_json)

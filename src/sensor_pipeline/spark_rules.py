@@ -91,7 +91,8 @@ def validate(lines: DataFrame, now: Column | None = None, future_tolerance_secon
 def _validation(future_tolerance_seconds: int) -> tuple[Column, tuple[Column, ...], dict[str, Column]]:
     """``validate``'s column expressions, built once per process: each is a tree of JVM objects that
     costs hundreds of Py4J calls to build (about 0.15 s a micro-batch, measured), and they refer to the
-    batch's time by column name, so every batch reuses them."""
+    batch's time by column name, so every batch reuses them. Classic PySpark, as the job runs: a
+    process does not switch to Spark Connect, whose columns are of another kind."""
     now = F.col(BATCH_TIME)
     stripped = F.regexp_replace(F.col("value"), f"^{rules.SPLIT_PATTERN}|{rules.SPLIT_PATTERN}$", "")
     fields = F.when(stripped == "", F.array()).otherwise(F.split(stripped, rules.SPLIT_PATTERN))
@@ -135,7 +136,10 @@ def _validation(future_tolerance_seconds: int) -> tuple[Column, tuple[Column, ..
         "future_timestamp": (
             # Compared as fixed-width text (chronological for years 1-9999): the limit folds into a
             # string constant, which generated code references, where a timestamp constant would be
-            # inlined and recompiled for every micro-batch (its time changes each batch).
+            # inlined and recompiled for every micro-batch (its time changes each batch). The batch_time
+            # literal reaches here through projections only (Spark's FoldablePropagation); a cache,
+            # checkpoint or Python UDF between validate and routed would stop the folding
+            # (tests/integration/test_delivery.py checks that later batches compile nothing).
             F.date_format(col("TimeStamp"), _SORTABLE)
             > F.date_format(now + F.make_dt_interval(secs=F.lit(future_tolerance_seconds)), _SORTABLE),
             F.format_string("%s is ahead of processing time", quote(ts_text)),

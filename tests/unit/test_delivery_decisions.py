@@ -103,3 +103,35 @@ def test_a_producer_asks_for_its_id_once_a_broker_learned_from_metadata_has_answ
     producer = delivery._producer(SETTINGS, "job-RawSensorData-0")
     assert producer.calls == [("metadata", "CleanSensorData")] * 3 + [("init_transactions", None)]
     assert producer.config["transactional.id"] == "job-RawSensorData-0"
+
+
+def test_a_producer_that_no_learned_broker_answers_fails_within_the_timeout_without_spinning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Brokers named in metadata but unreachable (librdkafka falls back to the bootstrap addresses)."""
+    import confluent_kafka
+
+    clock = {"now": 0.0}
+    sleeps: list[float] = []
+    timeouts: list[float] = []
+
+    class Unreachable(_Producer):
+        bootstrap_answers = 10**6
+
+        def list_topics(self, topic: str, timeout: float) -> _Metadata:
+            timeouts.append(timeout)
+            clock["now"] += 0.05  # each answer takes a round trip
+            return super().list_topics(topic, timeout)
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock["now"] += seconds
+
+    monkeypatch.setattr(confluent_kafka, "Producer", Unreachable)
+    monkeypatch.setattr(delivery.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(delivery.time, "sleep", sleep)
+    with pytest.raises(confluent_kafka.KafkaException, match=r"no broker that .* lists answered within 30 s"):
+        delivery._producer(SETTINGS, "job-RawSensorData-0")
+    assert clock["now"] <= delivery.TIMEOUT + 0.1
+    assert timeouts == sorted(timeouts, reverse=True) and timeouts[-1] < 1, "each request waits what is left"
+    assert len(timeouts) < 100 and max(sleeps) == 0.5, "backs off instead of spinning"
