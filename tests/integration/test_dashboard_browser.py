@@ -208,6 +208,7 @@ def test_the_health_row_shows_dead_letters_by_reason_after_bad_lines(
     send([line.format(now=now, id=ids.next()) for line in BAD_LINES.values()])
     for reason in BAD_LINES:
         page.locator(f'[data-metric="dead"] [data-reason="{reason}"]').wait_for(timeout=120_000)
+    assert page.locator('[data-metric="dead"] [data-reason="bad_shape"]').text_content() == "bad_shape 1"
     assert page.problems == []
 
 
@@ -215,6 +216,15 @@ def test_the_time_range_selector_sets_the_span_the_plots_show(page: Any) -> None
     for label, seconds in (("5 min", 300), ("6 h", 21_600), ("1 h", 3_600)):
         page.get_by_role("button", name=label, exact=True).click()
         eventually(lambda s=seconds: abs(x_span(page) - s) < 1, timeout=30, what=f"a {label} x range")
+    assert page.problems == []
+
+
+def test_three_silent_minutes_are_drawn_as_a_gap_and_the_range_ends_at_the_present(page: Any) -> None:
+    """The first wave of readings is three minutes older than the live feed: each beach's line breaks
+    there instead of running straight across; and the x range of a live feed ends at the present."""
+    page.get_by_role("button", name="1 h", exact=True).click()
+    eventually(lambda: all(has_gap(page, beach) for beach in BEACHES), timeout=60, what="a gap in every beach's line")
+    eventually(lambda: abs(x_end_behind(page)) < 5, timeout=30, what="the x range ending at the present")
     assert page.problems == []
 
 
