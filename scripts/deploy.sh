@@ -53,12 +53,19 @@ if local_env; then
   mkdir -p "$rehearsal"
 fi
 
+stack_running() {
+  # stack status: 0 all up, 1 a service failed or is not ready, 3 the stack is not running.
+  local code=0
+  "$cli" stack status >/dev/null 2>&1 || code=$?
+  [ "$code" -ne 3 ]
+}
+
 start_local_stack() {
   # The infra tier only (Kafka, the MongoDB-wire server, the emulator): the pipeline that runs is
   # the one this deploy starts through ECS and EMR.
   bash scripts/install-sandbox.sh
   step "local stack: Kafka, MongoDB-wire server, AWS emulator (not local-up's app tier)"
-  if ! "$cli" stack status >/dev/null 2>&1; then touch "$rehearsal/started-stack"; fi
+  if ! stack_running; then touch "$rehearsal/started-stack"; fi
   "$cli" stack up --infra-only --refuse-app-tier | tail -n 2
   # moto keeps its state in memory: Terraform state made against an earlier emulator is stale.
   if [ -f "$rehearsal/terraform.tfstate" ] && ! cmp -s .local-stack/emulator.boot "$rehearsal/emulator.boot"; then
@@ -206,7 +213,7 @@ deploy() {
 }
 
 destroy() {
-  if local_env && ! "$cli" stack status >/dev/null 2>&1; then
+  if local_env && ! stack_running; then
     echo "the local stack is not running: nothing of the rehearsal is left"; rm -rf "$rehearsal"; return
   fi
   init

@@ -269,7 +269,8 @@ def stack_down() -> None:
 
 @stack.command("status")
 def stack_status() -> None:
-    """Show each service's state."""
+    """Show each service's state. Exit 0: every started service is up; 1: one failed or is not ready
+    yet; 3: the stack is not running."""
     sys.exit(_stack_call("status"))
 
 

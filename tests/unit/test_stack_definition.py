@@ -223,3 +223,14 @@ def test_a_port_taken_by_another_process_is_named_in_the_error(tmp_path: Path) -
         service = Service(name="kafka", tier="infra", health="kafka", describe="broker", port=port)
         with pytest.raises(StackError, match=f"port {port} .*already in use"):
             _start_service(NothingRunning(), service, Paths(ROOT, tmp_path))  # type: ignore[arg-type]
+
+
+def test_stack_status_exits_non_zero_when_a_started_service_failed_or_is_not_ready() -> None:
+    from sensor_pipeline.stack.runner import status_code
+
+    up = ["READY", "READY", "READY", "RUNNING"]
+    assert status_code(True, up) == 0
+    assert status_code(True, ["READY", "STOPPED", "STOPPED"]) == 0, "up --infra-only: the rest not started"
+    for broken in ("FATAL", "BACKOFF", "EXITED", "STARTING"):
+        assert status_code(True, [*up, broken]) == 1, broken
+    assert status_code(False, ["STOPPED"] * 4) == 3

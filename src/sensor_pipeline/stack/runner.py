@@ -456,7 +456,23 @@ def up(root: Path, infra_only: bool = False, refuse_app_tier: bool = False) -> N
     print(status_table(paths, definition))
 
 
+#: Supervisor states of a service that is up, or deliberately not started (``up --infra-only``).
+FINE_STATES = frozenset({"READY", "RUNNING", "STOPPED"})
+
+
+def status_code(daemon_running: bool, states: list[str]) -> int:
+    """``stack status``'s exit code: 0 every started service is up, 1 one failed or is not ready yet
+    (FATAL, BACKOFF, EXITED, STARTING, ...), 3 the stack is not running."""
+    if not daemon_running:
+        return 3
+    return 0 if all(state in FINE_STATES for state in states) else 1
+
+
 def status_table(paths: Paths, definition: StackDefinition) -> str:
+    return _status(paths, definition)[0]
+
+
+def _status(paths: Paths, definition: StackDefinition) -> tuple[str, int]:
     supervisor = Supervisor(paths)
     daemon = supervisor.running()
     rows = [("service", "state", "address", "what"), ("-------", "-----", "-------", "----")]
@@ -470,13 +486,14 @@ def status_table(paths: Paths, definition: StackDefinition) -> str:
         rows.append((service.name, state, address, service.describe))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-    return f"{table}\n\nlogs: {paths.logs}/<service>.log    state: {paths.state}"
+    code = status_code(daemon, [row[1] for row in rows[2:]])
+    return f"{table}\n\nlogs: {paths.logs}/<service>.log    state: {paths.state}", code
 
 
 def status(root: Path) -> int:
-    paths = Paths.of(root)
-    print(status_table(paths, load(root)))
-    return 0 if Supervisor(paths).running() else 3
+    table, code = _status(Paths.of(root), load(root))
+    print(table)
+    return code
 
 
 def down(root: Path) -> None:
