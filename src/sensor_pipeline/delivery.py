@@ -92,7 +92,9 @@ def _producer(settings: Settings, transactional_id: str) -> Any:
     return producer
 
 
-def _group(settings: Settings) -> Any:
+def group_consumer(settings: Settings) -> Any:
+    """The job group's ``read_committed`` consumer (never joined), cached per process: committed offsets
+    and the group metadata a transaction commits offsets with."""
     from confluent_kafka import Consumer
 
     consumer = _offsets.get(settings.job_group)
@@ -112,17 +114,27 @@ def close_group_clients() -> None:
 
 
 def committed(settings: Settings, topic: str, partition: int) -> int | None:
-    """The group's stable committed offset of the partition (None: nothing committed). An error for
-    the partition (authorization, an unknown partition) is raised, never read as "nothing"."""
-    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+    """The group's stable committed offset of the partition (None: nothing committed)."""
+    from confluent_kafka import TopicPartition
+
+    (position,) = committed_positions(settings, [TopicPartition(topic, partition)])
+    return int(position.offset) if position.offset >= 0 else None
+
+
+def committed_positions(settings: Settings, partitions: list[Any]) -> list[Any]:
+    """The group's stable committed positions of ``TopicPartition``s (offset < 0: nothing committed), as
+    a ``read_committed`` consumer reads them: offsets a transaction has pending are waited for. An error
+    for a partition (authorization, an unknown partition) is raised, never read as "nothing"."""
+    from confluent_kafka import KafkaError, KafkaException
 
     deadline = time.monotonic() + TIMEOUT
     while True:
         try:
-            (position,) = _group(settings).committed([TopicPartition(topic, partition)], timeout=TIMEOUT)
-            if position.error is not None:
-                raise KafkaException(position.error)
-            return int(position.offset) if position.offset >= 0 else None
+            positions = group_consumer(settings).committed(partitions, timeout=TIMEOUT)
+            failed = [p for p in positions if p.error is not None]
+            if failed:
+                raise KafkaException(failed[0].error)
+            return list(positions)
         except KafkaException as error:
             # The group's coordinator moves or loads (a broker restart, a fresh __consumer_offsets):
             # librdkafka reports it rather than retrying; the answer comes once it is back.
@@ -138,7 +150,7 @@ def log_start(settings: Settings, topic: str, partition: int) -> int:
     """The partition's first retained offset."""
     from confluent_kafka import TopicPartition
 
-    low, _high = _group(settings).get_watermark_offsets(TopicPartition(topic, partition), timeout=TIMEOUT)
+    low, _high = group_consumer(settings).get_watermark_offsets(TopicPartition(topic, partition), timeout=TIMEOUT)
     return int(low)
 
 
@@ -211,7 +223,8 @@ class Slice:
                 faults.hit("publishing")
             self._produce(producer, topic, key, value)
         next_offset = [TopicPartition(self.topic, self.partition, int(todo[-1]["offset"]) + 1)]
-        producer.send_offsets_to_transaction(next_offset, _group(self.settings).consumer_group_metadata(), TIMEOUT)
+        group = group_consumer(self.settings).consumer_group_metadata()
+        producer.send_offsets_to_transaction(next_offset, group, TIMEOUT)
         producer.commit_transaction(TIMEOUT)
         faults.hit("committed")
         self.counts["published"] = len(clean)

@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from sensor_pipeline import delivery
 from sensor_pipeline.config import Settings
 
 log = logging.getLogger("sensor_pipeline.job")
@@ -45,26 +46,17 @@ def _admin(settings: Settings) -> Any:
 def committed(settings: Settings) -> dict[int, int]:
     """{partition: next offset} the job's group has committed on the raw topic.
 
-    Read as the job's own read_committed consumer reads them (a consumer of the group, never joined):
-    offsets a transaction has pending are waited for, not skipped, and an error for a partition is
-    raised, never read as "nothing committed"."""
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    Read as the job's own tasks read them (``delivery.committed_positions``): offsets a transaction has
+    pending are waited for, not skipped, and an error for a partition is raised, never read as
+    "nothing committed"."""
+    from confluent_kafka import KafkaException, TopicPartition
 
-    consumer = Consumer(
-        settings.librdkafka_options()
-        | {"group.id": settings.job_group, "isolation.level": "read_committed", "enable.auto.commit": False}
-    )
-    try:
-        metadata = consumer.list_topics(settings.raw_topic, timeout=TIMEOUT).topics[settings.raw_topic]
-        if metadata.error is not None:
-            raise KafkaException(metadata.error)
-        asked = [TopicPartition(settings.raw_topic, p) for p in sorted(metadata.partitions)]
-        positions = consumer.committed(asked, timeout=TIMEOUT)
-    finally:
-        consumer.close()
-    failed = [tp for tp in positions if tp.error is not None]
-    if failed:
-        raise KafkaException(failed[0].error)
+    metadata = delivery.group_consumer(settings).list_topics(settings.raw_topic, timeout=TIMEOUT)
+    topic = metadata.topics[settings.raw_topic]
+    if topic.error is not None:
+        raise KafkaException(topic.error)
+    asked = [TopicPartition(settings.raw_topic, p) for p in sorted(topic.partitions)]
+    positions = delivery.committed_positions(settings, asked)
     return {int(tp.partition): int(tp.offset) for tp in positions if tp.offset >= 0}
 
 
