@@ -92,17 +92,20 @@ def _producer(settings: Settings, transactional_id: str) -> Any:
     return producer
 
 
-def group_consumer(settings: Settings) -> Any:
-    """The job group's ``read_committed`` consumer (never joined), cached per process: committed offsets
-    and the group metadata a transaction commits offsets with."""
+def group_consumer(settings: Settings, cached: bool = True) -> Any:
+    """The job group's ``read_committed`` consumer (never joined): committed offsets and the group
+    metadata a transaction commits offsets with. Cached per process (a Python worker's tasks), unless
+    ``cached`` is false: then the caller closes it."""
     from confluent_kafka import Consumer
 
-    consumer = _offsets.get(settings.job_group)
+    consumer = _offsets.get(settings.job_group) if cached else None
     if consumer is None:
-        consumer = _offsets[settings.job_group] = Consumer(
+        consumer = Consumer(
             settings.librdkafka_options()
             | {"group.id": settings.job_group, "isolation.level": "read_committed", "enable.auto.commit": False}
         )
+        if cached:
+            _offsets[settings.job_group] = consumer
     return consumer
 
 
@@ -121,16 +124,17 @@ def committed(settings: Settings, topic: str, partition: int) -> int | None:
     return int(position.offset) if position.offset >= 0 else None
 
 
-def committed_positions(settings: Settings, partitions: list[Any]) -> list[Any]:
+def committed_positions(settings: Settings, partitions: list[Any], consumer: Any = None) -> list[Any]:
     """The group's stable committed positions of ``TopicPartition``s (offset < 0: nothing committed), as
     a ``read_committed`` consumer reads them: offsets a transaction has pending are waited for. An error
-    for a partition (authorization, an unknown partition) is raised, never read as "nothing"."""
+    for a partition (authorization, an unknown partition) is raised, never read as "nothing".
+    ``consumer``: a consumer of the group the caller closes (default: the process's cached one)."""
     from confluent_kafka import KafkaError, KafkaException
 
     deadline = time.monotonic() + TIMEOUT
     while True:
         try:
-            positions = group_consumer(settings).committed(partitions, timeout=TIMEOUT)
+            positions = (consumer or group_consumer(settings)).committed(partitions, timeout=TIMEOUT)
             failed = [p for p in positions if p.error is not None]
             if failed:
                 raise KafkaException(failed[0].error)

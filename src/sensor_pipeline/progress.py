@@ -51,12 +51,15 @@ def committed(settings: Settings) -> dict[int, int]:
     "nothing committed"."""
     from confluent_kafka import KafkaException, TopicPartition
 
-    metadata = delivery.group_consumer(settings).list_topics(settings.raw_topic, timeout=TIMEOUT)
-    topic = metadata.topics[settings.raw_topic]
-    if topic.error is not None:
-        raise KafkaException(topic.error)
-    asked = [TopicPartition(settings.raw_topic, p) for p in sorted(topic.partitions)]
-    positions = delivery.committed_positions(settings, asked)
+    consumer = delivery.group_consumer(settings, cached=False)  # the driver and the CLI use it once
+    try:
+        topic = consumer.list_topics(settings.raw_topic, timeout=TIMEOUT).topics[settings.raw_topic]
+        if topic.error is not None:
+            raise KafkaException(topic.error)
+        asked = [TopicPartition(settings.raw_topic, p) for p in sorted(topic.partitions)]
+        positions = delivery.committed_positions(settings, asked, consumer)
+    finally:
+        consumer.close()
     return {int(tp.partition): int(tp.offset) for tp in positions if tp.offset >= 0}
 
 

@@ -135,3 +135,36 @@ def test_a_producer_that_no_learned_broker_answers_fails_within_the_timeout_with
     assert clock["now"] <= delivery.TIMEOUT + 0.1
     assert timeouts == sorted(timeouts, reverse=True) and timeouts[-1] < 1, "each request waits what is left"
     assert len(timeouts) < 100 and max(sleeps) == 0.5, "backs off instead of spinning"
+
+
+class _Position:
+    def __init__(self, partition: int, offset: int, error: Any = None) -> None:
+        self.partition, self.offset, self.error = partition, offset, error
+
+
+def test_committed_offsets_wait_out_a_moving_coordinator_and_raise_a_partitions_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    answers: list[Any] = [
+        KafkaException(KafkaError(KafkaError.NOT_COORDINATOR)),
+        KafkaException(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS)),
+        [_Position(0, 21), _Position(1, -1001)],
+    ]
+
+    class Consumer:
+        def committed(self, partitions: list[Any], timeout: float) -> Any:
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    monkeypatch.setattr(delivery.time, "sleep", lambda _seconds: None)
+    positions = delivery.committed_positions(SETTINGS, ["p0", "p1"], Consumer())
+    assert [(p.partition, p.offset) for p in positions] == [(0, 21), (1, -1001)] and answers == []
+
+    answers[:] = [[_Position(0, -1, KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))], [_Position(0, 5)]]
+    with pytest.raises(KafkaException) as raised:
+        delivery.committed_positions(SETTINGS, ["p0"], Consumer())
+    assert raised.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, "never read as nothing committed"
