@@ -54,10 +54,11 @@ if local_env; then
 fi
 
 stack_running() {
-  # stack status: 0 all up, 1 a service failed or is not ready, 3 the stack is not running.
+  # stack status: 0 all up, 4 a service failed or is not ready, 3 the stack is not running (any
+  # other code: the command itself failed, which says nothing about the stack: not running).
   local code=0
   "$cli" stack status >/dev/null 2>&1 || code=$?
-  [ "$code" -ne 3 ]
+  [ "$code" -eq 0 ] || [ "$code" -eq 4 ]
 }
 
 start_local_stack() {

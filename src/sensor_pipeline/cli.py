@@ -269,7 +269,7 @@ def stack_down() -> None:
 
 @stack.command("status")
 def stack_status() -> None:
-    """Show each service's state. Exit 0: every started service is up; 1: one failed or is not ready
+    """Show each service's state. Exit 0: every started service is up; 4: one failed or is not ready
     yet; 3: the stack is not running."""
     sys.exit(_stack_call("status"))
 

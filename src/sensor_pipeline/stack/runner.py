@@ -461,11 +461,11 @@ FINE_STATES = frozenset({"READY", "RUNNING", "STOPPED"})
 
 
 def status_code(daemon_running: bool, states: list[str]) -> int:
-    """``stack status``'s exit code: 0 every started service is up, 1 one failed or is not ready yet
-    (FATAL, BACKOFF, EXITED, STARTING, ...), 3 the stack is not running."""
+    """``stack status``'s exit code: 0 every started service is up, 4 one failed or is not ready yet
+    (FATAL, BACKOFF, EXITED, STARTING, ...), 3 the stack is not running (1 stays the CLI's error)."""
     if not daemon_running:
         return 3
-    return 0 if all(state in FINE_STATES for state in states) else 1
+    return 0 if all(state in FINE_STATES for state in states) else 4
 
 
 def status_table(paths: Paths, definition: StackDefinition) -> str:
