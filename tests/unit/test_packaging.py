@@ -48,5 +48,6 @@ def test_every_imported_third_party_module_is_declared() -> None:
             continue
         providers = {_name(d) for d in distributions.get(module, [])}
         if not providers & wanted:
-            undeclared[module] = f"{path.relative_to(ROOT)} (installed by: {sorted(providers) or 'nothing'})"
+            where = f"installed by {sorted(providers)}" if providers else "not installed: install '.[local,dev,bench]'"
+            undeclared[module] = f"{path.relative_to(ROOT)} ({where})"
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
