@@ -93,10 +93,14 @@ class Feeder(threading.Thread):
         super().__init__(daemon=True)
         self.send, self.ids = send, ids
         self.done = threading.Event()
+        #: Set by a test that needs the feed silent for a while.
+        self.paused = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
         while not self.done.wait(1.0):
+            if self.paused.is_set():
+                continue
             try:
                 self.send(readings(self.ids, per_beach=1))
             except BaseException as error:  # reported by the fixture, never lost in a thread
@@ -105,8 +109,18 @@ class Feeder(threading.Thread):
 
 
 @pytest.fixture(scope="module")
+def feeder(send: Callable[[list[str]], None], ids: SnowflakeIds) -> Feeder:
+    """The live feed (started by ``dashboard``, once the job runs)."""
+    return Feeder(send, ids)
+
+
+@pytest.fixture(scope="module")
 def dashboard(
-    sandbox: Settings, send: Callable[[list[str]], None], ids: SnowflakeIds, tmp_path_factory: pytest.TempPathFactory
+    sandbox: Settings,
+    send: Callable[[list[str]], None],
+    ids: SnowflakeIds,
+    feeder: Feeder,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """The job and the dashboard server on the sandbox, a first wave of readings and a live feed;
     the page URL."""
@@ -118,7 +132,6 @@ def dashboard(
     with (logs / "dashboard.log").open("ab") as out:
         server = subprocess.Popen([CLI, "dashboard"], env={**os.environ, **sandbox.to_env(), **origin}, stdout=out,
                                   stderr=subprocess.STDOUT)  # fmt: skip
-    feeder = Feeder(send, ids)
     feeder.start()
     url = f"http://127.0.0.1:{port}/dashboard"
     try:
@@ -219,12 +232,22 @@ def test_the_time_range_selector_sets_the_span_the_plots_show(page: Any) -> None
     assert page.problems == []
 
 
-def test_three_silent_minutes_are_drawn_as_a_gap_and_the_range_ends_at_the_present(page: Any) -> None:
+def test_three_silent_minutes_are_drawn_as_a_gap_and_the_range_ends_at_the_present(page: Any, feeder: Feeder) -> None:
     """The first wave of readings is three minutes older than the live feed: each beach's line breaks
-    there instead of running straight across; and the x range of a live feed ends at the present."""
+    there instead of running straight across; and the x range of a live feed ends at the present, not
+    at its newest reading (told apart while the feed is silent for 12 s)."""
     page.get_by_role("button", name="1 h", exact=True).click()
     eventually(lambda: all(has_gap(page, beach) for beach in BEACHES), timeout=60, what="a gap in every beach's line")
-    eventually(lambda: abs(x_end_behind(page)) < 5, timeout=30, what="the x range ending at the present")
+    feeder.paused.set()
+    silent_since = time.monotonic()
+    try:
+        eventually(
+            lambda: time.monotonic() - silent_since > 12 and abs(x_end_behind(page)) < 3,
+            timeout=60,
+            what="the x range ending at the present, 12 s after the newest reading",
+        )
+    finally:
+        feeder.paused.clear()
     assert page.problems == []
 
 
