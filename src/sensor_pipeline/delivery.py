@@ -73,7 +73,7 @@ def _producer(settings: Settings, transactional_id: str) -> Any:
     )
     # librdkafka (2.10 and later) drops its bootstrap brokers once metadata names the real ones, and
     # finds the transaction coordinator only over a connected broker; with none connected yet it retries
-    # after a fixed 500 ms (rdkafka_txnmgr.c): 24 of 72 inits locally, most of a small batch's time.
+    # after a fixed 500 ms (rdkafka_txnmgr.c): 12 of 30 inits locally, most of a small batch's time.
     # Metadata answered by a broker it learned (an id >= 0; a bootstrap one is -1) means one is
     # connected: then 0 of 72, max 13 ms (one local broker).
     deadline = time.monotonic() + TIMEOUT
