@@ -69,9 +69,10 @@ class Settings(BaseSettings):
 
     # --- Spark job --------------------------------------------------------------------------------
     checkpoint_location: str = ".local-stack/checkpoints/structure_validate_store"
-    # make bench: a micro-batch costs ~0.7-1 s of wall time on 2 cores whatever its size (a producer
-    # and a transaction per partition); 0.5 s avoids running batches back to back when idle (0 costs
-    # a core); under load a batch takes all that arrived meanwhile, so throughput is not capped.
+    # make bench: writing a micro-batch costs ~0.2 s of wall time on 2 cores at low rates (a producer
+    # and a transaction per partition) and ~0.2 s of CPU in Spark's JVM; 0.5 s avoids running batches
+    # back to back when idle (0 costs a core); under load a batch takes all that arrived meanwhile, so
+    # throughput is not capped.
     trigger_seconds: float = Field(0.5, ge=0, description="micro-batch trigger; 0 = as fast as possible")
     max_offsets_per_trigger: int = Field(200_000, ge=1)
     starting_offsets: Literal["earliest", "latest"] = "earliest"

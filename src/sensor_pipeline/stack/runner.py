@@ -453,7 +453,7 @@ def up(root: Path, infra_only: bool = False, refuse_app_tier: bool = False) -> N
         for service in definition.tier("app"):
             _start_service(supervisor, service, paths)
     print(f"==> stack up in {time.monotonic() - t0:.1f} s (mongo server: {mongo[0]})\n", flush=True)
-    print(status_table(paths, definition))
+    print(status_report(paths, definition)[0])
 
 
 #: Supervisor states of a service that is up, or deliberately not started (``up --infra-only``).
@@ -468,11 +468,8 @@ def status_code(daemon_running: bool, states: list[str]) -> int:
     return 0 if all(state in FINE_STATES for state in states) else 4
 
 
-def status_table(paths: Paths, definition: StackDefinition) -> str:
-    return _status(paths, definition)[0]
-
-
-def _status(paths: Paths, definition: StackDefinition) -> tuple[str, int]:
+def status_report(paths: Paths, definition: StackDefinition) -> tuple[str, int]:
+    """The services' state table, and :func:`status_code` for it."""
     supervisor = Supervisor(paths)
     daemon = supervisor.running()
     rows = [("service", "state", "address", "what"), ("-------", "-----", "-------", "----")]
@@ -491,7 +488,7 @@ def _status(paths: Paths, definition: StackDefinition) -> tuple[str, int]:
 
 
 def status(root: Path) -> int:
-    table, code = _status(Paths.of(root), load(root))
+    table, code = status_report(Paths.of(root), load(root))
     print(table)
     return code
 
