@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from sensor_pipeline.emulator.runners import Process
+from sensor_pipeline.stack.health import wait_until
 
 # A leader that ends on TERM (as a Spark driver's graceful stop does) and a child that ignores TERM
 # (as pyspark's daemon outlives its JVM for a while); the leader writes the child's pid first.
@@ -30,12 +30,7 @@ def gone(pid: int) -> bool:
 def test_a_leader_stopped_gracefully_leaves_nothing_of_its_group_behind(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     process = Process.start([sys.executable, "-c", LEADER], {}, tmp_path, log, term_group=False)
-    deadline = time.monotonic() + 10
-    while not log.read_text().strip() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: log.read_text().strip() != "", 10, interval=0.05)
     child = int(log.read_text().split()[0])
     assert process.stop(grace=5) == 0, "the leader ends on TERM, alone"
-    deadline = time.monotonic() + 5
-    while not gone(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert gone(child), "the group's other process outlived the stop"
+    assert wait_until(lambda: gone(child), 5, interval=0.05), "the group's other process outlived the stop"
