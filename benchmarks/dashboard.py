@@ -43,11 +43,11 @@ from typing import Any
 from kafka.admin import KafkaAdminClient
 from pipeline import finish_loadgen, local_infra, percentile, tree_cpu
 
-from sensor_pipeline import provision
+from sensor_pipeline.cloud import provision
 from sensor_pipeline.config import Settings, settings_from_env_map
-from sensor_pipeline.stack.browser import CHROMIUM_ARGS, chromium_path
-from sensor_pipeline.stack.definition import find_root, load
-from sensor_pipeline.stack.health import free_port, http_ready
+from sensor_pipeline.local.browser import CHROMIUM_ARGS, chromium_path
+from sensor_pipeline.local.definition import find_root, load
+from sensor_pipeline.local.health import free_port, http_ready
 
 ROOT = find_root(Path(__file__))
 BIN = Path(sys.executable).parent

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
-from sensor_pipeline.simulator import Simulator
+from sensor_pipeline.source.simulator import Simulator
 
 TICK = 0.005  # seconds between bursts: 5 ms keeps the send time within 5 ms of the stamp
 

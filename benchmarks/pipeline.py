@@ -51,11 +51,12 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from sensor_pipeline import provision, store
+from sensor_pipeline.cloud import provision
 from sensor_pipeline.config import Settings, settings_from_env_map
-from sensor_pipeline.stack import artifacts
-from sensor_pipeline.stack.definition import find_root, load
-from sensor_pipeline.stack.runner import spark_submit_command
+from sensor_pipeline.job import store
+from sensor_pipeline.local import artifacts
+from sensor_pipeline.local.definition import find_root, load
+from sensor_pipeline.local.runner import spark_submit_command
 
 ROOT = find_root(Path(__file__))
 BIN = Path(sys.executable).parent
@@ -391,7 +392,7 @@ def broker_ceiling(bench: Bench, count: int) -> float:
 
 def documents(count: int) -> list[dict[str, Any]]:
     """The stored documents of ``count`` load-generator readings, as the job writes them."""
-    from sensor_pipeline import rules, schema
+    from sensor_pipeline.contract import rules, schema
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from loadgen import bodies
@@ -433,7 +434,7 @@ def store_ceiling(bench: Bench, count: int) -> float:
 SPARK_CEILING = """
 import sys, time
 from pyspark.sql import SparkSession
-from sensor_pipeline import spark_rules
+from sensor_pipeline.job import transforms
 sys.path.insert(0, sys.argv[2])
 from loadgen import bodies
 count = int(sys.argv[1])
@@ -449,7 +450,7 @@ best = None
 for _ in range(3):
     started = time.perf_counter()
     # What the job computes per row: verdict, stored document and Kafka record, in one projection.
-    spark_rules.routed(spark_rules.validate(lines)).write.format("noop").mode("overwrite").save()
+    transforms.routed(transforms.validate(lines)).write.format("noop").mode("overwrite").save()
     elapsed = time.perf_counter() - started
     best = elapsed if best is None else min(best, elapsed)
 print(count / best)
@@ -471,9 +472,9 @@ def baseline(bench: Bench, count: int) -> float:
     """The original style, end to end, per reading, over the whole span: readings/s."""
     from kafka import KafkaConsumer, KafkaProducer
 
-    from sensor_pipeline.api import create_app
-    from sensor_pipeline.rules import validate_line
-    from sensor_pipeline.schema import clean_message
+    from sensor_pipeline.contract.rules import validate_line
+    from sensor_pipeline.contract.schema import clean_message
+    from sensor_pipeline.source.api import create_app
 
     settings = bench.settings.model_copy(update={"raw_topic": f"{bench.settings.raw_topic}-baseline",
                                                  "clean_topic": f"{bench.settings.clean_topic}-baseline"})  # fmt: skip

@@ -4,7 +4,7 @@
                group says: its offsets are committed with each batch's output)
     transform  each line -> typed fields + a verdict, by the project's one rule set (Spark built-ins),
                against the micro-batch's time
-    write      per micro-batch, per source partition, exactly once (sensor_pipeline.batch_writer):
+    write      per micro-batch, per source partition, exactly once (sensor_pipeline.job.writer):
                  valid   -> MongoDB / DocumentDB water_quality.sensor_readings
                  valid   -> Kafka CleanSensorData (JSON)       } one Kafka transaction, with the
                  invalid -> Kafka InvalidSensorData (reasons)  } consumer group's offsets
@@ -37,20 +37,25 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 
-from sensor_pipeline import progress, spark_rules
-from sensor_pipeline.batch_writer import QUERY_NAME, BatchWriter
-from sensor_pipeline.config import Settings, load_settings
+from sensor_pipeline.config import Settings, env_name, load_settings
+from sensor_pipeline.job import progress, transforms
+from sensor_pipeline.job.writer import QUERY_NAME, BatchWriter
 
 log = logging.getLogger("sensor_pipeline.job")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", dest="checkpoint_location", help="checkpoint folder or s3:// URI")
-    parser.add_argument("--trigger-seconds", type=float, help="micro-batch interval (SP_TRIGGER_SECONDS)")
+
+    def documented(field: str) -> str:  # from Settings, so the help never drifts from what the job does
+        info = Settings.model_fields[field]
+        return f"{info.description} (env {env_name(field)}, default {info.get_default()})"
+
+    parser.add_argument("--checkpoint", dest="checkpoint_location", help=documented("checkpoint_location"))
+    parser.add_argument("--trigger-seconds", type=float, help=documented("trigger_seconds"))
     parser.add_argument("--available-now", action="store_true", help="process what is there, then stop")
-    parser.add_argument("--starting-offsets", choices=["earliest", "latest"], help="first run, no group offsets")
-    parser.add_argument("--max-offsets-per-trigger", type=int)
+    parser.add_argument("--starting-offsets", choices=["earliest", "latest"], help=documented("starting_offsets"))
+    parser.add_argument("--max-offsets-per-trigger", type=int, help=documented("max_offsets_per_trigger"))
     return parser.parse_args(argv)
 
 
@@ -59,7 +64,7 @@ def session() -> SparkSession:
     builder = SparkSession.builder.appName(QUERY_NAME).config("spark.speculation", "false")
     # Micro-batches are small: adaptive query execution only adds planning time to each.
     builder = builder.config("spark.sql.adaptive.enabled", "false")
-    for key, value in spark_rules.utc_session_conf.items():
+    for key, value in transforms.utc_session_conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

@@ -93,7 +93,7 @@ def install(env: Path, packages: list[str]) -> None:
 
 def self_check(env: Path) -> None:
     """The packed interpreter starts with nothing from the build machine on its path."""
-    code = "import sys, ssl, sensor_pipeline.store, sensor_pipeline.config; print(sys.prefix)"
+    code = "import sys, ssl, sensor_pipeline.job.store, sensor_pipeline.config; print(sys.prefix)"
     clean = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
     prefix = subprocess.run(
         [str(env / "bin" / "python"), "-c", code], env=clean, check=True, capture_output=True, text=True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from sensor_pipeline import rules
+from sensor_pipeline.contract import rules
 
 VALID = ("2020-02-17T11:12:58.765969", "26.04", "540.1", "13.12", "Montrose_Beach", "758028")
 

@@ -37,25 +37,33 @@ class Settings(BaseSettings):
     kafka_sasl_username: str = Field("", description="SCRAM user name")
     kafka_sasl_password: str = Field("", description="SCRAM password")
     kafka_ssl_cafile: str = Field("", description="PEM CA bundle that verifies the brokers (default: the system's)")
-    raw_topic: str = "RawSensorData"
-    clean_topic: str = "CleanSensorData"
-    invalid_topic: str = "InvalidSensorData"
-    topic_partitions: int = Field(3, ge=1, le=1000)
-    topic_replication: int = Field(1, ge=1, le=5)
+    raw_topic: str = Field("RawSensorData", description="topic the producer writes raw lines to")
+    clean_topic: str = Field("CleanSensorData", description="topic of valid readings as JSON (read it read_committed)")
+    invalid_topic: str = Field(
+        "InvalidSensorData", description="dead-letter topic: invalid lines with their reason (read it read_committed)"
+    )
+    topic_partitions: int = Field(3, ge=1, le=1000, description="partitions of each topic `init` creates")
+    topic_replication: int = Field(1, ge=1, le=5, description="replication factor of each topic `init` creates")
 
     # --- MongoDB / DocumentDB ----------------------------------------------------------------------
-    mongo_uri: str = "mongodb://127.0.0.1:27017/"
-    mongo_database: str = "water_quality"
-    mongo_collection: str = "sensor_readings"
+    mongo_uri: str = Field(
+        "mongodb://127.0.0.1:27017/", description="MongoDB connection string (without SP_MONGO_SECRET_ARN)"
+    )
+    mongo_database: str = Field("water_quality", description="database of the stored readings")
+    mongo_collection: str = Field("sensor_readings", description="collection of the stored readings")
     mongo_secret_arn: str = Field("", description="DocumentDB secret (JSON username/password/host/port)")
-    mongo_tls_ca_file: str = ""
+    mongo_tls_ca_file: str = Field(
+        "", description="PEM CA bundle that verifies the store (DocumentDB: AWS's RDS bundle)"
+    )
 
     # --- sensor API / producer -------------------------------------------------------------------
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(3030, ge=1, le=65535)
-    api_url: str = "http://127.0.0.1:3030"
-    sim_mode: Literal["simulate", "replay"] = "simulate"
-    sim_seed: int | None = None
+    api_host: str = Field("127.0.0.1", description="address the sensor API binds")
+    api_port: int = Field(3030, ge=1, le=65535, description="port the sensor API listens on")
+    api_url: str = Field("http://127.0.0.1:3030", description="sensor API base URL the producer reads")
+    sim_mode: Literal["simulate", "replay"] = Field(
+        "simulate", description="simulate: six beaches learnt from the real data; replay: the real readings"
+    )
+    sim_seed: int | None = Field(None, description="random seed for a repeatable simulation")
     sim_speed: float = Field(
         3600.0, gt=0, description="simulated seconds per real second (3600: one hourly reading per second)"
     )
@@ -68,14 +76,19 @@ class Settings(BaseSettings):
     )
 
     # --- Spark job --------------------------------------------------------------------------------
-    checkpoint_location: str = ".local-stack/checkpoints/structure_validate_store"
+    checkpoint_location: str = Field(
+        ".local-stack/checkpoints/structure_validate_store",
+        description="the job's checkpoint (a folder or s3:// prefix)",
+    )
     # make bench: writing a micro-batch costs ~0.2 s of wall time on 2 cores at low rates (a producer
     # and a transaction per partition) and ~0.2 s of CPU in Spark's JVM; 0.5 s avoids running batches
     # back to back when idle (0 costs a core); under load a batch takes all that arrived meanwhile, so
     # throughput is not capped.
     trigger_seconds: float = Field(0.5, ge=0, description="micro-batch trigger; 0 = as fast as possible")
-    max_offsets_per_trigger: int = Field(200_000, ge=1)
-    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    max_offsets_per_trigger: int = Field(200_000, ge=1, description="most raw records one micro-batch reads")
+    starting_offsets: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a job without checkpoint or committed offsets starts reading"
+    )
     future_tolerance_seconds: int = Field(300, ge=0, description="how far ahead a timestamp may be")
     job_group: str = Field(
         "structure_validate_store",
@@ -93,7 +106,7 @@ class Settings(BaseSettings):
     )
 
     # --- dashboard --------------------------------------------------------------------------------
-    dashboard_port: int = Field(5006, ge=1, le=65535)
+    dashboard_port: int = Field(5006, ge=1, le=65535, description="port the dashboard serves on")
     dashboard_history: int = Field(
         30_000, ge=0, description="clean messages a dashboard server reads back when it starts (recent history)"
     )
@@ -102,7 +115,7 @@ class Settings(BaseSettings):
     )
 
     # --- AWS --------------------------------------------------------------------------------------
-    aws_region: str = "us-east-1"
+    aws_region: str = Field("us-east-1", description="AWS region of every client")
     aws_endpoint_url: str = Field("", description="e.g. http://127.0.0.1:4566 for the local emulator")
     artifacts_bucket: str = Field("", description="S3 bucket for job artifacts and checkpoints")
 
@@ -225,3 +238,8 @@ def settings_from_env_map(values: dict[str, str]) -> Settings:
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with explicit overrides (from command-line flags) on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``api_port`` -> ``SP_API_PORT``."""
+    return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()

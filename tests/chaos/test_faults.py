@@ -1,7 +1,7 @@
 """The fault suite: readings stream in while one fault at a time strikes; then nothing may be lost anywhere
 and nothing repeated, in the store or for a ``read_committed`` consumer of either output topic.
 
-Cases: kill -9 of the whole job at each fault point of the delivery (``sensor_pipeline.faults``,
+Cases: kill -9 of the whole job at each fault point of the delivery (``sensor_pipeline.job.faults``,
 deterministic, not timed): after a slice's inserts before its transaction, mid-publish, after the
 commit before Spark marks the task done, after every slice before Spark's batch commit; Spark task
 failures at those points retried by Spark (``local[2,4]``); several kills in a row; a second driver
@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from sensor_pipeline.config import Settings
-from sensor_pipeline.stack.health import free_port, http_ready, wait_until
-from sensor_pipeline.stack.runner import Paths, Supervisor
+from sensor_pipeline.local.health import free_port, http_ready, wait_until
+from sensor_pipeline.local.runner import Paths, Supervisor
 from tests.chaos.conftest import FULL, RESULTS
 from tests.integration.harness import (
     CLI,
@@ -105,7 +105,10 @@ def recovered_after(settings: Settings, since: float, timeout: float = 180) -> f
     return time.time() - since
 
 
-@pytest.mark.parametrize("fault", [f for f in FAULTS if FULL or f.ci], ids=lambda f: f"{f.point}-{f.action}")
+@pytest.mark.parametrize(
+    "fault",
+    [pytest.param(f, marks=() if f.ci else pytest.mark.slow, id=f"{f.point}-{f.action}") for f in FAULTS],
+)
 def test_no_reading_is_lost_or_repeated_when_the_job_fails_at(fault: Fault, settings: Settings, tmp_path: Path) -> None:
     marker = tmp_path / "fault.fired"
     env = {**JOB_ENV, "SP_FAULT": f"{fault.point}:{fault.action}", "SP_FAULT_MARKER": str(marker)}
@@ -188,10 +191,11 @@ def outage(name: str, seconds: float) -> None:
         supervisor.startProcess(name, True)
 
 
-@pytest.mark.parametrize("service", ["kafka", "mongodb"])
+@pytest.mark.parametrize(
+    "service",
+    [pytest.param("kafka", marks=pytest.mark.slow), "mongodb"],  # the broker restart stops every other test
+)
 def test_no_reading_is_lost_or_repeated_across_a_restart_of(service: str, settings: Settings, tmp_path: Path) -> None:
-    if not FULL and service == "kafka":
-        pytest.skip("broker restart runs in make chaos (it restarts the broker every other test uses)")
     if not Supervisor(Paths.of(ROOT)).running():
         pytest.skip("the running services are not this checkout's supervised stack: nothing to restart")
     job = Job(settings, tmp_path / "job.log", env=JOB_ENV).start()
@@ -239,7 +243,7 @@ def test_a_recreated_raw_topic_stops_the_job_with_what_to_do(settings: Settings,
     new topic from its start (a defined behaviour, not a stall)."""
     from kafka.admin import KafkaAdminClient
 
-    from sensor_pipeline import provision
+    from sensor_pipeline.cloud import provision
 
     job = Job(settings, tmp_path / "job.log", env=JOB_ENV).start()
     feeder = Feeder(settings, rate=RATE, seconds=3)
@@ -310,11 +314,9 @@ class Api:
             )
 
 
-@pytest.mark.parametrize("fault", ["producer-kill", "api-down"])
+@pytest.mark.parametrize("fault", ["producer-kill", pytest.param("api-down", marks=pytest.mark.slow)])
 def test_the_pipeline_recovers_when_the_source_side_fails(fault: str, settings: Settings, tmp_path: Path) -> None:
     """Readings the producer delivered are all processed; the producer resumes after the fault."""
-    if not FULL and fault == "api-down":
-        pytest.skip("the sensor API outage runs in make chaos")
     api = Api(settings, tmp_path / "api.log")
     api.start()
     job = Job(settings, tmp_path / "job.log", env=JOB_ENV).start()

@@ -16,17 +16,18 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from sensor_pipeline import rules
 from sensor_pipeline.config import Settings
-from sensor_pipeline.simulator import SnowflakeIds
-from sensor_pipeline.stack.health import wait_until
+from sensor_pipeline.contract import rules
+from sensor_pipeline.local.health import wait_until
+from sensor_pipeline.source.simulator import SnowflakeIds
+from tests.chaos.conftest import FULL
 from tests.hostile import invalid_lines
 from tests.integration.conftest import read_all
 from tests.integration.harness import Job, stored_ids, valid_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.chaos]
 
-COUNT = 100_000
+COUNT = 100_000 if FULL else 10_000  # make chaos / make test-all: the full 100,000
 
 
 def raw_records(count: int, seed: int = 5) -> list[tuple[bytes | None, bytes | None]]:

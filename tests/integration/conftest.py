@@ -21,10 +21,11 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from sensor_pipeline import provision, store
+from sensor_pipeline.cloud import provision
 from sensor_pipeline.config import Settings, settings_from_env_map
-from sensor_pipeline.stack import health
-from sensor_pipeline.stack.definition import StackDefinition, find_root, load
+from sensor_pipeline.job import store
+from sensor_pipeline.local import health
+from sensor_pipeline.local.definition import StackDefinition, find_root, load
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).parent / "sensor-pipeline")
@@ -117,8 +118,3 @@ def read_all(
             break
     consumer.close()
     return records
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    if not health.wait_until(condition, timeout, interval=0.5):
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

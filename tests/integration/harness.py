@@ -25,13 +25,14 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaTimeoutError
 
-from sensor_pipeline import progress, rules, store
 from sensor_pipeline.config import Settings
-from sensor_pipeline.simulator import BEACHES, SnowflakeIds, format_line
-from sensor_pipeline.stack import artifacts
-from sensor_pipeline.stack.definition import find_root, load
-from sensor_pipeline.stack.health import wait_until
-from sensor_pipeline.stack.runner import spark_submit_command
+from sensor_pipeline.contract import rules
+from sensor_pipeline.job import progress, store
+from sensor_pipeline.local import artifacts
+from sensor_pipeline.local.definition import find_root, load
+from sensor_pipeline.local.health import wait_until
+from sensor_pipeline.local.runner import spark_submit_command
+from sensor_pipeline.source.simulator import BEACHES, SnowflakeIds, format_line
 from tests.hostile import invalid_lines
 from tests.integration.conftest import read_all
 

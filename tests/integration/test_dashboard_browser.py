@@ -28,12 +28,12 @@ import pytest
 from kafka import KafkaProducer
 
 from sensor_pipeline.config import Settings
-from sensor_pipeline.simulator import BEACHES, SnowflakeIds, format_line
-from sensor_pipeline.stack.browser import CHROMIUM_ARGS, chromium_path
-from sensor_pipeline.stack.health import free_port, http_ready
+from sensor_pipeline.local.browser import CHROMIUM_ARGS, chromium_path
+from sensor_pipeline.local.health import free_port, http_ready
+from sensor_pipeline.source.simulator import BEACHES, SnowflakeIds, format_line
 from tests.integration.conftest import sandbox as isolated
-from tests.integration.conftest import wait_for
 from tests.integration.harness import ROOT, Job
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -175,13 +175,6 @@ def number(page: Any, metric: str) -> float | None:
         return None
 
 
-def eventually(condition: Callable[[], Any], timeout: float = 120, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s: {what}"
-        time.sleep(0.5)
-
-
 def badge_texts(page: Any, beach: str) -> list[str]:
     return [t.strip() for t in page.locator(f'[data-beach="{beach}"] .badge').all_text_contents()]
 
@@ -191,25 +184,25 @@ def test_the_page_loads_without_errors_and_shows_the_six_beaches_with_data(page:
         page.locator(f'[data-beach="{beach}"]').wait_for(timeout=30_000)
     # Every reading sent has turbidity 1-3 NTU: each beach's turbidity badge says "clear" once its
     # readings arrived (before that: "no data"), and each beach's series has buckets.
-    eventually(
+    wait_for(
         lambda: all(any(t.startswith("clear (") for t in badge_texts(page, b)) for b in BEACHES),
         what="every beach's turbidity badge to read clear",
     )
-    eventually(lambda: all(series_length(page, b) > 0 for b in BEACHES), what="buckets in every beach's series")
+    wait_for(lambda: all(series_length(page, b) > 0 for b in BEACHES), what="buckets in every beach's series")
     assert page.problems == []
 
 
 def test_its_counters_grow_as_readings_arrive(page: Any) -> None:
-    eventually(lambda: (number(page, "dashboard") or 0) >= 60, what="the first wave (60 readings) counted")
+    wait_for(lambda: (number(page, "dashboard") or 0) >= 60, what="the first wave (60 readings) counted")
     before = number(page, "dashboard") or 0
-    eventually(lambda: (number(page, "dashboard") or 0) >= before + 30, what="30 more readings counted")
-    eventually(lambda: (number(page, "in") or 0) > 0, what="a rate of readings in")
-    eventually(lambda: (number(page, "clean") or 0) > 0, what="a rate of clean readings")
-    eventually(lambda: number(page, "lag") is not None, what="the job's lag (its committed offsets)")
-    eventually(lambda: number(page, "delay") is not None, what="the end-to-end delay")
+    wait_for(lambda: (number(page, "dashboard") or 0) >= before + 30, what="30 more readings counted")
+    wait_for(lambda: (number(page, "in") or 0) > 0, what="a rate of readings in")
+    wait_for(lambda: (number(page, "clean") or 0) > 0, what="a rate of clean readings")
+    wait_for(lambda: number(page, "lag") is not None, what="the job's lag (its committed offsets)")
+    wait_for(lambda: number(page, "delay") is not None, what="the end-to-end delay")
     row = page.locator('[data-latest="Montrose Beach"]')
     shown = row.text_content()
-    eventually(lambda: row.text_content() != shown, what="the latest-reading table to show a newer reading")
+    wait_for(lambda: row.text_content() != shown, what="the latest-reading table to show a newer reading")
     assert page.problems == []
 
 
@@ -228,7 +221,7 @@ def test_the_health_row_shows_dead_letters_by_reason_after_bad_lines(
 def test_the_time_range_selector_sets_the_span_the_plots_show(page: Any) -> None:
     for label, seconds in (("5 min", 300), ("6 h", 21_600), ("1 h", 3_600)):
         page.get_by_role("button", name=label, exact=True).click()
-        eventually(lambda s=seconds: abs(x_span(page) - s) < 1, timeout=30, what=f"a {label} x range")
+        wait_for(lambda s=seconds: abs(x_span(page) - s) < 1, timeout=30, what=f"a {label} x range")
     assert page.problems == []
 
 
@@ -237,11 +230,11 @@ def test_three_silent_minutes_are_drawn_as_a_gap_and_the_range_ends_at_the_prese
     there instead of running straight across; and the x range of a live feed ends at the present, not
     at its newest reading (told apart while the feed is silent for 12 s)."""
     page.get_by_role("button", name="1 h", exact=True).click()
-    eventually(lambda: all(has_gap(page, beach) for beach in BEACHES), timeout=60, what="a gap in every beach's line")
+    wait_for(lambda: all(has_gap(page, beach) for beach in BEACHES), timeout=60, what="a gap in every beach's line")
     feeder.paused.set()
     silent_since = time.monotonic()
     try:
-        eventually(
+        wait_for(
             lambda: time.monotonic() - silent_since > 12 and abs(x_end_behind(page)) < 3,
             timeout=60,
             what="the x range ending at the present, 12 s after the newest reading",

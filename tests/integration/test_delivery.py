@@ -1,6 +1,6 @@
-"""The job's exactly-once delivery of one slice (sensor_pipeline.delivery) on the real broker and store.
+"""The job's exactly-once delivery of one slice (sensor_pipeline.job.delivery) on the real broker and store.
 
-Each test runs the slice's task as Spark runs it (the rows of ``spark_rules.routed``, one source
+Each test runs the slice's task as Spark runs it (the rows of ``transforms.routed``, one source
 partition) and checks what a ``read_committed`` consumer of the output topics, the store and the job's
 consumer group then hold.
 """
@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaException
 
-from sensor_pipeline import delivery, store
-from sensor_pipeline.batch_writer import BatchWriter
 from sensor_pipeline.config import Settings
-from sensor_pipeline.simulator import BEACHES, SnowflakeIds, format_line
+from sensor_pipeline.job import delivery, store
+from sensor_pipeline.job.writer import BatchWriter
+from sensor_pipeline.source.simulator import BEACHES, SnowflakeIds, format_line
 from tests.integration.conftest import read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]

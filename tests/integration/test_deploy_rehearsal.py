@@ -27,9 +27,9 @@ import pytest
 from kafka import KafkaConsumer
 from pymongo import MongoClient
 
+from sensor_pipeline.cloud.deploy import emulated_processes
 from sensor_pipeline.config import Settings
-from sensor_pipeline.deploy import emulated_processes
-from sensor_pipeline.stack.definition import find_root
+from sensor_pipeline.local.definition import find_root
 
 pytestmark = pytest.mark.integration
 ROOT = find_root(Path(__file__))

@@ -13,8 +13,8 @@ from pymongo import MongoClient
 from pymongo.errors import OperationFailure, ServerSelectionTimeoutError
 
 from sensor_pipeline.emulator.docdb import DocdbServers
-from sensor_pipeline.stack import artifacts, tls
-from sensor_pipeline.stack.definition import StackDefinition, find_root
+from sensor_pipeline.local import artifacts, tls
+from sensor_pipeline.local.definition import StackDefinition, find_root
 
 pytestmark = pytest.mark.integration
 ROOT = find_root(Path(__file__))

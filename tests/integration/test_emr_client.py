@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sensor_pipeline import emr, provision
 from sensor_pipeline.aws import aws_client
+from sensor_pipeline.cloud import emr, provision
 from sensor_pipeline.config import Settings
-from sensor_pipeline.stack import artifacts
-from sensor_pipeline.stack.definition import find_root
+from sensor_pipeline.local import artifacts
+from sensor_pipeline.local.definition import find_root
 
 pytestmark = pytest.mark.integration
 ROOT = find_root(Path(__file__))
@@ -135,7 +135,7 @@ def test_cli_reports_aws_errors_clearly(aws: tuple[Settings, str, str]) -> None:
         env=env(settings), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 1
-    assert result.stderr.startswith("error: ") and "application id" in result.stderr
+    assert result.stderr.startswith("Error: ") and "application id" in result.stderr
     result = subprocess.run(
         [CLI, "emr", "submit", "--application-id", "x"], env=env(settings), capture_output=True, text=True, timeout=60,
         check=False,

@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 from bson.int64 import Int64
 
-from sensor_pipeline import store
 from sensor_pipeline.config import Settings
 from sensor_pipeline.dashboard.meter import KafkaOffsets, PipelineMeter
-from sensor_pipeline.simulator import BEACHES, SnowflakeIds, format_line
-from sensor_pipeline.stack.definition import StackDefinition
-from tests.integration.conftest import read_all, wait_for
+from sensor_pipeline.job import store
+from sensor_pipeline.local.definition import StackDefinition
+from sensor_pipeline.source.simulator import BEACHES, SnowflakeIds, format_line
+from tests.integration.conftest import read_all
 from tests.integration.harness import Job, raw_end_offsets, stored_count
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 Send = Callable[[str, list[tuple[str | None, str]]], None]

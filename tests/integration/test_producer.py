@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from sensor_pipeline.config import Settings
-from sensor_pipeline.rules import validate_line
-from sensor_pipeline.simulator import BEACHES
-from sensor_pipeline.stack.health import free_port, http_ready
-from tests.integration.conftest import read_all, settings_env, wait_for
+from sensor_pipeline.contract.rules import validate_line
+from sensor_pipeline.local.health import free_port, http_ready
+from sensor_pipeline.source.simulator import BEACHES
+from tests.integration.conftest import read_all, settings_env
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).parent / "sensor-pipeline")

@@ -10,9 +10,10 @@ import pytest
 from bson.int64 import Int64
 from pymongo.errors import DuplicateKeyError
 
-from sensor_pipeline import provision, store
 from sensor_pipeline.aws import aws_client
+from sensor_pipeline.cloud import provision
 from sensor_pipeline.config import Settings
+from sensor_pipeline.job import store
 from tests.integration.conftest import read_all
 
 pytestmark = pytest.mark.integration

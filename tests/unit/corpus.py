@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from sensor_pipeline.simulator import Simulator
+from sensor_pipeline.source.simulator import Simulator
 
 EDGE_CASES = [
     "",

@@ -9,10 +9,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from sensor_pipeline.api import STREAM_POLL, Clock, create_app
 from sensor_pipeline.config import Settings
-from sensor_pipeline.rules import validate_line
-from sensor_pipeline.simulator import BEACHES
+from sensor_pipeline.contract.rules import validate_line
+from sensor_pipeline.source.api import STREAM_POLL, Clock, create_app
+from sensor_pipeline.source.simulator import BEACHES
 
 
 @pytest.fixture

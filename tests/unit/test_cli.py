@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sensor_pipeline import rules
+from sensor_pipeline.contract import rules
 
 CLI = str(Path(sys.executable).parent / "sensor-pipeline")
 GOOD = "2020-02-17T11:12:58.765969 26.04 540.1 13.12 Montrose_Beach 758028"
@@ -77,3 +77,61 @@ def test_a_sandboxed_copy_names_its_own_topics_even_after_the_original_was_read(
     assert live.topics == ("RawSensorData", "CleanSensorData", "InvalidSensorData")  # read first
     sandbox = live.sandboxed("test-x", "/tmp")
     assert sandbox.topics == ("test-x-RawSensorData", "test-x-CleanSensorData", "test-x-InvalidSensorData")
+
+
+def test_version_prints_the_installed_distributions_version() -> None:
+    from importlib.metadata import version
+
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"sensor-pipeline {version('sensor-pipeline')}"
+
+
+def test_validate_reads_its_future_tolerance_from_the_setting_unless_the_flag_overrides_it() -> None:
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    ahead = (datetime.now(UTC) + timedelta(seconds=120)).strftime("%Y-%m-%dT%H:%M:%S")
+    line = f"{ahead} 20.1 1.2 9.8 Montrose_Beach 1\n"
+    env = {**os.environ, "SP_FUTURE_TOLERANCE_SECONDS": "10"}
+    by_setting = subprocess.run([CLI, "validate"], check=False, input=line, capture_output=True, text=True, env=env)
+    assert json.loads(by_setting.stdout)["reason"] == "future_timestamp"
+    by_flag = subprocess.run(
+        [CLI, "validate", "--future-tolerance", "600"], check=False, input=line, capture_output=True, text=True, env=env
+    )
+    assert json.loads(by_flag.stdout)["valid"] is True
+
+
+def test_help_names_each_settings_env_var_and_default_from_settings() -> None:
+    from sensor_pipeline.config import Settings
+
+    help_text = " ".join(run("api", "--help").stdout.split())
+    assert f"[env: SP_API_PORT; default: {Settings.model_fields['api_port'].default}]" in help_text
+    assert Settings.model_fields["sim_speed"].description in help_text
+
+
+def test_plumbing_is_hidden_from_the_help_but_still_runs() -> None:
+    listed = run("--help").stdout
+    assert "stack" in listed and "emr" in listed
+    assert " aws " not in listed and "emulator" not in listed
+    assert run("aws", "--help").returncode == 0 and run("emulator", "--help").returncode == 0
+
+
+def unreachable_aws(*args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ, "SP_AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "x", "AWS_MAX_ATTEMPTS": "1"}  # fmt: skip
+    command = [CLI, *args, "emr", "status", "--application-id", "app"]
+    return subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_a_failed_step_exits_1_with_error_and_no_traceback() -> None:
+    result = unreachable_aws()
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
+
+
+def test_log_level_applies_to_every_command() -> None:
+    assert " DEBUG botocore" not in unreachable_aws().stderr
+    assert " DEBUG botocore" in unreachable_aws("--log-level", "debug").stderr
+    assert run("--log-level", "loud", "simulate").returncode == 2

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sensor_pipeline.emulator import container
-from sensor_pipeline.stack.definition import find_root
+from sensor_pipeline.local.definition import find_root
 
 ROOT = find_root(Path(__file__))
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="make sandbox installs bubblewrap")

@@ -13,7 +13,7 @@ from sensor_pipeline.dashboard.aggregate import RANGES, View
 from sensor_pipeline.dashboard.document import Session, build, view_columns
 from sensor_pipeline.dashboard.hub import Hub
 from sensor_pipeline.dashboard.panels import dead_alert, latest_html
-from sensor_pipeline.simulator import BEACHES
+from sensor_pipeline.source.simulator import BEACHES
 
 
 def test_the_document_shows_health_badges_a_range_selector_and_outside_legends() -> None:

@@ -25,7 +25,8 @@ from sensor_pipeline.config import Settings
 from sensor_pipeline.dashboard.hub import MAX_OTHER_BEACHES, TOP_REASONS, Hub
 from sensor_pipeline.dashboard.meter import PipelineMeter, Throttle
 from sensor_pipeline.dashboard.shaping import Rejected, parse_clean
-from sensor_pipeline.simulator import BEACHES
+from sensor_pipeline.source.simulator import BEACHES
+from tests.waiting import wait_for
 
 GOOD = {
     "Beach": "Calumet Beach",
@@ -143,10 +144,7 @@ def make_hub(factory: Any, **options: Any) -> Hub:
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+    wait_for(condition, timeout, "the hub", interval=0.005)
 
 
 @pytest.fixture

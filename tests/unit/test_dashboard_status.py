@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sensor_pipeline.dashboard import status
-from sensor_pipeline.simulator import real_readings
+from sensor_pipeline.source.simulator import real_readings
 
 
 def reading(turbidity: float = 1.0, battery: float = 11.0) -> dict[str, Any]:

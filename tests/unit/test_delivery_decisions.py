@@ -1,4 +1,4 @@
-"""What a slice publishes after its inserts (sensor_pipeline.delivery.Slice.insert), the store faked.
+"""What a slice publishes after its inserts (sensor_pipeline.job.delivery.Slice.insert), the store faked.
 
 The real broker and store run these paths in tests/integration/test_delivery.py; here, the answers a
 real store gives rarely (a document it keeps refusing beside others it settled) are produced at will.
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from sensor_pipeline import delivery, store
 from sensor_pipeline.config import Settings
+from sensor_pipeline.job import delivery, store
 
 SETTINGS = Settings(raw_topic="RawSensorData")
 

@@ -1,4 +1,4 @@
-"""The deploy script's AWS steps (sensor_pipeline.deploy), against moto in-process: idempotent and safe."""
+"""The deploy script's AWS steps (sensor_pipeline.cloud.deploy), against moto in-process: idempotent and safe."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sensor_pipeline import deploy
+from sensor_pipeline.cloud import deploy
 from sensor_pipeline.config import Settings
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sensor_pipeline import emr
+from sensor_pipeline.cloud import emr
 from sensor_pipeline.config import Settings
 
 ROLE = "arn:aws:iam::123456789012:role/job"

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from sensor_pipeline.emulator.runners import Process
-from sensor_pipeline.stack.health import wait_until
+from sensor_pipeline.local.health import wait_until
 
 # A leader that ends on TERM (as a Spark driver's graceful stop does) and a child that ignores TERM
 # (as pyspark's daemon outlives its JVM for a while); the leader writes the child's pid first.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sensor_pipeline import faults
+from sensor_pipeline.job import faults
 
 
 def test_fault_points_do_nothing_unless_armed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from sensor_pipeline.emulator import iam, moto_ext
-from sensor_pipeline.stack.health import free_port
+from sensor_pipeline.local.health import free_port
 
 ACCOUNT = "123456789012"
 ECS = "ecs-tasks.amazonaws.com"

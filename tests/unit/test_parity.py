@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from sensor_pipeline import rules, spark_rules
+from sensor_pipeline.contract import rules
+from sensor_pipeline.job import transforms
 from tests.hostile import hostile_lines
 from tests.unit.corpus import corpus
 
@@ -32,7 +33,7 @@ def mismatches(spark: Any, lines: list[str]) -> tuple[list[tuple[str, Any, Any]]
     )
     # Timestamps as epoch microseconds: Spark holds instants Python's datetime cannot (year 0).
     validated = (
-        spark_rules.validate(frame, now=F.lit(NOW))
+        transforms.validate(frame, now=F.lit(NOW))
         .select("value", "offset", "reason", F.unix_micros("TimeStamp").alias("micros"), *rules.FIELDS[1:])
         .orderBy("offset")
         .collect()

@@ -30,9 +30,9 @@ from kafka.errors import (
 )
 from tenacity import wait_fixed, wait_none
 
-from sensor_pipeline import producer as producer_module
 from sensor_pipeline.config import Settings
-from sensor_pipeline.producer import EXIT_FATAL, EXIT_OK, EXIT_UNDELIVERED, Producer
+from sensor_pipeline.source import producer as producer_module
+from sensor_pipeline.source.producer import EXIT_FATAL, EXIT_OK, EXIT_UNDELIVERED, Producer
 
 LINES = [f"2024-07-01T0{i}:00:00.000000 20.00 1.00 11.00 {beach} {i + 1}" for i, beach in enumerate("ABCABC")]
 
@@ -170,7 +170,7 @@ def test_a_non_retriable_error_at_start_up_stops_at_once_with_one_line_and_exit_
     error: KafkaError, caplog: pytest.LogCaptureFixture
 ) -> None:
     factory = Factory(FakeKafka(), [error])
-    with caplog.at_level(logging.ERROR, logger="sensor_pipeline.producer"):
+    with caplog.at_level(logging.ERROR, logger="sensor_pipeline.source.producer"):
         assert make(factory).run(iter(LINES)) == EXIT_FATAL
     assert factory.calls == 1
     [message] = [r.getMessage() for r in caplog.records if "not retriable" in r.getMessage()]
@@ -182,7 +182,7 @@ def test_a_stop_while_waiting_for_the_broker_at_start_up_ends_promptly(caplog: p
     producer = make(factory, wait=wait_fixed(30))
     threading.Timer(0.2, producer.request_stop).start()
     started = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="sensor_pipeline.producer"):
+    with caplog.at_level(logging.INFO, logger="sensor_pipeline.source.producer"):
         assert producer.run(iter(LINES)) == EXIT_OK  # nothing was read, so nothing was lost
     assert time.monotonic() - started < 2
     assert "nothing was read" in caplog.text
@@ -227,7 +227,7 @@ def test_a_non_retriable_error_from_send_stops_the_producer_with_exit_2(
     kafka = FakeKafka()
     kafka.send_errors = [error]
     producer = make(Factory(kafka))
-    with caplog.at_level(logging.ERROR, logger="sensor_pipeline.producer"):
+    with caplog.at_level(logging.ERROR, logger="sensor_pipeline.source.producer"):
         assert producer.run(iter(LINES)) == EXIT_FATAL
     assert kafka.attempts == 1 and producer.counters.read == 1  # not retried, nothing more read
     assert any("not retriable" in r.getMessage() and type(error).__name__ in r.getMessage() for r in caplog.records)
@@ -253,7 +253,7 @@ def test_a_stop_with_the_broker_down_ends_within_the_timeout_and_counts_what_was
     kafka = FakeKafka(broker_up=False)
     producer = make(Factory(kafka), shutdown_timeout=0.5)
     started = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="sensor_pipeline.producer"):
+    with caplog.at_level(logging.INFO, logger="sensor_pipeline.source.producer"):
         assert producer.run(lines_then(producer.request_stop, after=4)) == EXIT_UNDELIVERED
     assert 0.5 <= time.monotonic() - started < 2.5
     assert kafka.closed and producer.counters.read == 5  # the line read with the stop is still sent
@@ -267,7 +267,7 @@ def test_a_stop_while_a_send_waits_for_metadata_ends_within_the_timeout(caplog: 
     producer = make(Factory(kafka), shutdown_timeout=0.5)
     threading.Timer(0.3, producer.request_stop).start()
     started = time.monotonic()
-    with caplog.at_level(logging.ERROR, logger="sensor_pipeline.producer"):
+    with caplog.at_level(logging.ERROR, logger="sensor_pipeline.source.producer"):
         assert producer.run(iter(LINES)) == EXIT_UNDELIVERED
     assert time.monotonic() - started < 2.5
     assert "1 readings could not be delivered" in caplog.text
@@ -301,7 +301,7 @@ def test_sigterm_with_the_broker_down_exits_within_the_timeout(
     )
     before = signal.getsignal(signal.SIGTERM)
     started = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="sensor_pipeline.producer"):
+    with caplog.at_level(logging.INFO, logger="sensor_pipeline.source.producer"):
         assert producer_module.main(Settings(producer_rate=0, producer_shutdown_timeout=0.5)) == EXIT_UNDELIVERED
     assert time.monotonic() - started < 3
     assert "SIGTERM: stopping" in caplog.text and "3 readings could not be delivered" in caplog.text

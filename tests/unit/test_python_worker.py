@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sensor_pipeline import python_worker
+from sensor_pipeline.job import python_worker
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sensor_pipeline import rules
-from sensor_pipeline.rules import flags_of, validate_line
-from sensor_pipeline.schema import clean_message
+from sensor_pipeline.contract import rules
+from sensor_pipeline.contract.rules import flags_of, validate_line
+from sensor_pipeline.contract.schema import clean_message
 
 NOW = datetime(2024, 7, 1, 12, 0, tzinfo=UTC)
 GOOD = "2020-02-17T11:12:58.765969 26.04 540.1 13.12 Montrose_Beach 758028"

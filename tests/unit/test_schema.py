@@ -8,9 +8,9 @@ import bson
 from bson.datetime_ms import DatetimeMS
 from bson.int64 import Int64
 
-from sensor_pipeline import schema
+from sensor_pipeline.contract import schema
+from sensor_pipeline.contract.rules import validate_line
 from sensor_pipeline.dashboard.shaping import METRICS
-from sensor_pipeline.rules import validate_line
 
 LINE = "2020-02-17T11:12:58.765969 26.04 540.1 13.12 Montrose_Beach 7"
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from datetime import UTC, datetime
 from statistics import median
 
-from sensor_pipeline.rules import validate_line
-from sensor_pipeline.simulator import BEACHES, Simulator, SnowflakeIds, fitted_models, real_readings, replay_id
+from sensor_pipeline.contract.rules import validate_line
+from sensor_pipeline.source.simulator import BEACHES, Simulator, SnowflakeIds, fitted_models, real_readings, replay_id
 
 
 def records(lines: list[str]) -> list[dict[str, object]]:
@@ -76,7 +75,7 @@ def test_replay_serves_the_real_readings_in_time_order_with_deterministic_ids() 
 
 def test_streaming_pace_follows_speed() -> None:
     sim = Simulator(seed=1, speed=3600 * 100)  # 100 simulated hours per second -> 600 lines/s
-    sim.take_due()
-    time.sleep(0.2)
-    due = len(sim.take_due())
-    assert 60 <= due <= 240
+    assert sim.take_due(now=1000.0) == []  # the pace starts here
+    assert len(sim.take_due(now=1000.2)) == 120  # 20 simulated hours of six beaches
+    assert len(sim.take_due(now=1000.2)) == 0  # nothing more is due until the clock moves
+    assert len(sim.take_due(now=1001.2)) == 600

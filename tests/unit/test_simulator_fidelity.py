@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from click.testing import CliRunner
 
-from sensor_pipeline import simulator
 from sensor_pipeline.cli import main
-from sensor_pipeline.rules import validate_line
-from sensor_pipeline.simulator import (
+from sensor_pipeline.contract.rules import validate_line
+from sensor_pipeline.source import simulator
+from sensor_pipeline.source.simulator import (
     BEACHES,
     KS_LIMIT,
     METRICS,

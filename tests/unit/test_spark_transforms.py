@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
-from sensor_pipeline import spark_rules
+from sensor_pipeline.job import transforms
 
 pytestmark = pytest.mark.spark
+
+#: The micro-batch's time the rows are judged against (the writer passes its own).
+NOW = datetime(2024, 7, 1, 12, 0, tzinfo=UTC)
 
 LINES = [
     "2020-02-17T11:12:58.765969 26.04 540.1 13.12 Montrose_Beach 758028",  # valid
@@ -27,41 +30,37 @@ def validated(spark: Any) -> Any:
         [(line, "RawSensorData", 1, 100 + i) for i, line in enumerate(LINES)],
         "value string, topic string, partition int, offset long",
     )
-    return spark_rules.validate(frame)
+    return transforms.validate(frame, now=transforms.instant(NOW))
 
 
-def test_clean_documents_have_the_contract_schema(validated: Any) -> None:
-    from pyspark.testing import assertSchemaEqual
+def test_routed_rows_have_the_documents_columns_with_the_contracts_types(validated: Any) -> None:
+    from pyspark.sql.types import DoubleType, LongType, StringType
 
-    documents = spark_rules.clean_documents(validated).drop("topic", "partition", "offset")
-    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
+    types = dict(transforms.routed(validated).dtypes)
+    expected = {"_id": LongType(), "Beach": StringType(), "MeasurementID": LongType(), "BatteryLife": DoubleType(),
+                "RawData": StringType(), "WaterTemperature": DoubleType(), "Turbidity": DoubleType(),
+                "TimeStamp": LongType()}  # fmt: skip
+    assert {name: types[name] for name in expected} == {name: kind.simpleString() for name, kind in expected.items()}
 
-    assertSchemaEqual(
-        documents.schema,
-        StructType(
-            [
-                StructField("_id", LongType()),
-                StructField("Beach", StringType()),
-                StructField("MeasurementID", LongType()),
-                StructField("BatteryLife", DoubleType()),
-                StructField("RawData", StringType()),
-                StructField("WaterTemperature", DoubleType()),
-                StructField("Turbidity", DoubleType()),
-                StructField("TimeStamp", TimestampType()),
-            ]
-        ),
-        ignoreNullable=True,
-    )
-    rows = {r["_id"]: r for r in documents.collect()}
-    assert sorted(rows) == [7, 758028], "the duplicate is dropped, invalid lines are not documents"
-    first = rows[758028]
-    assert first["Beach"] == "Montrose Beach" and first["RawData"] == LINES[0]
+
+def test_every_row_goes_to_the_writer_in_offset_order_duplicates_included(validated: Any) -> None:
+    """The job routes every raw record: the store's ``_id`` key, not Spark, settles a duplicate."""
+    rows = transforms.routed(validated).orderBy("offset").collect()
+    assert [(r.offset, r.reason, r._id) for r in rows] == [
+        (100, None, 758028),
+        (101, None, 758028),
+        (102, "out_of_range", None),
+        (103, "bad_shape", None),
+        (104, None, 7),
+    ]
+    first = rows[0]
+    assert first.Beach == "Montrose Beach" and first.RawData == LINES[0]
     # milliseconds, as a BSON date holds them
-    assert first["TimeStamp"] == datetime(2020, 2, 17, 11, 12, 58, 765000)
+    assert first.TimeStamp == int(datetime(2020, 2, 17, 11, 12, 58, 765000, tzinfo=UTC).timestamp() * 1000)
 
 
 def test_routed_rows_carry_their_message_and_the_document_for_the_store(validated: Any) -> None:
-    rows = spark_rules.routed(validated).collect()
+    rows = transforms.routed(validated).collect()
     assert len(rows) == validated.count(), "every row goes to the writer, valid or not"
     for row in rows:
         message = json.loads(row.value)
@@ -76,11 +75,10 @@ def test_routed_rows_carry_their_message_and_the_document_for_the_store(validate
 
 
 def test_clean_messages_are_keyed_json_with_utc_z_timestamps(validated: Any) -> None:
-    documents = spark_rules.clean_documents(validated).drop("topic", "partition", "offset")
-    messages = {r.key: json.loads(r.value) for r in spark_rules.clean_messages(documents).collect()}
-    assert set(messages) == {"Montrose_Beach", "Calumet_Beach"}
-    calumet = messages["Calumet_Beach"]
-    assert calumet == {
+    clean = transforms.routed(validated).where("reason IS NULL").orderBy("offset").collect()
+    messages = [(r.key, json.loads(r.value)) for r in clean]
+    assert [key for key, _ in messages] == ["Montrose_Beach", "Montrose_Beach", "Calumet_Beach"]
+    assert messages[2][1] == {
         "Beach": "Calumet Beach",
         "MeasurementID": 7,
         "BatteryLife": 11.5,
@@ -89,20 +87,20 @@ def test_clean_messages_are_keyed_json_with_utc_z_timestamps(validated: Any) -> 
         "Turbidity": 1.25,
         "TimeStamp": "2020-02-17T13:00:00.000Z",
     }
-    assert isinstance(messages["Montrose_Beach"]["MeasurementID"], int)
+    assert isinstance(messages[0][1]["MeasurementID"], int)
 
 
-def test_dead_letters_carry_reason_detail_and_source(validated: Any) -> None:
-    letters = [(r.key, json.loads(r.value)) for r in spark_rules.dead_letters(validated).collect()]
-    by_reason = {value["Reason"]: (key, value) for key, value in letters}
-    assert set(by_reason) == {"out_of_range", "bad_shape"}
-    key, value = by_reason["out_of_range"]
+def test_dead_letters_carry_reason_detail_source_and_the_batch_time(validated: Any) -> None:
+    rejected = transforms.routed(validated).where("reason IS NOT NULL").orderBy("offset").collect()
+    letters = [(r.key, json.loads(r.value)) for r in rejected]
+    assert [value["Reason"] for _, value in letters] == ["out_of_range", "bad_shape"]
+    key, value = letters[0]
     assert key == "Ohio_Street_Beach"
     assert value["RawData"] == LINES[2]
     assert value["Source"] == {"topic": "RawSensorData", "partition": 1, "offset": 102}
     assert "WaterTemperature" in value["Detail"]
-    assert datetime.fromisoformat(value["RejectedAt"].replace("Z", "+00:00")) <= datetime.now(UTC)
-    assert by_reason["bad_shape"][0] is None, "no beach is known for a line of the wrong shape"
+    assert value["RejectedAt"] == NOW.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert letters[1][0] is None, "no beach is known for a line of the wrong shape"
 
 
 def test_each_batch_reuses_the_rules_expressions_and_gets_its_own_time(spark: Any) -> None:
@@ -116,8 +114,8 @@ def test_each_batch_reuses_the_rules_expressions_and_gets_its_own_time(spark: An
     built: list[tuple[int, int]] = []
     rejected = []
     for at in ("2026-01-01T00:00:00", "2026-01-01T00:00:05"):
-        batch = spark_rules.routed(spark_rules.validate(frame, now=F.lit(at).cast("timestamp")))
+        batch = transforms.routed(transforms.validate(frame, now=F.lit(at).cast("timestamp")))
         rejected.append(json.loads(batch.first().value)["RejectedAt"])
-        built.append((spark_rules._validation.cache_info().misses, spark_rules._routing.cache_info().misses))
+        built.append((transforms._validation.cache_info().misses, transforms._routing.cache_info().misses))
     assert rejected == ["2026-01-01T00:00:00.000Z", "2026-01-01T00:00:05.000Z"]
     assert built[1] == built[0], "the second batch built the rules' expressions again"

@@ -13,8 +13,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from sensor_pipeline.stack import artifacts
-from sensor_pipeline.stack.definition import (
+from sensor_pipeline.local import artifacts
+from sensor_pipeline.local.definition import (
     COMPOSE_FILE,
     SPARK_IMAGE_CHECKPOINTS,
     SPARK_IMAGE_JARS,
@@ -23,7 +23,7 @@ from sensor_pipeline.stack.definition import (
     load,
     render_compose,
 )
-from sensor_pipeline.stack.runner import Paths, kafka_properties, program_commands, supervisord_conf
+from sensor_pipeline.local.runner import Paths, kafka_properties, program_commands, supervisord_conf
 
 ROOT = find_root(Path(__file__))
 CONTRACT_PORTS = {"sensor-api": 3030, "kafka": 9092, "mongodb": 27017, "aws": 4566, "dashboard": 5006}
@@ -206,8 +206,8 @@ def test_a_port_taken_by_another_process_is_named_in_the_error(tmp_path: Path) -
 
     import pytest
 
-    from sensor_pipeline.stack.definition import Service
-    from sensor_pipeline.stack.runner import StackError, _start_service
+    from sensor_pipeline.local.definition import Service
+    from sensor_pipeline.local.runner import StackError, _start_service
 
     class NothingRunning:  # a supervisor that has started nothing
         def state(self, name: str) -> str:
@@ -226,7 +226,7 @@ def test_a_port_taken_by_another_process_is_named_in_the_error(tmp_path: Path) -
 
 
 def test_stack_status_exits_non_zero_when_a_started_service_failed_or_is_not_ready() -> None:
-    from sensor_pipeline.stack.runner import status_code
+    from sensor_pipeline.local.runner import status_code
 
     up = ["READY", "READY", "READY", "RUNNING"]
     assert status_code(True, up) == 0

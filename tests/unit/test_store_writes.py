@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pymongo.errors import BulkWriteError
 
-from sensor_pipeline import store
+from sensor_pipeline.job import store
 
 
 class FakeCollection:

@@ -25,11 +25,11 @@ from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 
 from sensor_pipeline.config import Settings
+from sensor_pipeline.contract.schema import BEACHES
 from sensor_pipeline.dashboard import panels, status
 from sensor_pipeline.dashboard.aggregate import RANGES, View
 from sensor_pipeline.dashboard.hub import Hub
 from sensor_pipeline.dashboard.shaping import METRICS, latest_table
-from sensor_pipeline.simulator import BEACHES
 
 #: Milliseconds between a session's refreshes.
 REFRESH_MS = 1000

@@ -33,11 +33,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from sensor_pipeline.config import Settings
+from sensor_pipeline.contract.schema import BEACHES
 from sensor_pipeline.dashboard import status
 from sensor_pipeline.dashboard.aggregate import DelayWindow, Downsampler, View
 from sensor_pipeline.dashboard.meter import PipelineMeter, Throttle, kafka_client
 from sensor_pipeline.dashboard.shaping import MAX_MESSAGE_BYTES, METRICS, parse_clean
-from sensor_pipeline.simulator import BEACHES
 
 log = logging.getLogger("sensor_pipeline.dashboard")
 

@@ -2,7 +2,7 @@
 
 Once a second a thread asks the broker for the end offsets of RawSensorData, CleanSensorData and
 InvalidSensorData, and for the offsets the job committed to its consumer group (``SP_JOB_GROUP``,
-see :mod:`sensor_pipeline.progress`). Rates are end-offset growth over the last ``WINDOW`` seconds
+see :mod:`sensor_pipeline.job.progress`). Rates are end-offset growth over the last ``WINDOW`` seconds
 (offsets, not records: the job's transactions add a commit marker per output partition they wrote);
 the lag is, over the RawSensorData partitions the job has committed (as MSK's lag metrics count),
 each end offset minus the committed offset (or the partition's first offset, when later). Both read

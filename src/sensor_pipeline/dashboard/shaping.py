@@ -7,8 +7,8 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from sensor_pipeline import schema
-from sensor_pipeline.rules import flags_of
+from sensor_pipeline.contract import schema
+from sensor_pipeline.contract.rules import flags_of
 
 #: (key, title, unit) of each measured value, from the one schema.
 METRICS: tuple[tuple[str, str, str], ...] = tuple((key.name, key.label, key.unit) for key in schema.METRICS)

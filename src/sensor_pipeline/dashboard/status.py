@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from sensor_pipeline.rules import FLAGS
+from sensor_pipeline.contract.rules import FLAGS
 
 CLEAR_BELOW = 5.0
 VERY_TURBID_FROM = 50.0

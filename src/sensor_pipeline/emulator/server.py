@@ -47,7 +47,7 @@ def serve(
     from sensor_pipeline.emulator.credentials import CredentialsServer
     from sensor_pipeline.emulator.docdb import ADDRESSES, DocdbServers
     from sensor_pipeline.emulator.msk_sync import MskSync
-    from sensor_pipeline.stack import tls
+    from sensor_pipeline.local import tls
 
     certificates = tls.ensure(state)
     docdb = DocdbServers(ferretdb, state, certificates.server_cert, certificates.server_key)

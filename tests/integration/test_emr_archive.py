@@ -66,8 +66,8 @@ def test_every_module_the_job_loads_imports_with_the_archives_packages_only(envi
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("job", {str(ROOT / "jobs" / "structure_validate_store.py")!r})
 job = importlib.util.module_from_spec(spec); spec.loader.exec_module(job)
-import sensor_pipeline.batch_writer, sensor_pipeline.store, sensor_pipeline.spark_rules, sensor_pipeline.rules
-import sensor_pipeline.delivery
+import sensor_pipeline.job.writer, sensor_pipeline.job.store, sensor_pipeline.job.transforms, sensor_pipeline.contract.rules
+import sensor_pipeline.job.delivery
 from confluent_kafka import Consumer, Producer, TopicPartition
 from sensor_pipeline.aws import aws_client
 from sensor_pipeline.config import Settings
@@ -75,7 +75,7 @@ aws_client(Settings(aws_endpoint_url="http://127.0.0.1:1"), "secretsmanager")  #
 aws_client(Settings(aws_endpoint_url=""), "secretsmanager")  # AWS's path
 # The DocumentDB secret is read at the first batch: the imports on that path must resolve too.
 try:
-    sensor_pipeline.store.connect(Settings(mongo_secret_arn="arn:aws:secretsmanager:us-east-1:1:secret:x",
+    sensor_pipeline.job.store.connect(Settings(mongo_secret_arn="arn:aws:secretsmanager:us-east-1:1:secret:x",
                                            aws_endpoint_url="http://127.0.0.1:9"))
 except ImportError:
     raise

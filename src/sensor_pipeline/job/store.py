@@ -41,7 +41,7 @@ class StoreError(RuntimeError):
     """Documents could not be written now: the batch must be retried.
 
     ``failed`` maps the ``_id`` of each document that was refused to the server's error, so the
-    caller can count refusals across attempts (see ``sensor_pipeline.batch_writer``); ``partial`` is
+    caller can count refusals across attempts (see ``sensor_pipeline.job.writer``); ``partial`` is
     what the call settled for the others (inserted, already stored, rejected for what they hold), so a
     caller that gives up on ``failed`` still knows the rest.
     """

@@ -45,9 +45,9 @@ from tenacity import (
 from tenacity.wait import WaitBaseT
 
 from sensor_pipeline.config import Settings
-from sensor_pipeline.rules import beach_key
+from sensor_pipeline.contract.rules import beach_key
 
-log = logging.getLogger("sensor_pipeline.producer")
+log = logging.getLogger("sensor_pipeline.source.producer")
 
 EXIT_OK, EXIT_UNDELIVERED, EXIT_FATAL = 0, 1, 2
 #: Seconds the producer waits for the broker after the source ran out (``--count`` reached).

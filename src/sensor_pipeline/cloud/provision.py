@@ -11,9 +11,9 @@ from typing import Any
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from sensor_pipeline import store
 from sensor_pipeline.aws import aws_client
 from sensor_pipeline.config import Settings
+from sensor_pipeline.job import store
 
 
 def ensure_topics(settings: Settings, topics: tuple[str, ...] | None = None) -> list[str]:

@@ -2,7 +2,7 @@
 
 Everything that has the document's shape is derived from :data:`DOCUMENT`: the Python record of a
 valid line (:func:`record`), the Spark columns the job stores and publishes
-(:mod:`sensor_pipeline.spark_rules`), the BSON document written by the batch writer
+(:mod:`sensor_pipeline.job.transforms`), the BSON document written by the batch writer
 (:func:`to_document`), the CleanSensorData JSON (:func:`clean_message`) and the dashboard's metrics
 (:data:`METRICS`).
 """
@@ -15,6 +15,17 @@ from typing import Any
 
 from bson.datetime_ms import DatetimeMS
 from bson.int64 import Int64
+
+#: The beaches of the City of Chicago's data set: the sensors the simulator plays and the dashboard
+#: draws (one panel row each).
+BEACHES: tuple[str, ...] = (
+    "63rd Street Beach",
+    "Calumet Beach",
+    "Montrose Beach",
+    "Ohio Street Beach",
+    "Osterman Beach",
+    "Rainbow Beach",
+)
 
 
 @dataclass(frozen=True)

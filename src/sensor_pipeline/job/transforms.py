@@ -1,4 +1,4 @@
-"""The rule set of :mod:`sensor_pipeline.rules`, compiled into Spark column expressions.
+"""The rule set of :mod:`sensor_pipeline.contract.rules`, compiled into Spark column expressions.
 
 Pure ``DataFrame -> DataFrame`` functions built only from Spark's built-in functions (no Python
 UDF on the hot path). The session must run with ``spark.sql.session.timeZone=UTC`` so that a
@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from sensor_pipeline import rules, schema
+from sensor_pipeline.contract import rules, schema
 
 #: Session settings the transforms rely on.
 utc_session_conf: dict[str, str] = {
@@ -27,18 +27,19 @@ _DOUBLE_INF = float("inf")
 #: Timestamps as text that sorts as they do (four-digit years: the rules allow 1-9999).
 _SORTABLE = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: The batch's time, a column of the validated rows: ``validate`` adds it, ``routed`` and
-#: ``dead_letters`` write it as ``RejectedAt``.
+#: The batch's time, a column of the validated rows: ``validate`` adds it, ``routed`` writes it in
+#: dead letters as ``RejectedAt``.
 BATCH_TIME = "batch_time"
 
 
-def _instant(value: datetime) -> Column:
+def instant(value: datetime) -> Column:
+    """``value`` as a timestamp literal (the batch's time the writer validates against)."""
     # From epoch microseconds: Python's datetime conversion of a literal depends on the local zone.
     return F.timestamp_micros(F.lit((value - _EPOCH) // timedelta(microseconds=1)))
 
 
 def quote(text: Column, limit: int = rules.DETAIL_QUOTE) -> Column:
-    """:func:`sensor_pipeline.rules.quote` in Spark: a field cut to ``limit`` characters for a message."""
+    """:func:`sensor_pipeline.contract.rules.quote` in Spark: a field cut to ``limit`` characters for a message."""
     return F.when(F.length(text) <= limit, text).otherwise(
         F.format_string("%s... (%d characters)", F.substring(text, 1, limit), F.length(text))
     )
@@ -100,7 +101,7 @@ def _validation(future_tolerance_seconds: int) -> tuple[Column, tuple[Column, ..
     shape_ok = F.size("fields") == rules.FIELD_COUNT
     ts_text = field["TimeStamp"]
     parsed = ts_text.try_cast("timestamp")
-    in_bounds = parsed.between(_instant(rules.EARLIEST), _instant(rules.LATEST))
+    in_bounds = parsed.between(instant(rules.EARLIEST), instant(rules.LATEST))
     timestamp = F.when(ts_text.rlike(rules.TIMESTAMP_PATTERN) & in_bounds, parsed)
     numbers = {name: _number(field[name]) for name in rules.RANGES}
     id_text = field["MeasurementID"]
@@ -158,7 +159,7 @@ def _validation(future_tolerance_seconds: int) -> tuple[Column, tuple[Column, ..
             F.format_string("MeasurementID must be an integer in [1, 2^63-1]: '%s'", quote(id_text)),
         ),
     }
-    assert tuple(failures) == rules.CHECKS, "spark_rules is out of step with rules.CHECKS"
+    assert tuple(failures) == rules.CHECKS, "transforms is out of step with rules.CHECKS"
     reason: Column = F.lit(None).cast("string")
     detail: Column = F.lit(None).cast("string")
     for code in reversed(rules.CHECKS):
@@ -179,11 +180,6 @@ def _document_columns() -> list[Column]:
     return [sources.get(key.name, F.col(key.name)).cast(key.spark_type).alias(key.name) for key in schema.DOCUMENT]
 
 
-def clean_documents(validated: DataFrame) -> DataFrame:
-    """Valid rows in the stored document's shape (:data:`schema.DOCUMENT`), plus the source columns."""
-    return validated.where(F.col("reason").isNull()).select(*_document_columns(), "topic", "partition", "offset")
-
-
 def _clean_record() -> tuple[Column, Column]:
     """CleanSensorData (key, value) of a row in the document's shape: key = beach (underscored, as on
     the raw topic), value = JSON of :data:`schema.MESSAGE_KEYS`."""
@@ -192,12 +188,6 @@ def _clean_record() -> tuple[Column, Column]:
         for name in schema.MESSAGE_KEYS
     ]
     return F.regexp_replace("Beach", " ", "_"), F.to_json(F.struct(*fields))
-
-
-def clean_messages(documents: DataFrame) -> DataFrame:
-    """CleanSensorData records (``key``, ``value``) of rows in the document's shape."""
-    key, value = _clean_record()
-    return documents.select(key.alias("key"), value.alias("value"))
 
 
 def source_struct(topic: Column, partition: Column, offset: Column) -> Column:
@@ -229,12 +219,6 @@ def _letter_record() -> tuple[Column, Column]:
     key = F.when((F.size("fields") == rules.FIELD_COUNT) & (F.col("reason") != "too_long"), F.get(F.col("fields"), 4))
     source = source_struct(F.col("topic"), F.col("partition"), F.col("offset"))
     return key, dead_letter_value(F.col("value"), F.col("reason"), F.col("detail"), source, F.col(BATCH_TIME))
-
-
-def dead_letters(validated: DataFrame) -> DataFrame:
-    """InvalidSensorData records (``key``, ``value``) of the invalid rows."""
-    key, value = _letter_record()
-    return validated.where(F.col("reason").isNotNull()).select(key.alias("key"), value.alias("value"))
 
 
 def routed(validated: DataFrame) -> DataFrame:

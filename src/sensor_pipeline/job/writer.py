@@ -2,11 +2,11 @@
 
 Per micro-batch (the raw Kafka records of the batch):
 
-1. **validate** with the batch's time as a literal (``spark_rules.validate``/``routed``): the future
+1. **validate** with the batch's time as a literal (``transforms.validate``/``routed``): the future
    limit folds into a string constant, which generated code references, so the compiled plan is
    reused from one batch to the next, and the rules' column expressions, which name the batch's
    time by column, are built once per job;
-2. **deliver** in one Spark job, one task per source partition (:mod:`sensor_pipeline.delivery`):
+2. **deliver** in one Spark job, one task per source partition (:mod:`sensor_pipeline.job.delivery`):
    store, then publish clean messages and dead letters and commit the slice's offsets to the job's
    consumer group in one Kafka transaction. The group's offsets are the job's progress, its lag as
    Kafka's tools and MSK's metrics show it, and where it starts when it has no checkpoint.
@@ -29,13 +29,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
-from sensor_pipeline import delivery, faults, spark_rules
 from sensor_pipeline.config import Settings
+from sensor_pipeline.job import delivery, faults, transforms
 
 log = logging.getLogger("sensor_pipeline.job")
 #: The streaming query's name (the Spark UI's).
@@ -61,9 +60,10 @@ class BatchWriter:
 
     def routed(self, records: DataFrame, now: datetime) -> DataFrame:
         """The batch's raw records, validated against ``now`` and shaped for delivery."""
-        instant = F.timestamp_micros(F.lit((now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)))
-        lines = spark_rules.raw_lines(records)
-        return spark_rules.routed(spark_rules.validate(lines, instant, self.settings.future_tolerance_seconds))
+        lines = transforms.raw_lines(records)
+        return transforms.routed(
+            transforms.validate(lines, transforms.instant(now), self.settings.future_tolerance_seconds)
+        )
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
         if self.stopping.is_set():

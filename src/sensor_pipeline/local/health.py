@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from sensor_pipeline.stack.definition import Service
+from sensor_pipeline.local.definition import Service
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 
-log = logging.getLogger("sensor_pipeline.faults")
+log = logging.getLogger("sensor_pipeline.job.faults")
 
 #: Every point, in the order the writer reaches them within a batch.
 POINTS: tuple[str, ...] = (

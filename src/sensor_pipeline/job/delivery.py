@@ -33,8 +33,9 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sensor_pipeline import faults, python_worker, rules, schema, store
 from sensor_pipeline.config import Settings
+from sensor_pipeline.contract import rules, schema
+from sensor_pipeline.job import faults, python_worker, store
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -159,7 +160,7 @@ def log_start(settings: Settings, topic: str, partition: int) -> int:
 
 
 def deliver(settings_json: str, dead_letter_refused: bool) -> Callable[[Iterable[pa.RecordBatch]], Iterator[Any]]:
-    """The task of one slice, for ``mapInArrow`` over ``spark_rules.routed`` rows; yields its counts."""
+    """The task of one slice, for ``mapInArrow`` over ``transforms.routed`` rows; yields its counts."""
 
     def run(batches: Iterable[pa.RecordBatch]) -> Iterator[Any]:
         import pyarrow as pa
@@ -185,7 +186,7 @@ def deliver(settings_json: str, dead_letter_refused: bool) -> Callable[[Iterable
 
 
 class Slice:
-    """One source partition's rows of a batch (dicts of ``spark_rules.routed`` columns, offset order)."""
+    """One source partition's rows of a batch (dicts of ``transforms.routed`` columns, offset order)."""
 
     def __init__(self, settings: Settings, rows: list[dict[str, Any]], dead_letter_refused: bool) -> None:
         self.settings, self.rows, self.dead_letter_refused = settings, rows, dead_letter_refused

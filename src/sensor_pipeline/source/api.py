@@ -25,7 +25,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from sensor_pipeline.config import Settings
-from sensor_pipeline.simulator import Simulator, describe_models
+from sensor_pipeline.source.simulator import Simulator, describe_models
 
 MAX_COUNT = 10_000
 #: How often a stream with nothing due looks again (seconds).

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sensor_pipeline.stack import artifacts, health, tls
-from sensor_pipeline.stack.definition import Service, StackDefinition, load
+from sensor_pipeline.local import artifacts, health, tls
+from sensor_pipeline.local.definition import Service, StackDefinition, load
 
 PRIORITY = {"infra": 10, "app": 20}
 START_TIMEOUT = {"kafka": 90.0, "mongodb": 60.0, "aws": 60.0, "spark-job": 180.0}
@@ -439,7 +439,7 @@ def up(root: Path, infra_only: bool = False, refuse_app_tier: bool = False) -> N
     for service in definition.tier("infra"):
         _start_service(supervisor, service, paths)
 
-    from sensor_pipeline import provision
+    from sensor_pipeline.cloud import provision
     from sensor_pipeline.config import settings_from_env_map
 
     settings = settings_from_env_map(definition.settings)

@@ -8,7 +8,7 @@ A raw line (contract) is six whitespace-separated fields::
 :data:`CHECKS` lists the checks in the order they are applied; the first that fails gives the
 reason code. Everything that decides a verdict (the whitespace set, the patterns, the ranges and the
 tolerance) is data in this module. :func:`validate_line` executes it in Python (the ``validate``
-command, the producer's self-checks, tests); :mod:`sensor_pipeline.spark_rules` compiles the same
+command, the producer's self-checks, tests); :mod:`sensor_pipeline.job.transforms` compiles the same
 data into Spark column expressions. ``tests/unit/test_parity.py`` runs one corpus through both.
 
 Patterns are deliberately strict and ASCII-only so that Python's ``re`` and Java's regex engine agree
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sensor_pipeline import schema
+from sensor_pipeline.contract import schema
 
 # --- the rule set (data) -----------------------------------------------------------------------
 

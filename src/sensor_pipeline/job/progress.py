@@ -24,8 +24,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sensor_pipeline import delivery
 from sensor_pipeline.config import Settings
+from sensor_pipeline.job import delivery
 
 log = logging.getLogger("sensor_pipeline.job")
 TIMEOUT = 30.0
@@ -73,7 +73,7 @@ def topic_id(settings: Settings) -> str:
 
 
 def _state(settings: Settings) -> Any:
-    from sensor_pipeline import store
+    from sensor_pipeline.job import store
 
     client = store.connect(settings)
     return client, store.durable_readings(client, settings).database[f"{settings.mongo_collection}_job"]

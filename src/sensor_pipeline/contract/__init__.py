@@ -1,0 +1,1 @@
+"""The contract every stage shares: the line format, the validation rules, the clean message and the stored document."""

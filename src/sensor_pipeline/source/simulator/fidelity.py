@@ -1,0 +1,158 @@
+"""How close a simulated season is to the real data (``sensor-pipeline simulate --report``)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sensor_pipeline.contract.rules import validate_line
+from sensor_pipeline.contract.schema import BEACHES
+from sensor_pipeline.source.simulator.engine import Simulator
+from sensor_pipeline.source.simulator.real import (
+    HOUR,
+    METRICS,
+    gap_counts,
+    real_fault_rate,
+    real_faults,
+    real_gap_rates,
+    real_readings,
+    valid_real_readings,
+)
+
+#: The largest Kolmogorov-Smirnov distance to the real data a simulated season may have, per beach
+#: and metric (:func:`fidelity_report`).
+KS_LIMIT = 0.05
+
+
+def ks_distance(sample: Sequence[float], reference: Sequence[float], weights: Sequence[float] | None = None) -> float:
+    """Two-sample Kolmogorov-Smirnov distance ``sup_x |F(x) - G(x)|`` between the empirical
+    distribution functions of ``sample`` (value ``i`` counting ``weights[i]``, default 1) and of
+    ``reference``: 0 when both hold the same values in the same proportions, 1 when they do not overlap.
+    """
+    weighted = sorted(zip(sample, weights or [1.0] * len(sample), strict=True))
+    weighted = [(value, weight) for value, weight in weighted if weight > 0]
+    ordered = sorted(reference)
+    total = math.fsum(weight for _, weight in weighted)
+    if not weighted or not ordered or total <= 0:
+        raise ValueError("both samples need at least one value (of positive weight)")
+    i = j = 0
+    below = distance = 0.0
+    while i < len(weighted) or j < len(ordered):
+        x = min(weighted[i][0] if i < len(weighted) else math.inf, ordered[j] if j < len(ordered) else math.inf)
+        while i < len(weighted) and weighted[i][0] == x:
+            below += weighted[i][1]
+            i += 1
+        while j < len(ordered) and ordered[j] == x:
+            j += 1
+        distance = max(distance, abs(below / total - j / len(ordered)))
+    return min(distance, 1.0)
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How close a simulated season came to the real data (:func:`fidelity_report`)."""
+
+    ks: dict[str, dict[str, float]]  # beach -> metric -> KS distance
+    gap_rates: dict[str, tuple[float, float]]  # beach -> (real, simulated)
+    faults: tuple[int, int]  # (real readings, simulated lines) that are faults
+    readings: tuple[int, int]  # (real readings, simulated lines)
+    season: tuple[datetime, datetime]  # the simulated hours: [start, end)
+
+    @property
+    def worst(self) -> float:
+        return max(d for row in self.ks.values() for d in row.values())
+
+    @property
+    def fault_rates(self) -> tuple[float, float]:
+        return self.faults[0] / self.readings[0], self.faults[1] / self.readings[1]
+
+    def table(self) -> str:
+        """The report as text: a row per beach, then the worst distance and the fault rates."""
+        start, end = self.season
+        width = max(len(b) for b in self.ks)
+        header = ("temperature", "turbidity", "battery", "gaps real", "gaps sim")
+        rows = [
+            f"Simulated season {start:%Y-%m-%d} to {end - HOUR:%Y-%m-%d} (months and hours weighted as the real "
+            f"buoys report them): {self.readings[1]:,} simulated, {self.readings[0]:,} real readings.",
+            f"Kolmogorov-Smirnov distance to the real data per beach (limit {KS_LIMIT}), and gap rates:",
+            "",
+            f"{'beach':<{width}}  " + "  ".join(header),
+        ]
+        for beach, row in self.ks.items():
+            cells = [f"{row[name]:.3f}" for name in METRICS] + [f"{rate:.1%}" for rate in self.gap_rates[beach]]
+            rows.append(f"{beach:<{width}}  " + "  ".join(f"{c:>{len(h)}}" for c, h in zip(cells, header, strict=True)))
+        real, simulated = self.fault_rates
+        rows += [
+            "",
+            f"worst KS distance: {self.worst:.3f} ({'within' if self.worst <= KS_LIMIT else 'above'} {KS_LIMIT})",
+            f"fault rate: real {real:.4%} ({self.faults[0]:,} of {self.readings[0]:,}), "
+            f"simulated {simulated:.4%} ({self.faults[1]:,} of {self.readings[1]:,})",
+        ]
+        return "\n".join(rows)
+
+
+def fidelity_report(seed: int = 1, year: int = 2015, fault_rate: float | None = None) -> Fidelity:
+    """Simulate a season and compare it with the packaged real data, beach by beach (a few seconds).
+
+    The season runs hourly through the months the real buoys report (May to October) of ``year``,
+    with gaps (``Simulator(gaps=True)``) and faults at ``fault_rate`` (default :func:`real_fault_rate`).
+    Each simulated reading at beach ``b`` in month ``m`` at hour ``h`` counts ``real(b, m, h) /
+    simulated(b, m, h)`` in the distances, so the months and hours of day weigh as in the real data
+    (a month without real readings of a beach counts nothing there).
+
+    * KS distance: :func:`ks_distance` of water temperature, turbidity and battery between the valid,
+      non-repeated simulated lines and the real readings that are not faults.
+    * Fault rate: share of the lines (real: readings) that fail
+      :func:`sensor_pipeline.contract.rules.validate_line` or repeat an earlier line (real: beach and time).
+    * Gap rate: share of expected hourly readings that are missing, per :func:`gap_counts`.
+    """
+    real = valid_real_readings()
+    real_cells = Counter((r.beach, r.timestamp.month, r.timestamp.hour) for r in real)
+    months = sorted({r.timestamp.month for r in real})
+    start = datetime(year, months[0], 1, tzinfo=UTC)
+    end = datetime(year + months[-1] // 12, months[-1] % 12 + 1, 1, tzinfo=UTC)
+    simulator = Simulator(
+        seed=seed, fault_rate=real_fault_rate() if fault_rate is None else fault_rate, worker=0, start=start, gaps=True
+    )
+    seen: set[str] = set()
+    slots: dict[str, list[datetime]] = {beach: [] for beach in BEACHES}
+    values: dict[str, list[tuple[int, int, tuple[float, float, float]]]] = {beach: [] for beach in BEACHES}
+    lines = faults = 0
+    while True:
+        line = simulator.take(1)[0]
+        assert simulator.last_slot is not None
+        at, beach = simulator.last_slot
+        if at >= end:
+            break
+        lines += 1
+        slots[beach].append(at)
+        verdict = validate_line(line)
+        if not verdict.valid or line in seen:
+            faults += 1
+        else:
+            record = verdict.record or {}
+            reading = (record["WaterTemperature"], record["Turbidity"], record["BatteryLife"])
+            values[beach].append((at.month, at.hour, reading))
+        seen.add(line)
+
+    ks: dict[str, dict[str, float]] = {}
+    gap_rates: dict[str, tuple[float, float]] = {}
+    real_gaps = real_gap_rates()
+    for beach in BEACHES:
+        simulated_cells = Counter((month, hour) for month, hour, _ in values[beach])
+        weights = [real_cells[beach, m, h] / simulated_cells[m, h] for m, h, _ in values[beach]]
+        ks[beach] = {
+            name: ks_distance(
+                [reading[k] for _, _, reading in values[beach]],
+                [float(getattr(r, name)) for r in real if r.beach == beach],
+                weights,
+            )
+            for k, name in enumerate(METRICS)
+        }
+        missing, expected = gap_counts(slots[beach])
+        gap_rates[beach] = (real_gaps[beach], missing / expected)
+    faulty_real = sum(real_faults())
+    return Fidelity(ks, gap_rates, (faulty_real, faults), (len(real_readings()), lines), (start, end))
