@@ -33,7 +33,8 @@ out-of-range or non-numeric value, a bad or future timestamp, or a duplicate of 
 real data's own rate is :func:`real_fault_rate` (0.003 %: one reading of 36,405).
 
 **Fidelity.** :func:`fidelity_report` (``sensor-pipeline simulate --report``) simulates a season and
-prints its per-beach Kolmogorov-Smirnov distances to the real data with the fault and gap rates.
+prints its per-beach Kolmogorov-Smirnov distances to the real data with the fault and gap rates, the
+correlation of each reading with the next hour's (real and simulated) and the mean daily profiles.
 """
 
 from sensor_pipeline.contract.schema import BEACHES

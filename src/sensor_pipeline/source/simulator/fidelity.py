@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from statistics import StatisticsError, correlation
 
 from sensor_pipeline.contract.rules import validate_line
 from sensor_pipeline.contract.schema import BEACHES
@@ -60,6 +61,10 @@ class Fidelity:
     faults: tuple[int, int]  # (real readings, simulated lines) that are faults
     readings: tuple[int, int]  # (real readings, simulated lines)
     season: tuple[datetime, datetime]  # the simulated hours: [start, end)
+    #: beach -> metric -> (real, simulated) correlation of each reading with the next hour's.
+    lag1: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    #: metric -> (real, simulated) mean by hour of day (UTC), all beaches.
+    daily: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=dict)
 
     @property
     def worst(self) -> float:
@@ -91,7 +96,44 @@ class Fidelity:
             f"fault rate: real {real:.4%} ({self.faults[0]:,} of {self.readings[0]:,}), "
             f"simulated {simulated:.4%} ({self.faults[1]:,} of {self.readings[1]:,})",
         ]
+        if self.lag1:
+            rows += ["", "Correlation of a reading with the next hour's (lag 1), real / simulated:", ""]
+            rows.append(f"{'beach':<{width}}  " + "  ".join(f"{name:>11}" for name in header[:3]))
+            for beach, pairs in self.lag1.items():
+                cells = [f"{pairs[name][0]:.2f} / {pairs[name][1]:.2f}" for name in METRICS]
+                rows.append(f"{beach:<{width}}  " + "  ".join(f"{c:>11}" for c in cells))
+        if self.daily:
+            hours = range(0, 24, 3)
+            rows += ["", "Mean by hour of day (UTC), all beaches, real / simulated:", ""]
+            rows.append(f"{'hour':<{width}}  " + "  ".join(f"{h:>13}" for h in hours))
+            for name, (real_profile, simulated_profile) in self.daily.items():
+                cells = [f"{real_profile[h]:.2f} / {simulated_profile[h]:.2f}" for h in hours]
+                rows.append(f"{name:<{width}}  " + "  ".join(f"{c:>13}" for c in cells))
         return "\n".join(rows)
+
+
+def lag1_correlation(series: dict[datetime, float]) -> float:
+    """Pearson correlation of each value with the value an hour later (NaN without enough pairs)."""
+    pairs = [(value, series[at + HOUR]) for at, value in series.items() if at + HOUR in series]
+    try:
+        return correlation([a for a, _ in pairs], [b for _, b in pairs])
+    except StatisticsError:  # fewer than two pairs, or a constant series
+        return math.nan
+
+
+def _hour(at: datetime) -> datetime:
+    """The hour a real reading reports for (the buoys stamp a few minutes either side)."""
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def _hourly_means(samples: list[tuple[int, float, float]]) -> tuple[float, ...]:
+    """(hour, value, weight) -> the weighted mean value at each hour of day."""
+    means = []
+    for hour in range(24):
+        at_hour = [(value, weight) for h, value, weight in samples if h == hour and weight > 0]
+        total = math.fsum(weight for _, weight in at_hour)
+        means.append(math.fsum(v * w for v, w in at_hour) / total if total else math.nan)
+    return tuple(means)
 
 
 def fidelity_report(seed: int = 1, year: int = 2015, fault_rate: float | None = None) -> Fidelity:
@@ -120,6 +162,7 @@ def fidelity_report(seed: int = 1, year: int = 2015, fault_rate: float | None = 
     seen: set[str] = set()
     slots: dict[str, list[datetime]] = {beach: [] for beach in BEACHES}
     values: dict[str, list[tuple[int, int, tuple[float, float, float]]]] = {beach: [] for beach in BEACHES}
+    series: dict[str, list[tuple[datetime, tuple[float, float, float]]]] = {beach: [] for beach in BEACHES}
     lines = faults = 0
     while True:
         line = simulator.take(1)[0]
@@ -136,10 +179,13 @@ def fidelity_report(seed: int = 1, year: int = 2015, fault_rate: float | None = 
             record = verdict.record or {}
             reading = (record["WaterTemperature"], record["Turbidity"], record["BatteryLife"])
             values[beach].append((at.month, at.hour, reading))
+            series[beach].append((at, reading))
         seen.add(line)
 
     ks: dict[str, dict[str, float]] = {}
     gap_rates: dict[str, tuple[float, float]] = {}
+    lag1: dict[str, dict[str, tuple[float, float]]] = {}
+    simulated_hours: list[list[tuple[int, float, float]]] = [[] for _ in METRICS]
     real_gaps = real_gap_rates()
     for beach in BEACHES:
         simulated_cells = Counter((month, hour) for month, hour, _ in values[beach])
@@ -154,5 +200,22 @@ def fidelity_report(seed: int = 1, year: int = 2015, fault_rate: float | None = 
         }
         missing, expected = gap_counts(slots[beach])
         gap_rates[beach] = (real_gaps[beach], missing / expected)
+        lag1[beach] = {
+            name: (
+                lag1_correlation({_hour(r.timestamp): float(getattr(r, name)) for r in real if r.beach == beach}),
+                lag1_correlation({at: reading[k] for at, reading in series[beach]}),
+            )
+            for k, name in enumerate(METRICS)
+        }
+        for (_, hour, reading), weight in zip(values[beach], weights, strict=True):
+            for k in range(len(METRICS)):
+                simulated_hours[k].append((hour, reading[k], weight))
+    daily = {
+        name: (
+            _hourly_means([(r.timestamp.hour, float(getattr(r, name)), 1.0) for r in real]),
+            _hourly_means(simulated_hours[k]),
+        )
+        for k, name in enumerate(METRICS)
+    }
     faulty_real = sum(real_faults())
-    return Fidelity(ks, gap_rates, (faulty_real, faults), (len(real_readings()), lines), (start, end))
+    return Fidelity(ks, gap_rates, (faulty_real, faults), (len(real_readings()), lines), (start, end), lag1, daily)
