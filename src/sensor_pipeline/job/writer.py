@@ -32,6 +32,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pyspark.sql import DataFrame
+from tenacity import RetryCallState, Retrying, stop_after_delay, stop_when_event_set, wait_exponential
+from tenacity.wait import wait_base
 
 from sensor_pipeline.config import Settings
 from sensor_pipeline.job import delivery, faults, transforms
@@ -57,6 +59,8 @@ class BatchWriter:
         self.busy = threading.Event()
         #: Set by SIGTERM: a failing batch is not retried (the query is stopping).
         self.stopping = threading.Event()
+        #: Between attempts at a failing batch: 1 s doubling to 30 s.
+        self.retry_wait: wait_base = wait_exponential(multiplier=1, min=1, max=30)
 
     def routed(self, records: DataFrame, now: datetime) -> DataFrame:
         """The batch's raw records, validated against ``now`` and shaped for delivery."""
@@ -79,27 +83,42 @@ class BatchWriter:
 
     def with_retries(self, what: str, action: Callable[[int], None]) -> None:
         """Run ``action(attempt)`` until it succeeds, with backoff and a log line per failure, for up to
-        ``SP_BATCH_RETRY_SECONDS``; what fails is the store, the broker or an executor: waiting helps."""
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                action(attempt)
-                return
-            except Exception as error:
-                waited = time.monotonic() - started
-                if self.stopping.is_set() or waited > self.settings.batch_retry_seconds:
-                    log.error("%s failed after %d attempts in %.0f s: giving up", what, attempt, waited)
-                    raise
-                delay = min(30.0, 2.0 ** (attempt - 1))
-                first_line = (str(error).strip().splitlines() or [""])[0][:300]
-                log.warning(
-                    "%s attempt %d failed (%s: %s); retrying in %.0f s (gives up after %.0f s)",
-                    what, attempt, type(error).__name__, first_line, delay, self.settings.batch_retry_seconds,
-                )  # fmt: skip
-                if self.stopping.wait(delay):
-                    raise
+        ``SP_BATCH_RETRY_SECONDS``; what fails is the store, the broker or an executor: waiting helps.
+        A stop request (SIGTERM) ends the wait and re-raises the last error."""
+
+        failed: list[BaseException] = []
+
+        def sleep(seconds: float) -> None:
+            if self.stopping.wait(seconds):  # woken by a stop: no further attempt
+                log.error("%s: stop requested while waiting to retry it", what)
+                raise failed[-1]
+
+        def log_failure(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            if error is not None:
+                failed.append(error)
+            first_line = (str(error).strip().splitlines() or [""])[0][:300]
+            delay = state.next_action.sleep if state.next_action else 0.0
+            log.warning(
+                "%s attempt %d failed (%s: %s); retrying in %.0f s (gives up after %.0f s)",
+                what, state.attempt_number, type(error).__name__, first_line, delay, self.settings.batch_retry_seconds,
+            )  # fmt: skip
+
+        def give_up(state: RetryCallState) -> None:
+            log.error("%s failed after %d attempts in %.0f s: giving up", what, state.attempt_number,
+                      state.seconds_since_start or 0.0)  # fmt: skip
+            assert state.outcome is not None
+            state.outcome.result()  # re-raises the last error
+
+        for attempt in Retrying(
+            stop=stop_after_delay(self.settings.batch_retry_seconds) | stop_when_event_set(self.stopping),
+            wait=self.retry_wait,
+            sleep=sleep,
+            before_sleep=log_failure,
+            retry_error_callback=give_up,
+        ):
+            with attempt:
+                action(attempt.retry_state.attempt_number)
 
     def write(self, routed: DataFrame, batch_id: int, attempt: int) -> None:
         """One attempt at a batch: every slice delivered (or found delivered) exactly once."""
