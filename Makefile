@@ -38,8 +38,10 @@ local-clean: venv ## Stop the local stack and delete its data, logs and checkpoi
 	@$(BIN)/sensor-pipeline stack clean
 
 # --- quality -------------------------------------------------------------------------------------
-.PHONY: lint typecheck fmt test unit integration chaos test-infra bench bench-dashboard tools browser sandbox
-PY_DIRS := src jobs tests benchmarks
+.PHONY: lint typecheck fmt test test-all unit integration chaos test-infra bench bench-dashboard tools browser sandbox
+PY_DIRS := src jobs tests benchmarks scripts
+# Each run keeps its per-test durations (JUnit XML) in test-artifacts/.
+JUNIT = --junitxml=test-artifacts/junit-$@.xml
 
 lint: venv ## ruff check + format check, compose file up to date
 	@$(BIN)/ruff check $(PY_DIRS)
@@ -53,13 +55,13 @@ typecheck: venv ## mypy (strict) on src/ and jobs/
 	@$(BIN)/mypy
 
 unit: venv ## Unit tests only (no services)
-	@$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	@$(BIN)/pytest tests/unit $(JUNIT) $(PYTEST_ARGS)
 
 integration: venv browser sandbox ## Integration tests (start the local stack's services if they are not running)
-	@$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+	@$(BIN)/pytest tests/integration $(JUNIT) $(PYTEST_ARGS)
 
 chaos: venv ## Fault and fuzz suites in full (make test runs a CI-sized part): prints lost/duplicated per case
-	@SP_CHAOS=full $(BIN)/pytest tests/chaos $(PYTEST_ARGS)
+	@SP_TEST_ALL=1 SP_CHAOS=full $(BIN)/pytest tests/chaos $(JUNIT) $(PYTEST_ARGS)
 
 tools: venv ## Install the pinned infra tools (checkov) into the cache
 	@bash scripts/install-tools.sh
@@ -71,10 +73,13 @@ sandbox: ## Install Debian's bubblewrap for the deploy rehearsal's container run
 	@bash scripts/install-sandbox.sh
 
 test-infra: tools ## Terraform fmt/validate/test and checkov, offline
-	@$(BIN)/pytest tests/infra $(PYTEST_ARGS)
+	@$(BIN)/pytest tests/infra $(JUNIT) $(PYTEST_ARGS)
 
-test: venv tools browser sandbox lint typecheck ## The whole suite: lint, types, unit, integration (real services, a real browser), infra
-	@$(BIN)/pytest tests $(PYTEST_ARGS)
+test: venv tools browser sandbox lint typecheck ## The suite (~8 min warm): every kind of test; cases marked slow are listed as skipped
+	@$(BIN)/pytest tests $(JUNIT) $(PYTEST_ARGS)
+
+test-all: venv tools browser sandbox lint typecheck ## Everything: make test plus the slow cases, chaos at full size
+	@SP_TEST_ALL=1 SP_CHAOS=full $(BIN)/pytest tests $(JUNIT) $(PYTEST_ARGS)
 
 bench: venv ## Benchmarks: pipeline throughput and latency against the original design's baseline
 	@$(BIN)/python benchmarks/pipeline.py

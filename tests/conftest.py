@@ -10,12 +10,26 @@ import pytest
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
+#: ``make test-all`` and ``make chaos`` set it: the cases marked ``slow`` run too.
+ALL = os.environ.get("SP_TEST_ALL") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``make test`` keeps to its time budget: slow cases are reported as skipped, saying where they
+    run, never filtered out of sight."""
+    if ALL:
+        return
+    for item in items:
+        if item.get_closest_marker("slow"):
+            where = "make chaos or make test-all" if item.get_closest_marker("chaos") else "make test-all"
+            item.add_marker(pytest.mark.skip(reason=f"slow: {where} runs it"))
+
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     from pyspark.sql import SparkSession
 
-    from sensor_pipeline.spark_rules import utc_session_conf
+    from sensor_pipeline.job.transforms import utc_session_conf
 
     builder = SparkSession.builder.master("local[2]").appName("tests")
     for key, value in {

@@ -1,6 +1,8 @@
 """The fault and fuzz suites: the integration stack's fixtures, sizes, and the table they print.
 
-``make test`` runs them CI-sized; ``make chaos`` (``SP_CHAOS=full``) runs every case at full size.
+``make test`` runs a CI-sized part: the transaction cases (a kill and a task failure mid-publish) and
+10,000 hostile records; the other cases are marked ``slow`` and listed as skipped. ``make chaos`` and
+``make test-all`` (``SP_TEST_ALL=1 SP_CHAOS=full``) run every case at full size.
 """
 
 from __future__ import annotations

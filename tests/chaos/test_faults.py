@@ -64,9 +64,9 @@ class Fault:
 
 
 FAULTS = [
-    Fault("stored", "kill", ci=True),  # a slice's readings inserted, its transaction not begun
+    Fault("stored", "kill"),  # a slice's readings inserted, its transaction not begun
     Fault("publishing", "kill", ci=True),  # some messages sent in the transaction, none committed
-    Fault("committed", "kill", ci=True),  # the transaction committed, the task not reported to Spark
+    Fault("committed", "kill"),  # the transaction committed, the task not reported to Spark
     Fault("delivered", "kill"),  # every slice committed, Spark's batch commit not written
     Fault("stored", "fail", "local[2,4]"),
     Fault("publishing", "fail", "local[2,4]", ci=True),  # partial sends, then Spark's retry of the task
@@ -124,6 +124,7 @@ def test_no_reading_is_lost_or_repeated_when_the_job_fails_at(fault: Fault, sett
     record(fault.name, result, job, recovery)
 
 
+@pytest.mark.slow
 def test_several_kills_in_a_row_each_recover_quickly(settings: Settings, tmp_path: Path) -> None:
     """kill -9 three times, each once the job stores again: no back-off grows between the restarts."""
     job = Job(settings, tmp_path / "job.log", env=JOB_ENV).start()
@@ -144,6 +145,7 @@ def test_several_kills_in_a_row_each_recover_quickly(settings: Settings, tmp_pat
     result.notes.append("storing again " + ", ".join(f"{r:.0f}" for r in recoveries if r is not None) + " s after each")
 
 
+@pytest.mark.slow
 def test_a_second_driver_beside_the_first_neither_loses_nor_repeats(settings: Settings, tmp_path: Path) -> None:
     """Two drivers on the same input (two job runs, each its own checkpoint): their attempts at each slice
     fence each other; whichever commits, the output holds each reading once."""
@@ -162,6 +164,7 @@ def test_a_second_driver_beside_the_first_neither_loses_nor_repeats(settings: Se
     record("a second driver beside the first", result, first)
 
 
+@pytest.mark.slow
 def test_a_redeploy_mid_stream_stops_the_old_driver_gracefully(settings: Settings, tmp_path: Path) -> None:
     """SIGTERM (EMR's cancel, supervisord's stop) while batches run: the running batch finishes, the job
     exits 0; the new build's driver goes on from where the group committed."""
@@ -193,7 +196,7 @@ def outage(name: str, seconds: float) -> None:
 
 @pytest.mark.parametrize(
     "service",
-    [pytest.param("kafka", marks=pytest.mark.slow), "mongodb"],  # the broker restart stops every other test
+    [pytest.param("kafka", marks=pytest.mark.slow), pytest.param("mongodb", marks=pytest.mark.slow)],
 )
 def test_no_reading_is_lost_or_repeated_across_a_restart_of(service: str, settings: Settings, tmp_path: Path) -> None:
     if not Supervisor(Paths.of(ROOT)).running():
@@ -210,6 +213,7 @@ def test_no_reading_is_lost_or_repeated_across_a_restart_of(service: str, settin
     record(f"{service} restart ({OUTAGE / 2:.0f} s down)", result, job)
 
 
+@pytest.mark.slow
 def test_a_deleted_checkpoint_neither_loses_nor_repeats_readings(settings: Settings, tmp_path: Path) -> None:
     """Killed with a slice stored and not published, then restarted without its checkpoint: the job's
     group offsets, committed with the output, tell where to go on; the stored slice is published."""
@@ -237,6 +241,7 @@ def test_a_deleted_checkpoint_neither_loses_nor_repeats_readings(settings: Setti
     record("checkpoint deleted, job restarted", result, job)
 
 
+@pytest.mark.slow
 def test_a_recreated_raw_topic_stops_the_job_with_what_to_do(settings: Settings, tmp_path: Path) -> None:
     """The raw topic deleted and created again (its offsets start over below what the job committed): the
     job refuses to start and says what to run; after `sensor-pipeline job reset-progress` it processes the
@@ -314,7 +319,9 @@ class Api:
             )
 
 
-@pytest.mark.parametrize("fault", ["producer-kill", pytest.param("api-down", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "fault", [pytest.param("producer-kill", marks=pytest.mark.slow), pytest.param("api-down", marks=pytest.mark.slow)]
+)
 def test_the_pipeline_recovers_when_the_source_side_fails(fault: str, settings: Settings, tmp_path: Path) -> None:
     """Readings the producer delivered are all processed; the producer resumes after the fault."""
     api = Api(settings, tmp_path / "api.log")

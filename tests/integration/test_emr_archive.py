@@ -26,8 +26,12 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("emr")
     archive = folder / "pyspark_venv.tar.gz"
     env = {**os.environ, "UV": str(CACHE / "tools" / "bin" / "uv"), "UV_CACHE_DIR": str(CACHE / "uv")}
+    # As the deploy rehearsal builds it (with the local CA as the DocumentDB bundle, when there is one):
+    # then the build the rehearsal kept in $SP_CACHE/emr-archives is reused.
+    ca = ROOT / ".local-stack" / "tls" / "ca.pem"
     subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_emr_archive.py"), "--out", str(archive)],
+        [sys.executable, str(ROOT / "scripts" / "build_emr_archive.py"), "--out", str(archive),
+         *(["--ca-bundle", str(ca)] if ca.is_file() else [])],
         env=env, check=True, timeout=600,
     )  # fmt: skip
     with tarfile.open(archive) as packed:
