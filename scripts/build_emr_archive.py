@@ -17,12 +17,15 @@ pyspark is not packed: EMR provides it, and ``spark-submit`` puts it on the Pyth
 
 Only the standard library is used here (the Docker stage has nothing else); the packages come from
 ``[tool.sensor-pipeline.emr-archive]`` in pyproject.toml, pinned as in ``[project.dependencies]``.
-Set ``UV`` to a uv binary to install through uv's cache (the rehearsal does), else pip is used.
+Set ``UV`` to a uv binary to install through uv's cache (the rehearsal does), else pip is used. With
+``SP_CACHE`` set, a build is kept in ``$SP_CACHE/emr-archives/``, keyed by the interpreter, the pins, this
+script, the project's files and the CA bundle, and reused when none of them changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -86,9 +89,34 @@ def _pip(env: Path) -> list[str]:
     return [python, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--disable-pip-version-check"]
 
 
+def project_copy(into: Path) -> Path:
+    """The project's sources alone: installed from the checkout, pip would reuse its build/ folder, which
+    keeps modules since moved or deleted, and ship them in the archive."""
+    copy = into / "project"
+    shutil.copytree(ROOT / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, copy / name)
+    return copy
+
+
 def install(env: Path, packages: list[str]) -> None:
     subprocess.run([*_pip(env), *packages], check=True)
-    subprocess.run([*_pip(env), "--no-deps", str(ROOT)], check=True)
+    subprocess.run([*_pip(env), "--no-deps", str(project_copy(env.parent))], check=True)
+
+
+def sources(tree: Path) -> set[str]:
+    return {str(p.relative_to(tree)) for p in tree.rglob("*.py") if "__pycache__" not in p.parts}
+
+
+def cache_key(packages: list[str], ca_bundle: Path | None) -> str:
+    """What the archive is made of: this interpreter, the pins, this script and the project's files."""
+    digest = hashlib.sha256(f"{sys.version}|{sys.executable}|{'|'.join(packages)}".encode())
+    files = [Path(__file__).resolve(), ROOT / "pyproject.toml", *sorted((ROOT / "src").rglob("*"))]
+    for path in [*files, *([ca_bundle] if ca_bundle else [])]:
+        if path.is_file() and "__pycache__" not in path.parts and ".egg-info" not in str(path):
+            digest.update(str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
 
 
 def self_check(env: Path) -> None:
@@ -98,6 +126,11 @@ def self_check(env: Path) -> None:
     prefix = subprocess.run(
         [str(env / "bin" / "python"), "-c", code], env=clean, check=True, capture_output=True, text=True
     )
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    packed = sources(env / "lib" / version / "site-packages" / "sensor_pipeline")
+    source = sources(ROOT / "src" / "sensor_pipeline")
+    if packed != source:
+        raise SystemExit(f"error: the archive's sensor_pipeline differs from src/: {sorted(packed ^ source)}")
     if Path(prefix.stdout.strip()).resolve() != env.resolve():
         raise SystemExit(f"error: the packed interpreter took {prefix.stdout.strip()} as its prefix, not {env}")
     outside = [
@@ -115,6 +148,13 @@ def main() -> int:
     parser.add_argument("--ca-bundle", type=Path, help="DocumentDB CA bundle, packed as rds-global-bundle.pem")
     args = parser.parse_args()
     packages = requirements(ROOT / "pyproject.toml")
+    cache = Path(os.environ["SP_CACHE"]) / "emr-archives" if os.environ.get("SP_CACHE") else None
+    cached = cache / f"{cache_key(packages, args.ca_bundle)}.tar.gz" if cache else None
+    if cached and cached.is_file():
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(cached, args.out)
+        print(f"wrote {args.out} (built earlier from the same files: {cached})")
+        return 0
     with tempfile.TemporaryDirectory(prefix="emr-archive-") as tmp:
         env = Path(tmp) / "environment"
         pip = [] if os.environ.get("UV") else ["--upgrade-deps"]
@@ -132,6 +172,11 @@ def main() -> int:
             # Members are relative (bin/python, lib/...): spark.archives unpacks them into ./environment.
             for path in sorted(env.iterdir()):
                 archive.add(path, arcname=path.name)
+    if cache and cached:
+        cache.mkdir(parents=True, exist_ok=True)
+        for old in sorted(cache.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)[:-3]:
+            old.unlink()  # the three newest builds are kept
+        shutil.copy2(args.out, cached)
     size = args.out.stat().st_size / 1e6
     print(f"wrote {args.out} ({size:.0f} MB): Python {sys.version.split()[0]}, {', '.join(packages)}")
     return 0

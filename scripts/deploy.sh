@@ -16,6 +16,11 @@ cd "$root"
 cli=.venv/bin/sensor-pipeline
 # SP_INFRA_DIR: another copy of infra/ (the rehearsal's tests deploy mutated copies: a permission removed).
 infra=${SP_INFRA_DIR:-infra}
+# How long the job run must stay RUNNING after it starts, and how long the rehearsal waits for late
+# refusals before it checks: what a deploy proves before it says "deployed". The tests shorten both
+# and check the refusals again once readings have flowed through every workload.
+stable_seconds=${SP_DEPLOY_STABLE_SECONDS:-45}
+settle_seconds=${SP_REHEARSAL_SETTLE_SECONDS:-20}
 tfvars="$infra/env/$env_name.tfvars"
 backend="$infra/env/$env_name.s3.tfbackend"
 rehearsal=.local-stack/rehearsal
@@ -140,7 +145,8 @@ deploy() {
   elif local_env; then
     # Rehearsal: the same script, run with this machine's Python (AWS: Amazon Linux 2023 in Docker); the CA
     # bundle packed as rds-global-bundle.pem is the local CA, which signed the DocumentDB stand-in's certificate.
-    UV="${SP_CACHE:-$HOME/.cache/sensor-pipeline}/tools/bin/uv" UV_CACHE_DIR="${SP_CACHE:-$HOME/.cache/sensor-pipeline}/uv" \
+    cache=${SP_CACHE:-$HOME/.cache/sensor-pipeline}
+    SP_CACHE=$cache UV=$cache/tools/bin/uv UV_CACHE_DIR=$cache/uv \
       .venv/bin/python scripts/build_emr_archive.py --out "$rehearsal/emr/pyspark_venv.tar.gz" \
       --ca-bundle .local-stack/tls/ca.pem
   else
@@ -187,7 +193,7 @@ deploy() {
     SP_MONGO_URI=$docdb_uri SP_MONGO_SECRET_ARN=$secret SP_MONGO_TLS_CA_FILE=./environment/rds-global-bundle.pem
   app=$(output emr_application_id)
   if "$cli" emr submit --application-id "$app" --bucket "$bucket" --role-arn "$(output emr_job_role_arn)" \
-      --log-group "$(output emr_log_group)" --version "$tag" --replace-other-build --wait-running 900 --stable-seconds 45 \
+      --log-group "$(output emr_log_group)" --version "$tag" --replace-other-build --wait-running 900 --stable-seconds "$stable_seconds" \
       > "$rehearsal/run-id" 2> "$rehearsal/submit.err"; then
     run_id=$(cat "$rehearsal/run-id")
   else
@@ -200,7 +206,7 @@ deploy() {
   if local_env; then
     step "what AWS would have refused: denied AWS calls and Kafka requests, tasks that failed (since this deploy began)"
     checked=1
-    "$cli" aws rehearsal-check --since "$deploy_started" --settle 20 \
+    "$cli" aws rehearsal-check --since "$deploy_started" --settle "$settle_seconds" \
       || fail "the rehearsal found what would stop the pipeline on AWS (above): fix infra/ or the workload"
   fi
 
