@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -105,7 +106,8 @@ def stop_gracefully(query: StreamingQuery, writer: BatchWriter) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("SP_LOG_LEVEL", "INFO").upper()  # as for every sensor-pipeline command
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings: Settings = load_settings(
         checkpoint_location=args.checkpoint_location,
         trigger_seconds=args.trigger_seconds,

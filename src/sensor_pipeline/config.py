@@ -67,7 +67,12 @@ class Settings(BaseSettings):
     sim_speed: float = Field(
         3600.0, gt=0, description="simulated seconds per real second (3600: one hourly reading per second)"
     )
-    sim_fault_rate: float = Field(0.0, ge=0, le=1, description="share of malformed/out-of-range/duplicate")
+    sim_fault_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of readings replaced by a faulty line (malformed, out of range, bad time, duplicate)",
+    )
     producer_batch: int = Field(60, ge=1, le=10_000, description="readings fetched per API request")
     producer_rate: float = Field(6.0, ge=0, description="max readings/s sent; 0 = unlimited")
     producer_log_every: float = Field(10.0, gt=0, description="seconds between progress log lines")
@@ -89,7 +94,9 @@ class Settings(BaseSettings):
     starting_offsets: Literal["earliest", "latest"] = Field(
         "earliest", description="where a job without checkpoint or committed offsets starts reading"
     )
-    future_tolerance_seconds: int = Field(300, ge=0, description="how far ahead a timestamp may be")
+    future_tolerance_seconds: int = Field(
+        300, ge=0, description="seconds a timestamp may lie ahead of the batch's time before it is future_timestamp"
+    )
     job_group: str = Field(
         "structure_validate_store",
         description="Kafka consumer group whose offsets, committed in the job's transactions, are its progress",

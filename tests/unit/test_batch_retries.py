@@ -27,6 +27,18 @@ def failing(times: int, attempts: list[int]) -> object:
     return action
 
 
+def test_the_wait_between_attempts_doubles_from_1_s_to_30_s() -> None:
+    from tenacity import RetryCallState
+
+    wait = BatchWriter(Settings()).retry_wait
+    waits = []
+    for attempt in range(1, 8):
+        state = RetryCallState(None, None, (), {})
+        state.attempt_number = attempt
+        waits.append(wait(state))
+    assert waits == [1, 2, 4, 8, 16, 30, 30]
+
+
 def test_a_failing_batch_is_tried_again_with_its_attempt_number_and_a_log_line_each(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -38,15 +38,24 @@ def part_of(module: str) -> str:
 
 
 def imports_of(path: Path) -> set[str]:
+    """Every ``sensor_pipeline`` module ``path`` imports, at any depth: relative imports resolved, and
+    names given to ``importlib.import_module`` as string constants."""
+    package = ["sensor_pipeline", *path.relative_to(PACKAGE).parent.parts]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("sensor_pipeline.")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sensor_pipeline"):
-            if node.module == "sensor_pipeline":
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(part for part in (base, node.module or "") if part)
+            if module == "sensor_pipeline":
                 found |= {f"sensor_pipeline.{a.name}" for a in node.names}
-            else:
-                found.add(node.module)
+            elif module.startswith("sensor_pipeline."):
+                found.add(module)
+        elif (
+            isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("sensor_pipeline.")
+        ):
+            found.add(node.value)  # importlib.import_module("sensor_pipeline....")
     return found
 
 
@@ -63,6 +72,7 @@ def test_no_import_runs_up_a_layer_or_across_the_stages() -> None:
             continue
         for module in imports_of(path):
             other = part_of(module)
+            assert other in LAYERS, f"{path.relative_to(PACKAGE)} imports {module}, which is in no layer"
             if other != own and LAYERS[other] >= LAYERS[own]:
                 wrong.append(f"{path.relative_to(PACKAGE)} imports {module}")
     assert not wrong, "\n".join(wrong)

@@ -76,6 +76,6 @@ def test_replay_serves_the_real_readings_in_time_order_with_deterministic_ids() 
 def test_streaming_pace_follows_speed() -> None:
     sim = Simulator(seed=1, speed=3600 * 100)  # 100 simulated hours per second -> 600 lines/s
     assert sim.take_due(now=1000.0) == []  # the pace starts here
-    assert len(sim.take_due(now=1000.2)) == 120  # 20 simulated hours of six beaches
-    assert len(sim.take_due(now=1000.2)) == 0  # nothing more is due until the clock moves
-    assert len(sim.take_due(now=1001.2)) == 600
+    assert len(sim.take_due(now=1000.25)) == 150  # 25 simulated hours of six beaches
+    assert len(sim.take_due(now=1000.25)) == 0  # nothing more is due until the clock moves
+    assert len(sim.take_due(now=1001.25)) == 600

@@ -104,7 +104,7 @@ def test_temperature_and_battery_keep_the_real_hour_to_hour_persistence(season: 
 
 
 def test_the_daily_cycle_follows_the_real_one(season: Fidelity) -> None:
-    """Mean by hour of day: water warms in the afternoon (UTC 15-21 h, Chicago's 10-16 h) as in the real data."""
+    """Mean by hour of day as the buoys stamp it: water warms in the afternoon (warmest 14-21 h), as in the real data."""
     real, simulated = season.daily["water_temperature"]
     assert max(abs(s - r) for r, s in zip(real, simulated, strict=True)) < 0.5
     assert max(range(24), key=simulated.__getitem__) in range(14, 22)
@@ -143,7 +143,7 @@ def test_simulate_report_prints_the_ks_table(season: Fidelity, monkeypatch: pyte
     assert f"worst KS distance: {season.worst:.3f} (within {KS_LIMIT})" in result.output
     assert "fault rate: real 0.0027% (1 of 36,405)" in result.output
     assert "Correlation of a reading with the next hour's (lag 1)" in result.output
-    assert "Mean by hour of day (UTC)" in result.output
+    assert "Mean by hour of day (as the buoys stamp it" in result.output
 
 
 def test_simulate_prints_valid_lines() -> None:

@@ -11,8 +11,9 @@
 Plumbing that ``make deploy`` and the local stack call (``aws ...``, ``emulator``) is hidden from the
 help. Settings come from ``SP_*`` environment variables (:mod:`sensor_pipeline.config`); flags
 override them. Exit codes: 0 done, 1 the step failed (``Error: ...`` says why), 2 bad arguments or
-settings (the message says what is accepted); ``stack status`` and a few plumbing checks document
-their own.
+settings (the message says what is accepted). Some commands say more in their help: ``validate``
+(1: some line invalid), ``produce`` (1: readings left undelivered, 2: a non-retriable Kafka error),
+``stack status`` (3: not running, 4: a service down) and a few plumbing checks.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
     "--log-level",
     type=click.Choice(LEVELS, case_sensitive=False),
     envvar="SP_LOG_LEVEL",
-    help="log level on stderr  [env: SP_LOG_LEVEL; default: INFO for services, WARNING otherwise]",
+    help="log level on stderr, before the command (sensor-pipeline --log-level debug api)  "
+    "[env: SP_LOG_LEVEL, which the Spark job reads too; default: INFO for services, else warnings only]",
 )
 def main(log_level: str | None) -> None:
     """Real-time beach water-quality pipeline."""

@@ -29,8 +29,9 @@ def settings(**overrides: Any) -> Settings:
 def configure_logging(level: str) -> None:
     """Log to stderr at ``level``; a no-op once logging is configured (``--log-level`` comes first)."""
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
-    # kafka-python logs every failed connection attempt at ERROR: an outage would flood the log.
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    if logging.getLogger().level > logging.DEBUG:
+        # kafka-python logs every failed connection attempt at ERROR: an outage would flood the log.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def service_logging() -> None:

@@ -96,7 +96,7 @@ class BatchWriter:
         def log_failure(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             if error is not None:
-                failed.append(error)
+                failed[:] = [error]  # the last one only: a traceback holds its frames
             first_line = (str(error).strip().splitlines() or [""])[0][:300]
             delay = state.next_action.sleep if state.next_action else 0.0
             log.warning(

@@ -63,7 +63,7 @@ class Fidelity:
     season: tuple[datetime, datetime]  # the simulated hours: [start, end)
     #: beach -> metric -> (real, simulated) correlation of each reading with the next hour's.
     lag1: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
-    #: metric -> (real, simulated) mean by hour of day (UTC), all beaches.
+    #: metric -> (real, simulated) mean by hour of day as stamped (the buoys' Chicago time), all beaches.
     daily: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=dict)
 
     @property
@@ -104,7 +104,11 @@ class Fidelity:
                 rows.append(f"{beach:<{width}}  " + "  ".join(f"{c:>11}" for c in cells))
         if self.daily:
             hours = range(0, 24, 3)
-            rows += ["", "Mean by hour of day (UTC), all beaches, real / simulated:", ""]
+            rows += [
+                "",
+                "Mean by hour of day (as the buoys stamp it: Chicago time), real / simulated:",
+                "",
+            ]
             rows.append(f"{'hour':<{width}}  " + "  ".join(f"{h:>13}" for h in hours))
             for name, (real_profile, simulated_profile) in self.daily.items():
                 cells = [f"{real_profile[h]:.2f} / {simulated_profile[h]:.2f}" for h in hours]
