@@ -22,6 +22,7 @@ Spark task that holds the slice (one task per Kafka partition, rows in offset or
 
 Each task attempt has its own producer; one that fails aborts what it can and is never retried: the
 task fails, Spark (or the driver's batch retry) runs it again, and the new attempt's producer fences it.
+What this guarantees to users, and the windows that remain: docs/design.md, "Guarantees".
 """
 
 from __future__ import annotations
