@@ -2,8 +2,8 @@
 
 If the stack's services already answer (``make local-up`` or ``make local-infra-up`` ran), they are
 reused and left running; otherwise the session starts them with ``sensor-pipeline stack up
---infra-only`` and stops them at the end. Every test works on its own topics and database, so a
-running pipeline is not disturbed.
+--infra-only`` and stops them at the end. Every test works on its own topics and database; still, stop
+``make local-up``'s pipeline first: the deploy rehearsal refuses to run beside it.
 """
 
 from __future__ import annotations
