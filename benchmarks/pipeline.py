@@ -590,6 +590,8 @@ def table(results: dict[str, Any]) -> str:
     lines = ["", "Delay, reading timestamp -> CleanSensorData (broker append time) and -> found in the store (s)",
              f"{'rate/s':>8} {'sent/s':>9} | {'clean p50':>9} {'p95':>6} {'p99':>6} {'max':>6} | "
              f"{'stored p50':>10} {'p95':>6} {'p99':>6} {'max':>6}"]  # fmt: skip
+    if not results["live"]:  # --capacity-only: the steps' delays were printed as they ran
+        lines = []
     for step in results["live"]:
         c, s = step["clean_delay_s"], step["stored_delay_s"]
         lines.append(f"{step['rate']:>8,.0f} {step['sent_per_s']:>9,.0f} | {fmt(c['p50']):>9} {fmt(c['p95']):>6} "
@@ -600,12 +602,15 @@ def table(results: dict[str, Any]) -> str:
     for step in results["live"] + results["steps"]:
         cpu = step["cpu_ms_per_1k"]
         lines.append(f"{step['rate']:>8,.0f} " + " ".join(f"{fmt(cpu[r], 1):>16}" for r in (*ROLES, "pipeline")))
+    best = results["max_sustained_per_s"]
+    lines += ["", "Throughput (readings/s)"]
+    if "ceilings" not in results:  # --capacity-only
+        lines.append(f"  pipeline, max sustained    {best:>12,.0f}")
+        return "\n".join(lines)
     ceilings = results["ceilings"]
     tightest = min(ceilings, key=ceilings.get)
-    lines += ["", "Throughput (readings/s)"]
     for name, value in ceilings.items():
         lines.append(f"  ceiling, {name} alone{'':<{10 - len(name)}} {value:>12,.0f}")
-    best = results["max_sustained_per_s"]
     lines.append(f"  pipeline, max sustained    {best:>12,.0f}   = {100 * best / ceilings[tightest]:.0f}% of the "
                  f"tightest ceiling ({tightest})")  # fmt: skip
     base = results["baseline_per_s"]
@@ -670,10 +675,17 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
     parser.add_argument("--dashboard-port", type=int, default=5106)
     parser.add_argument("--trigger-seconds", type=float, help="the job's trigger (default: the job's default)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--capacity-only", action="store_true",
+        help="only the warm-up and the capacity search over --steps (no ceilings, baseline or live rates); "
+        "writes capacity.json beside bench.json",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         rates = [float(r) for r in args.rates.split(",") if r]
         steps = [float(r) for r in args.steps.split(",") if r]
+        if args.capacity_only:
+            rates = []
     except ValueError:
         parser.error("--rates and --steps take comma-separated numbers, e.g. 100,1000")
     if any(r <= 0 for r in rates + steps) or args.seconds <= 0 or args.step_seconds <= 0:
@@ -694,15 +706,16 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
         try:
             meter = CpuMeter()
             infra_pids(meter)
-            print("ceilings (each part alone) ...", flush=True)
-            results["ceilings"] = {
-                "broker": broker_ceiling(bench, args.ceiling_count),
-                "store": store_ceiling(bench, args.ceiling_count // 2),
-                "spark": spark_ceiling(args.ceiling_count),
-            }
-            print(f"  {json.dumps({k: round(v) for k, v in results['ceilings'].items()})}", flush=True)
-            print(f"baseline, original style, {args.baseline_count} readings ...", flush=True)
-            results["baseline_per_s"] = baseline(bench, args.baseline_count)
+            if not args.capacity_only:
+                print("ceilings (each part alone) ...", flush=True)
+                results["ceilings"] = {
+                    "broker": broker_ceiling(bench, args.ceiling_count),
+                    "store": store_ceiling(bench, args.ceiling_count // 2),
+                    "spark": spark_ceiling(args.ceiling_count),
+                }
+                print(f"  {json.dumps({k: round(v) for k, v in results['ceilings'].items()})}", flush=True)
+                print(f"baseline, original style, {args.baseline_count} readings ...", flush=True)
+                results["baseline_per_s"] = baseline(bench, args.baseline_count)
             clean = CleanDelays(bench.settings)
             job_args = ("--trigger-seconds", str(args.trigger_seconds)) if args.trigger_seconds is not None else ()
             with job_and_dashboard(bench, meter, args.dashboard_port, job_args):
@@ -726,6 +739,10 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
             bench.cleanup()
     print(table(results))
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.capacity_only:
+        (args.out / "capacity.json").write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwrote {args.out / 'capacity.json'}")
+        return 0
     (args.out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     chart(results, args.out / "bench.png")
     print(f"\nwrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
