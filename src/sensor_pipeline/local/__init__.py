@@ -1,0 +1,1 @@
+"""The native local stack: one definition (localstack/services.toml), run under supervisord (make local-up)."""
