@@ -11,8 +11,10 @@ down: its load would be counted), this measures:
    shape the output, from memory, no I/O).
 2. **Live-rate delay** at 100, 1,000 and 5,000 readings/s: a load generator (``loadgen.py``,
    librdkafka) sends readings stamped with the current time; the delay is from that stamp to the
-   broker's append time on CleanSensorData (the bench's clean topic uses ``LogAppendTime``) and to
-   the moment the reading is found in the store (sampled ids, polled every 50 ms).
+   broker's append time on CleanSensorData (the bench's clean topic uses ``LogAppendTime``; the
+   append happens inside the job's open transaction), to the moment the bench's ``read_committed``
+   reader got it (after the commit: what "kept up" is judged on), and to the store's acknowledgement
+   of its insert (the job's per-batch histograms, taken from the job log by time, not by id).
 3. **Maximum sustained rate**: offered rates stepped up; a rate is kept up with when every reading
    was published and stored within 5 s of the last send, the lag never exceeded 5 s of input, and
    the 99th percentile reading -> CleanSensorData was within 2 s. Each phase's delays are those of
@@ -67,7 +69,9 @@ BIN = Path(sys.executable).parent
 RESULTS = ROOT / "benchmarks" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
 DRAIN_LIMIT = 5.0  # seconds after the last send within which a kept-up rate has drained
-P99_LIMIT = 2.0  # seconds, reading -> CleanSensorData: a kept-up rate's 99th percentile is within it
+P99_LIMIT = 2.0  # seconds, reading -> read from CleanSensorData: a kept-up rate's 99th percentile is within it
+FIRST_ID = 1_000_000_001  # the stream's first MeasurementID; each phase numbers its readings from its own
+PHASE_IDS = 1_000_000_000  # block of this many ids
 #: The bench's own process ("harness": its CleanSensorData reader and monitoring) is measured and
 #: reported apart; the pipeline's figure is PIPELINE_ROLES alone.
 ROLES = ("broker", "store", "spark_jvm", "spark_py_driver", "spark_py_workers", "dashboard", "loadgen", "harness")
@@ -156,7 +160,7 @@ class CpuMeter:
 def steal_ticks() -> tuple[int, int]:
     """(steal, total) CPU ticks of the machine so far (/proc/stat): a hypervisor taking CPU from this VM."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])  # guest time is already in user
 
 
 def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
@@ -259,17 +263,24 @@ class CleanDelays(threading.Thread):
     def __init__(self, settings: Settings) -> None:
         super().__init__(daemon=True)
         self.settings = settings
-        self.delays: list[tuple[int, float]] = []
-        self.count = 0
+        #: (MeasurementID, append delay, visible delay): to the broker's append time (inside the open
+        #: transaction) and to the moment this read_committed reader got it (after the commit).
+        self.delays: list[tuple[int, float, float]] = []
+        self.seen: dict[int, int] = {}  # phase's first id -> readings of that phase read so far
         self.stop = threading.Event()
         self.lock = threading.Lock()
 
-    def take(self, first: int, end: int) -> list[float]:
-        """The delays of ids in [first, end); what is older is dropped, what is newer kept."""
+    def read(self, first: int) -> int:
+        """How many readings of the phase numbered from ``first`` were read so far."""
         with self.lock:
-            out = [delay for mid, delay in self.delays if first <= mid < end]
-            self.delays = [(mid, delay) for mid, delay in self.delays if mid >= end]
-        return out
+            return self.seen.get(first, 0)
+
+    def take(self, first: int, end: int) -> tuple[list[float], list[float]]:
+        """(append, visible) delays of ids in [first, end); what is older is dropped, what is newer kept."""
+        with self.lock:
+            mine = [(append, visible) for mid, append, visible in self.delays if first <= mid < end]
+            self.delays = [row for row in self.delays if row[0] >= end]
+        return [a for a, _ in mine], [v for _, v in mine]
 
     def run(self) -> None:
         consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4()}",
@@ -281,6 +292,7 @@ class CleanDelays(threading.Thread):
         try:
             while not self.stop.is_set():
                 batch = consumer.consume(5000, 0.2)
+                now = time.time()
                 delays = []
                 for message in batch:
                     if message.error():
@@ -290,10 +302,12 @@ class CleanDelays(threading.Thread):
                     stamp = datetime.fromisoformat(value[start : value.index(b'"', start)].decode())
                     at = value.find(self.ID) + len(self.ID)
                     mid = int(value[at : value.index(b",", at)])
-                    delays.append((mid, message.timestamp()[1] / 1000 - stamp.timestamp()))
+                    delays.append((mid, message.timestamp()[1] / 1000 - stamp.timestamp(), now - stamp.timestamp()))
                 with self.lock:
                     self.delays.extend(delays)
-                    self.count += len(batch)
+                    for mid, _, _ in delays:
+                        phase = FIRST_ID + (mid - FIRST_ID) // PHASE_IDS * PHASE_IDS
+                        self.seen[phase] = self.seen.get(phase, 0) + 1
         finally:
             consumer.close()
 
@@ -329,16 +343,16 @@ class Stream:
     meter: CpuMeter
     clean: CleanDelays
     job_log: Path
-    next_id: int = 1_000_000_001
-
-    def published(self) -> int:
-        return self.bench.end_offsets(self.bench.settings.clean_topic)
+    next_id: int = FIRST_ID
+    #: Readings each phase sent, by its first id.
+    sent: dict[int, int] = field(default_factory=dict)
 
     def wait_drained(self, limit: float) -> float | None:
-        """Seconds until every reading sent so far was published (after it was stored)."""
+        """Seconds until the reader has read every reading sent so far (stored, then published and
+        committed): counted by id, not by end offsets, which transaction markers inflate."""
         started = time.monotonic()
         while time.monotonic() - started < limit:
-            if self.published() >= self.bench.sent:
+            if all(self.clean.read(first) >= sent for first, sent in self.sent.items()):
                 return time.monotonic() - started
             time.sleep(0.05)
         return None
@@ -346,17 +360,19 @@ class Stream:
     def run(self, rate: float, seconds: float) -> dict[str, Any]:
         """Offer ``rate`` readings/s for ``seconds``; delays, lag, drain time and CPU of the phase."""
         first = self.next_id
-        self.next_id += 1_000_000_000
+        self.next_id += PHASE_IDS
+        raw_start = self.bench.end_offsets(self.bench.settings.raw_topic)
         log_start = self.job_log.stat().st_size
         before, steal_before = self.meter.snapshot(), steal_ticks()
         process = self.bench.loadgen(rate, seconds, first)
         max_lag = 0
         while process.poll() is None:
             time.sleep(1.0)
-            raw = self.bench.end_offsets(self.bench.settings.raw_topic)
-            max_lag = max(max_lag, raw - self.published())
+            raw = self.bench.end_offsets(self.bench.settings.raw_topic) - raw_start  # no markers: not transactional
+            max_lag = max(max_lag, raw - self.clean.read(first))
         sent = finish_loadgen(process)
         self.bench.sent += sent["sent"]
+        self.sent[first] = sent["sent"]
         drained = self.wait_drained(60.0 if rate <= 5000 else 30.0)
         drain = time.time() - sent["ended"] if drained is not None else None
         after, steal_after = self.meter.snapshot(), steal_ticks()
@@ -365,9 +381,14 @@ class Stream:
             log.seek(log_start)
             stored = store_delays(log.read().decode(errors="replace"))
         offered = sent["sent"] / max(sent["ended"] - sent["started"], 1e-9)
-        clean = summary(self.clean.take(first, self.next_id))
+        appended, visible = self.clean.take(first, self.next_id)
+        clean, seen = summary(appended), summary(visible)
         kept_up = (
-            drain is not None and drain <= DRAIN_LIMIT and max_lag <= rate * DRAIN_LIMIT and clean["p99"] <= P99_LIMIT
+            drain is not None
+            and drain <= DRAIN_LIMIT
+            and max_lag <= rate * DRAIN_LIMIT
+            and seen["n"] == sent["sent"]  # every reading of the phase read, none lost to a late take
+            and seen["p99"] <= P99_LIMIT
         )
         return {
             "rate": rate,
@@ -375,6 +396,7 @@ class Stream:
             "sent_per_s": offered,
             "steal_percent": steal_percent(steal_before, steal_after),
             "clean_delay_s": clean,
+            "visible_delay_s": seen,
             "stored_delay_s": stored,
             "max_lag": max_lag,
             "drain_s": drain,
@@ -608,8 +630,10 @@ def fmt(value: float | None, digits: int = 2) -> str:
 def report_step(kind: str, step: dict[str, Any]) -> None:
     cpu = step["cpu_ms_per_1k"]
     clean = step["clean_delay_s"]
+    read = step["visible_delay_s"]
     print(f"  {kind} {step['rate']:>8,.0f}/s  sent {step['sent_per_s']:>9,.0f}/s  clean p50 {fmt(clean['p50'])} "
-          f"p99 {fmt(clean['p99'])} max {fmt(clean['max'])} s  stored p50 {fmt(step['stored_delay_s']['p50'])} s  "
+          f"p99 {fmt(clean['p99'])} max {fmt(clean['max'])} s (read p99 {fmt(read['p99'])}, {read['n']:,} read)  "
+          f"stored p50 {fmt(step['stored_delay_s']['p50'])} s  "
           f"lag max {step['max_lag']:,}  drained {fmt(step['drain_s'], 1)} s  "
           f"{'kept up' if step['kept_up'] else 'FELL BEHIND'}  pipeline CPU {fmt(cpu['pipeline'], 0)} ms/1k "
           f"(harness {fmt(cpu['harness'], 0)})  steal {step['steal_percent']:.1f}%",
@@ -726,6 +750,7 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
     git = ["git", "rev-parse", "--short", "HEAD"]
     commit = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False).stdout
     results: dict[str, Any] = {
+        "options": {key: str(value) for key, value in vars(args).items()},
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit.strip() or "unknown",
         "machine": machine(),
