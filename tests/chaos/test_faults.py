@@ -66,7 +66,7 @@ class Fault:
 FAULTS = [
     Fault("stored", "kill"),  # a slice's readings inserted, its transaction not begun
     Fault("publishing", "kill", ci=True),  # some messages sent in the transaction, none committed
-    Fault("committed", "kill"),  # the transaction committed, the task not reported to Spark
+    Fault("committed", "kill", ci=True),  # the transaction committed, the task not reported to Spark
     Fault("delivered", "kill"),  # every slice committed, Spark's batch commit not written
     Fault("stored", "fail", "local[2,4]"),
     Fault("publishing", "fail", "local[2,4]", ci=True),  # partial sends, then Spark's retry of the task

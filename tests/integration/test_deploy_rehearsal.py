@@ -88,6 +88,7 @@ AS_ROOT = {"SP_AWS_ENDPOINT_URL": "http://127.0.0.1:4566", "AWS_ACCESS_KEY_ID": 
            "AWS_DEFAULT_REGION": "us-east-1", "SP_AWS_REGION": "us-east-1"}  # fmt: skip
 #: When the module's deploy began (epoch seconds): what the emulator refused from then on is checked.
 DEPLOY_STARTED: list[float] = []
+DEPLOY_ENDED: list[float] = []
 #: A log group an earlier DocumentDB cluster of the same name created itself (before Terraform managed it).
 LEFT_BY_DOCDB = "/aws/docdb/sensor-pipeline-local/audit"
 
@@ -97,6 +98,7 @@ def deployed(stack: object) -> Iterator[subprocess.CompletedProcess[str]]:
     emulator("logs").create_log_group(logGroupName=LEFT_BY_DOCDB)
     DEPLOY_STARTED.append(time.time())
     result = make("deploy", env=QUICK)
+    DEPLOY_ENDED.append(time.time())
     try:
         yield result
     finally:
@@ -151,6 +153,12 @@ def test_the_deployed_pipeline_runs_every_workload_as_aws_would_and_stores_and_p
     assert published and all("MeasurementID" in m for m in published), "nothing reached CleanSensorData"
     acls = json.loads((STATE / "logs" / "kafka-acls.json").read_text())
     assert "User:sensor-pipeline-local-producer" in acls["principals"]
+    # The deploy waited 10 s for the run to stay up (make deploy: 45 s) and 0 s for late refusals (20 s):
+    # the same checks now, with readings through every workload and the run up for 30 s or more.
+    time.sleep(max(0.0, DEPLOY_ENDED[0] + 20 - time.time()))
+    application = re.search(r"job run:\s+\S+ \(application (\S+)\)", deployed.stdout).group(1)  # type: ignore[union-attr]
+    job_run = emulator("emr-serverless").get_job_run(applicationId=application, jobRunId=run_id)["jobRun"]
+    assert (job_run["state"], job_run.get("attempt", 1)) == ("RUNNING", 1), "the job run failed and was restarted"
     # With readings through every workload: still nothing AWS would have refused, no task failed.
     check = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "sensor-pipeline"), "aws", "rehearsal-check", "--since", str(DEPLOY_STARTED[0])],
