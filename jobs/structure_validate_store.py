@@ -38,7 +38,7 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming.query import StreamingQuery
 
-from sensor_pipeline.config import Settings, env_name, load_settings
+from sensor_pipeline.config import Settings, load_settings, setting_help
 from sensor_pipeline.job import progress, transforms
 from sensor_pipeline.job.writer import QUERY_NAME, BatchWriter
 
@@ -47,16 +47,11 @@ log = logging.getLogger("sensor_pipeline.job")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-
-    def documented(field: str) -> str:  # from Settings, so the help never drifts from what the job does
-        info = Settings.model_fields[field]
-        return f"{info.description} (env {env_name(field)}, default {info.get_default()})"
-
-    parser.add_argument("--checkpoint", dest="checkpoint_location", help=documented("checkpoint_location"))
-    parser.add_argument("--trigger-seconds", type=float, help=documented("trigger_seconds"))
+    parser.add_argument("--checkpoint", dest="checkpoint_location", help=setting_help("checkpoint_location"))
+    parser.add_argument("--trigger-seconds", type=float, help=setting_help("trigger_seconds"))
     parser.add_argument("--available-now", action="store_true", help="process what is there, then stop")
-    parser.add_argument("--starting-offsets", choices=["earliest", "latest"], help=documented("starting_offsets"))
-    parser.add_argument("--max-offsets-per-trigger", type=int, help=documented("max_offsets_per_trigger"))
+    parser.add_argument("--starting-offsets", choices=["earliest", "latest"], help=setting_help("starting_offsets"))
+    parser.add_argument("--max-offsets-per-trigger", type=int, help=setting_help("max_offsets_per_trigger"))
     return parser.parse_args(argv)
 
 

@@ -250,3 +250,12 @@ def load_settings(**overrides: Any) -> Settings:
 def env_name(field: str) -> str:
     """The environment variable of a setting: ``api_port`` -> ``SP_API_PORT``."""
     return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def setting_help(field: str, described: str | None = None) -> str:
+    """Help for a flag that overrides a setting: what it is (``described``, else the setting's
+    description), its variable and its default, read from :class:`Settings` so they never drift."""
+    info = Settings.model_fields[field]
+    default = info.get_default()
+    shown = "" if default in ("", None) else f"; default: {default}"
+    return f"{described or info.description or field.replace('_', ' ')}  [env: {env_name(field)}{shown}]"

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from sensor_pipeline.config import Settings, env_name, load_settings
+from sensor_pipeline.config import Settings, env_name, load_settings, setting_help
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -51,8 +51,4 @@ def reported(*errors: type[BaseException]) -> Iterator[None]:
 def setting_option(*param_decls: str, field: str, **attrs: Any) -> Callable[[Any], Any]:
     """A flag that overrides a setting: its help is the setting's description, its env var and default
     (read from :class:`Settings`, so the help never drifts from what the command does)."""
-    info = Settings.model_fields[field]
-    default = info.get_default()
-    shown = "" if default in ("", None) else f"; default: {default}"
-    described = attrs.pop("help", None) or info.description or field.replace("_", " ")
-    return click.option(*param_decls, help=f"{described}  [env: {env_name(field)}{shown}]", **attrs)
+    return click.option(*param_decls, help=setting_help(field, attrs.pop("help", None)), **attrs)

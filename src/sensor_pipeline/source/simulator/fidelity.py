@@ -12,6 +12,7 @@ from statistics import StatisticsError, correlation
 from sensor_pipeline.contract.rules import validate_line
 from sensor_pipeline.contract.schema import BEACHES
 from sensor_pipeline.source.simulator.engine import Simulator
+from sensor_pipeline.source.simulator.model import pairs
 from sensor_pipeline.source.simulator.real import (
     HOUR,
     METRICS,
@@ -118,9 +119,9 @@ class Fidelity:
 
 def lag1_correlation(series: dict[datetime, float]) -> float:
     """Pearson correlation of each value with the value an hour later (NaN without enough pairs)."""
-    pairs = [(value, series[at + HOUR]) for at, value in series.items() if at + HOUR in series]
+    both = pairs(series, 1)
     try:
-        return correlation([a for a, _ in pairs], [b for _, b in pairs])
+        return correlation([a for a, _ in both], [b for _, b in both])
     except StatisticsError:  # fewer than two pairs, or a constant series
         return math.nan
 

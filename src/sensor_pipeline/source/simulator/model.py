@@ -162,7 +162,7 @@ def _fit_metric(name: str, rows: list[RealReading], home: dict[int, int]) -> Met
     daily, hourly = autocorrelation(residuals, 24), autocorrelation(residuals, 1)
     phi = daily ** (1 / 24) if daily is not None and daily > 0 else max(hourly or 0.0, 0.0)
     phi = min(phi, 0.999)
-    steps = [after - phi * before for before, after in _pairs(residuals, 1)] or list(residuals.values())
+    steps = [after - phi * before for before, after in pairs(residuals, 1)] or list(residuals.values())
     scale = math.sqrt(variance * (1 - phi * phi) / max(fmean(x * x for x in steps), 1e-12))
     return MetricModel(
         name,
@@ -177,7 +177,7 @@ def _fit_metric(name: str, rows: list[RealReading], home: dict[int, int]) -> Met
     )
 
 
-def _pairs(series: dict[datetime, float], lag: int) -> list[tuple[float, float]]:
+def pairs(series: dict[datetime, float], lag: int) -> list[tuple[float, float]]:
     """The values ``lag`` hours apart in a series keyed by time."""
     apart = lag * HOUR
     return [(value, series[at + apart]) for at, value in series.items() if at + apart in series]
@@ -185,10 +185,10 @@ def _pairs(series: dict[datetime, float], lag: int) -> list[tuple[float, float]]
 
 def autocorrelation(series: dict[datetime, float], lag: int) -> float | None:
     """Autocorrelation ``lag`` hours apart of a zero-mean series (None from fewer than 10 pairs)."""
-    pairs = _pairs(series, lag)
-    if len(pairs) < 10:
+    both = pairs(series, lag)
+    if len(both) < 10:
         return None
-    return sum(a * b for a, b in pairs) / max(sum(a * a for a, _ in pairs), 1e-12)
+    return sum(a * b for a, b in both) / max(sum(a * a for a, _ in both), 1e-12)
 
 
 def _fit_gaps(rows: list[RealReading]) -> GapModel:
