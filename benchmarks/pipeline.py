@@ -204,7 +204,6 @@ class Bench:
         self.offsets = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "bench-offsets"})
         self.mongo = store.connect(self.settings)
         self.readings = store.readings(self.mongo, self.settings)
-        self.sent = 0  # readings sent to the raw topic so far, all phases
 
     def create_topic(self, name: str, config: dict[str, str] | None = None) -> None:
         topic = NewTopic(name, self.settings.topic_partitions, self.settings.topic_replication, config=config or {})
@@ -371,7 +370,6 @@ class Stream:
             raw = self.bench.end_offsets(self.bench.settings.raw_topic) - raw_start  # no markers: not transactional
             max_lag = max(max_lag, raw - self.clean.read(first))
         sent = finish_loadgen(process)
-        self.bench.sent += sent["sent"]
         self.sent[first] = sent["sent"]
         drained = self.wait_drained(60.0 if rate <= 5000 else 30.0)
         drain = time.time() - sent["ended"] if drained is not None else None
