@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 from typing import ClassVar
+from urllib.parse import urlparse
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -64,8 +65,10 @@ LOCAL_CHECKPOINT_MANAGER = "org.apache.spark.sql.execution.streaming.FileSystemB
 
 
 def is_local_path(location: str) -> bool:
-    """A checkpoint on this machine's disk: a plain path or a ``file:`` URI (not ``s3://``, ``hdfs://``)."""
-    return "://" not in location or location.startswith("file:")
+    """A checkpoint on this machine's disk: a plain path, a ``file:`` URI or a Windows drive (not ``s3://``,
+    ``s3a:/bucket``, ``hdfs:/path``)."""
+    scheme = urlparse(location).scheme.lower()
+    return scheme in ("", "file") or len(scheme) == 1
 
 
 def session(checkpoint_location: str = "") -> SparkSession:

@@ -43,7 +43,7 @@ from tests.integration.harness import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.chaos]
 
-RATE = 60.0  # readings/s: about 20 readings per partition per micro-batch
+RATE = 60.0  # readings/s: about 30 readings per partition per micro-batch (2 partitions, 1 s trigger)
 SECONDS = 25.0 if FULL else 15.0
 OUTAGE = 60.0 if FULL else 10.0
 #: Faults armed after a few passes: they strike a batch after earlier ones were delivered.

@@ -54,7 +54,9 @@ def session_conf(checkpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
 KEY = "spark.sql.streaming.checkpointFileManagerClass"
 
 
-@pytest.mark.parametrize("checkpoint", ["/var/lib/job/checkpoint", "relative/checkpoint", "file:///tmp/checkpoint"])
+@pytest.mark.parametrize(
+    "checkpoint", ["/var/lib/job/checkpoint", "relative/checkpoint", "file:///tmp/checkpoint", "FILE:/tmp/c", r"C:\c"]
+)
 def test_a_checkpoint_on_local_disk_is_written_through_the_filesystem_api(
     checkpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -62,7 +64,7 @@ def test_a_checkpoint_on_local_disk_is_written_through_the_filesystem_api(
     assert session_conf(checkpoint, monkeypatch)[KEY] == job_module().LOCAL_CHECKPOINT_MANAGER
 
 
-@pytest.mark.parametrize("checkpoint", ["s3://bucket/checkpoints/job/", "hdfs://nn/checkpoints"])
+@pytest.mark.parametrize("checkpoint", ["s3://bucket/checkpoints/job/", "hdfs://nn/checkpoints", "hdfs:/c", "s3a:/b/k"])
 def test_a_checkpoint_elsewhere_keeps_the_platform_default(checkpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert KEY not in session_conf(checkpoint, monkeypatch)
 
