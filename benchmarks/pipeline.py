@@ -138,17 +138,24 @@ def tree_cpu(root: int) -> dict[int, tuple[str, float]]:
     return {p: (_cmdline(p), cpu[p]) for p in members}
 
 
-def jit_seconds(pid: int) -> float:
-    """CPU seconds a JVM's just-in-time compiler threads ("C1/C2 CompilerThread<n>") have used."""
-    total = 0.0
+def jit_threads(pid: int) -> dict[str, float]:
+    """CPU seconds of each of a JVM's just-in-time compiler threads ("C1/C2 CompilerThread<n>"), by
+    thread id: a thread the JVM retires takes its seconds with it, so deltas are summed per thread."""
+    seconds: dict[str, float] = {}
     with suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
             with suppress(OSError):
                 text = Path(f"/proc/{pid}/task/{task}/stat").read_text()
                 if "CompilerThre" in text[text.index("(") : text.rindex(")")]:
                     fields = text[text.rindex(")") + 2 :].split()
-                    total += (int(fields[11]) + int(fields[12])) / TICKS
-    return total
+                    seconds[task] = (int(fields[11]) + int(fields[12])) / TICKS
+    return seconds
+
+
+def jit_delta(before: dict[str, float], after: dict[str, float], role: str) -> float:
+    """CPU seconds a role's JIT compiler threads used between two snapshots."""
+    prefix = f"{role}_jit:"
+    return sum(max(0.0, v - before.get(k, 0.0)) for k, v in after.items() if k.startswith(prefix))
 
 
 @dataclass
@@ -163,7 +170,7 @@ class CpuMeter:
         out["harness"] = own.user + own.system  # every thread of this process
         for role in JIT_ROLES:
             if role in self.pids:
-                out[f"{role}_jit"] = jit_seconds(self.pids[role])
+                out |= {f"{role}_jit:{tid}": cpu for tid, cpu in jit_threads(self.pids[role]).items()}
         for role, pid in self.pids.items():
             if role != "spark_jvm":
                 out[role] += sum(cpu for _, cpu in tree_cpu(pid).values())
@@ -199,8 +206,7 @@ def per_thousand(before: dict[str, float], after: dict[str, float], readings: in
     out = {role: (after[role] - before[role]) * 1e6 / max(readings, 1) for role in ROLES}
     out["pipeline"] = sum(out[r] for r in PIPELINE_ROLES)
     for role in JIT_ROLES:
-        if f"{role}_jit" in after and f"{role}_jit" in before:
-            out[f"{role}_jit"] = (after[f"{role}_jit"] - before[f"{role}_jit"]) * 1e6 / max(readings, 1)
+        out[f"{role}_jit"] = jit_delta(before, after, role) * 1e6 / max(readings, 1)
     return out
 
 
@@ -403,7 +409,7 @@ class Stream:
         self.sent[first] = sent["sent"]
         drained = self.wait_drained(60.0 if rate <= 5000 else 30.0)
         drain = time.time() - sent["ended"] if drained is not None else None
-        after, steal_after = self.meter.snapshot(), steal_ticks()
+        after, steal_after, elapsed = self.meter.snapshot(), steal_ticks(), time.monotonic() - started
         after["loadgen"] = before["loadgen"] + sent["cpu"]  # its own figure: it has exited
         with self.job_log.open("rb") as log:
             log.seek(log_start)
@@ -418,8 +424,7 @@ class Stream:
             and seen["n"] == sent["sent"]  # every reading of the phase read, none lost to a late take
             and seen["p99"] <= P99_LIMIT
         )
-        elapsed = max(time.monotonic() - started, 1e-9)
-        jit = sum(after.get(f"{r}_jit", 0.0) - before.get(f"{r}_jit", 0.0) for r in JIT_ROLES) / elapsed
+        jit = sum(jit_delta(before, after, role) for role in JIT_ROLES) / max(elapsed, 1e-9)
         return {
             "rate": rate,
             "sent": sent["sent"],
@@ -438,16 +443,19 @@ class Stream:
 
 def warm_up(stream: Stream, limit: float) -> dict[str, Any]:
     """1,000 readings/s in phases of WARMUP_PHASE seconds until the job's JVM and the broker have compiled
-    their hot code (their JIT compiler threads used under JIT_SETTLED cores in the last phase), for at
-    most ``limit`` seconds. Measured phases before that would charge compilation to the pipeline: with
-    20 s, the JIT took 0.12 of the job JVM's 0.36 cores at 100 readings/s."""
+    their hot code (their JIT compiler threads used under JIT_SETTLED cores in two phases in a row: the
+    JIT works in bursts), for at most ``limit`` seconds. Measured phases before that would charge
+    compilation to the pipeline: with 20 s, the JIT took 0.12 of the job JVM's 0.36 cores at 100/s."""
     started = time.monotonic()
     phases: list[float] = []
     while True:
         step = stream.run(1000.0, min(WARMUP_PHASE, max(limit, 1.0)))
+        gone = [role for role in JIT_ROLES if _stat(stream.meter.pids[role]) is None]
+        if gone:
+            raise SystemExit(f"{', '.join(gone)} exited during the warm-up; see {stream.job_log}")
         phases.append(round(step["jit_cores"], 3))
         print(f"  warm-up phase {len(phases)}: JIT compilers {step['jit_cores']:.3f} cores", flush=True)
-        settled = step["jit_cores"] < JIT_SETTLED
+        settled = len(phases) >= 2 and max(phases[-2:]) < JIT_SETTLED
         if settled or time.monotonic() - started >= limit:
             return {"seconds": round(time.monotonic() - started, 1), "jit_cores": phases, "settled": settled}
 
