@@ -168,3 +168,57 @@ def test_committed_offsets_wait_out_a_moving_coordinator_and_raise_a_partitions_
     with pytest.raises(KafkaException) as raised:
         delivery.committed_positions(SETTINGS, ["p0"], Consumer())
     assert raised.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, "never read as nothing committed"
+
+
+class Producer:
+    """The transactional producer's calls a slice makes, recorded."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+        self.offsets: list[Any] = []
+        self.committed = False
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        self.sent.append((topic, value))
+
+    def send_offsets_to_transaction(self, offsets: list[Any], _group: Any, _timeout: float) -> None:
+        self.offsets = offsets
+
+    def commit_transaction(self, _timeout: float) -> None:
+        self.committed = True
+
+
+def raw_rows(*offsets: int) -> list[dict[str, Any]]:
+    return [r | {"reason": None, "key": "Beach", "value": f'{{"MeasurementID": {r["_id"]}}}'} for r in rows(*offsets)]
+
+
+def deliver_after(faked: dict[str, Any], monkeypatch: pytest.MonkeyPatch, group_at: int, log_start: int,
+                  slice_rows: list[dict[str, Any]]) -> tuple[dict[str, Any], Producer]:  # fmt: skip
+    monkeypatch.setattr(delivery, "committed", lambda _s, _t, _p: group_at)
+    monkeypatch.setattr(delivery, "log_start", lambda _s, _t, _p: log_start)
+    monkeypatch.setattr(delivery, "group_consumer", lambda _s: type("G", (), {"consumer_group_metadata": dict})())
+    faked["insert"] = store.WriteResult(len(slice_rows))
+    producer = Producer()
+    return delivery.Slice(SETTINGS, slice_rows, False).deliver(producer), producer
+
+
+def test_records_retention_deleted_before_the_group_committed_them_are_counted_and_logged(
+    faked: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The group lags the checkpoint (at 5), retention deleted offsets 5-19: the slice from 20 is
+    delivered, and the 15 records no attempt may have delivered are reported, not skipped silently."""
+    counts, producer = deliver_after(faked, monkeypatch, group_at=5, log_start=20, slice_rows=raw_rows(20, 21))
+    assert counts["lost_to_retention"] == 15 and counts["published"] == 2 and producer.committed
+    assert [o.offset for o in producer.offsets] == [22]
+    assert "offsets 5-19 (15 records) were deleted by retention" in caplog.text
+
+
+def test_a_slice_starting_above_the_group_with_the_records_between_still_there_is_refused(
+    faked: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another task holds offsets 5-19 (a partition split over tasks): delivering 20- would commit past them."""
+    with pytest.raises(RuntimeError, match="split over Spark tasks"):
+        deliver_after(faked, monkeypatch, group_at=5, log_start=0, slice_rows=raw_rows(20, 21))

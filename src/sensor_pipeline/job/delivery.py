@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -41,8 +42,9 @@ from sensor_pipeline.job import faults, python_worker, store
 if TYPE_CHECKING:
     import pyarrow as pa
 
-COUNTS = ("valid", "invalid", "stored", "already_stored", "rejected", "published", "skipped")
+COUNTS = ("valid", "invalid", "stored", "already_stored", "rejected", "published", "skipped", "lost_to_retention")
 COUNTS_SCHEMA = "counts string"
+log = logging.getLogger("sensor_pipeline.job.delivery")
 STORE_REJECTED = "store_rejected"
 #: Width of the buckets of the store-delay histogram (reading timestamp -> the store's acknowledgement).
 DELAY_BUCKET_MS = 10
@@ -209,6 +211,14 @@ class Slice:
                     "upgrade from the ledger build that skipped its reset-progress step), see the README's "
                     "upgrade note: a reset now would deliver again what this build has committed"
                 )
+            # The group lagged the checkpoint and retention deleted the records between: they may never
+            # have been delivered. Counted (the batch's log line) and logged, never skipped silently.
+            self.counts["lost_to_retention"] = first - done_below
+            log.warning(
+                "%s[%d]: offsets %d-%d (%d records) were deleted by retention before the job's group "
+                "committed them; they may never have been delivered",
+                self.topic, self.partition, done_below, first - 1, first - done_below,
+            )  # fmt: skip
         todo = [r for r in self.rows if done_below is None or r["offset"] >= done_below]
         self.counts["skipped"] = len(self.rows) - len(todo)
         if not todo:
