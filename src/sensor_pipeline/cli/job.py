@@ -37,3 +37,5 @@ def job_reset_progress(checkpoint: str | None, yes: bool) -> None:
         raise click.UsageError("this deletes the job's progress; pass --yes to do it")
     for line in progress.reset(settings(), checkpoint):
         click.echo(line)
+    if not checkpoint:
+        click.echo("kept the checkpoint: after a recreated raw topic, pass --checkpoint too (old topic's offsets)")

@@ -128,8 +128,10 @@ def starting_offsets(settings: Settings) -> dict[str, dict[str, int]] | None:
     if recreated or set(done) - set(bounds):
         raise TopicRecreated(
             f"{settings.raw_topic} ends below what the job committed ({recreated or 'partitions gone'}): the topic was "
-            "deleted and created again. To process it from its start, run `sensor-pipeline job reset-progress` "
-            "(it deletes the job's group offsets and, with --checkpoint, the checkpoint), then start the job."
+            "deleted and created again. To process it from its start, run `sensor-pipeline job reset-progress "
+            f"--checkpoint {settings.checkpoint_location} --yes` (it deletes the job's group offsets and the "
+            "checkpoint, whose offsets are the old topic's: kept, they would hide the new topic's first records), "
+            "then start the job."
         )
     offsets: dict[str, int] = {}
     for partition, (first, _end) in sorted(bounds.items()):
@@ -172,7 +174,10 @@ def reset(settings: Settings, checkpoint: str | None = None) -> list[str]:
                 keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
                 if keys:
                     s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-        else:
-            shutil.rmtree(Path(checkpoint), ignore_errors=True)
-        done.append(f"deleted checkpoint {checkpoint}")
+            done.append(f"deleted checkpoint {checkpoint}")
+        elif Path(checkpoint).exists():
+            shutil.rmtree(Path(checkpoint))
+            done.append(f"deleted checkpoint {checkpoint}")
+        else:  # a mistyped path must not read as done: the real checkpoint would hide a new topic's records
+            done.append(f"no checkpoint at {checkpoint}: nothing deleted there")
     return done
