@@ -91,13 +91,21 @@ WARMUP_PHASE = 15.0  # seconds per warm-up phase at 1,000 readings/s
 # --- CPU from /proc --------------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> tuple[int, float, float] | None:
-    """(parent pid, own CPU s, reaped children's CPU s) of a process, or None when it is gone."""
+def _stat_fields(path: str) -> tuple[str, list[str]] | None:
+    """(comm, the fields after it) of a process's or thread's ``/proc`` stat file; None when it is gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(path).read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
+    return text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()  # comm may hold spaces
+
+
+def _stat(pid: int) -> tuple[int, float, float] | None:
+    """(parent pid, own CPU s, reaped children's CPU s) of a process, or None when it is gone."""
+    stat = _stat_fields(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    fields = stat[1]
     ppid = int(fields[1])
     utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
     return ppid, (utime + stime) / TICKS, (cutime + cstime) / TICKS
@@ -144,11 +152,9 @@ def jit_threads(pid: int) -> dict[str, float]:
     seconds: dict[str, float] = {}
     with suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
-            with suppress(OSError):
-                text = Path(f"/proc/{pid}/task/{task}/stat").read_text()
-                if "CompilerThre" in text[text.index("(") : text.rindex(")")]:
-                    fields = text[text.rindex(")") + 2 :].split()
-                    seconds[task] = (int(fields[11]) + int(fields[12])) / TICKS
+            stat = _stat_fields(f"/proc/{pid}/task/{task}/stat")
+            if stat is not None and "CompilerThre" in stat[0]:
+                seconds[task] = (int(stat[1][11]) + int(stat[1][12])) / TICKS
     return seconds
 
 
