@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import zipfile
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@functools.cache
 def job_module() -> ModuleType:
+    """The job's entry script, loaded once (it is a script, not a package module)."""
     spec = importlib.util.spec_from_file_location("job_entry", ROOT / "jobs" / "structure_validate_store.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
