@@ -75,7 +75,7 @@ sandbox: ## Install Debian's bubblewrap for the deploy rehearsal's container run
 test-infra: tools ## Terraform fmt/validate/test and checkov, offline
 	@$(BIN)/pytest tests/infra $(JUNIT) $(PYTEST_ARGS)
 
-test: venv tools browser sandbox lint typecheck ## The suite (~8 min warm): every kind of test; cases marked slow are listed as skipped
+test: venv tools browser sandbox lint typecheck ## The suite (~10 min warm): every kind of test; cases marked slow are listed as skipped
 	@$(BIN)/pytest tests $(JUNIT) $(PYTEST_ARGS)
 
 test-all: venv tools browser sandbox lint typecheck ## Everything: make test plus the slow cases, chaos at full size
