@@ -32,7 +32,7 @@ from sensor_pipeline.cloud.deploy import emulated_processes
 from sensor_pipeline.config import Settings
 from sensor_pipeline.local.definition import find_root
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.aws_emulator]
 ROOT = find_root(Path(__file__))
 STATE = ROOT / ".local-stack"
 

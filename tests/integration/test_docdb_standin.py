@@ -16,7 +16,7 @@ from sensor_pipeline.emulator.docdb import DocdbServers
 from sensor_pipeline.local import artifacts, tls
 from sensor_pipeline.local.definition import StackDefinition, find_root
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.aws_emulator]
 ROOT = find_root(Path(__file__))
 
 

@@ -16,7 +16,7 @@ from sensor_pipeline.config import Settings
 from sensor_pipeline.local import artifacts
 from sensor_pipeline.local.definition import find_root
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.aws_emulator]
 ROOT = find_root(Path(__file__))
 CLI = str(Path(sys.executable).parent / "sensor-pipeline")
 ROLE = "arn:aws:iam::123456789012:role/test-emr-job"

@@ -70,6 +70,7 @@ def test_store_enforces_the_unique_index_and_answers_queries(settings: Settings)
     client.close()
 
 
+@pytest.mark.aws_emulator
 def test_emulator_s3_stores_objects(base_settings: Settings) -> None:
     bucket = f"test-{uuid.uuid4().hex[:12]}"
     provision.ensure_bucket(base_settings, bucket)
