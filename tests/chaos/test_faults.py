@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +87,11 @@ def record(case: str, result: Audit, job: Job, recovery: float | None = None) ->
     assert result.store.duplicated == result.clean.duplicated == result.dead.duplicated == 0, result
 
 
-def feed(settings: Settings) -> Feeder:
-    feeder = Feeder(settings, rate=RATE, seconds=SECONDS)
+def feed(settings: Settings, until: threading.Event | None = None) -> Feeder:
+    """Readings for SECONDS, and with ``until`` on until it is set: a case that measures how soon the job
+    stores again after a fault sets it once it has, so that a fault striking late (a slow start) still
+    finds readings to store after it."""
+    feeder = Feeder(settings, rate=RATE, seconds=SECONDS, until=until)
     feeder.start()
     return feeder
 
@@ -113,15 +117,19 @@ def test_no_reading_is_lost_or_repeated_when_the_job_fails_at(fault: Fault, sett
     marker = tmp_path / "fault.fired"
     env = {**JOB_ENV, "SP_FAULT": f"{fault.point}:{fault.action}", "SP_FAULT_MARKER": str(marker)}
     job = Job(settings, tmp_path / "job.log", master=fault.master, env=env).start()
+    measured = threading.Event()
     try:
-        feeder = feed(settings)
+        feeder = feed(settings, until=measured)
         assert wait_until(marker.exists, 240, interval=0.1), f"fault point never reached; log {job.log}"
         recovery = recovered_after(settings, marker.stat().st_mtime)
+        measured.set()
         finish(feeder)
         result = audit(settings)
     finally:
+        measured.set()
         job.stop()
     record(fault.name, result, job, recovery)
+    assert recovery is not None, f"the job did not store again within 180 s of the fault; log {job.log}"
 
 
 @pytest.mark.slow
@@ -129,16 +137,19 @@ def test_several_kills_in_a_row_each_recover_quickly(settings: Settings, tmp_pat
     """kill -9 three times, each once the job stores again: no back-off grows between the restarts."""
     job = Job(settings, tmp_path / "job.log", env=JOB_ENV).start()
     recoveries: list[float | None] = []
+    measured = threading.Event()
     try:
-        feeder = feed(settings)
+        feeder = feed(settings, until=measured)
         assert wait_until(lambda: stored_count(settings) > 0, 180, interval=0.5), f"nothing stored; log {job.log}"
         for _ in range(3):
             killed = time.time()
             job.crash()
             recoveries.append(recovered_after(settings, killed))
+        measured.set()
         finish(feeder)
         result = audit(settings)
     finally:
+        measured.set()
         job.stop()
     assert None not in recoveries, f"the job did not store again after a kill: {recoveries}"
     record("3 kills -9 in a row", result, job)
@@ -169,16 +180,19 @@ def test_a_redeploy_mid_stream_stops_the_old_driver_gracefully(settings: Setting
     """SIGTERM (EMR's cancel, supervisord's stop) while batches run: the running batch finishes, the job
     exits 0; the new build's driver goes on from where the group committed."""
     old = Job(settings, tmp_path / "old.log", env=JOB_ENV).start()
+    measured = threading.Event()
     try:
-        feeder = feed(settings)
+        feeder = feed(settings, until=measured)
         assert wait_until(lambda: stored_count(settings) > 0, 180, interval=0.5), "nothing stored"
         stopped = time.time()
         assert old.stop() == 0, f"the job did not stop cleanly on SIGTERM; log {old.log}"
         new = Job(settings, tmp_path / "new.log", env=JOB_ENV).start()
         recovery = recovered_after(settings, stopped)
+        measured.set()
         finish(feeder)
         result = audit(settings)
     finally:
+        measured.set()
         old.stop()
     new.stop()
     record("redeploy: SIGTERM mid-stream, new driver", result, new, recovery)

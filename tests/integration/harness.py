@@ -113,15 +113,29 @@ def valid_line(ids: SnowflakeIds, rng: random.Random, now: datetime) -> str:
     )
 
 
+#: How long a :class:`Feeder` goes on past its ``seconds`` at most, waiting for its ``until`` event.
+HOLD_SECONDS = 300.0
+
+
 class Feeder(threading.Thread):
     """Streams readings into the raw topic at a steady rate: valid lines, hostile invalid lines, and
-    redeliveries of earlier valid lines (the same reading twice, as a producer retry would)."""
+    redeliveries of earlier valid lines (the same reading twice, as a producer retry would).
+
+    It stops after ``seconds``; with ``until``, not before that event is set either (at most
+    :data:`HOLD_SECONDS` more): a case that waits for the job to store again after a fault keeps readings
+    coming however late the fault strikes."""
 
     def __init__(
-        self, settings: Settings, rate: float, seconds: float, invalid_share: float = 0.05, repeat_share: float = 0.03
+        self,
+        settings: Settings,
+        rate: float,
+        seconds: float,
+        invalid_share: float = 0.05,
+        repeat_share: float = 0.03,
+        until: threading.Event | None = None,
     ) -> None:
         super().__init__(daemon=True)
-        self.settings, self.rate, self.seconds = settings, rate, seconds
+        self.settings, self.rate, self.seconds, self.until = settings, rate, seconds, until
         self.invalid_share, self.repeat_share = invalid_share, repeat_share
         self.sent = 0
         self.error: BaseException | None = None
@@ -137,7 +151,9 @@ class Feeder(threading.Thread):
         sent_lines: list[str] = []
         started = time.monotonic()
         try:
-            while (elapsed := time.monotonic() - started) < self.seconds:
+            while (elapsed := time.monotonic() - started) < self.seconds or (
+                self.until is not None and not self.until.is_set() and elapsed < self.seconds + HOLD_SECONDS
+            ):
                 roll = rng.random()
                 if roll < self.invalid_share:
                     line = rng.choice(hostile)
