@@ -66,6 +66,7 @@ __all__ = [
     "BEACHES",
     "HOUR",
     "KS_LIMIT",
+    "LAG1_LIMIT",
     "MAX_GAP_HOURS",
     "METRICS",
     "MIN_MONTH_READINGS",
@@ -88,4 +89,4 @@ __all__ = [
     "replay_id",
     "valid_real_readings",
 ]
-from sensor_pipeline.source.simulator.fidelity import KS_LIMIT, Fidelity, fidelity_report, ks_distance
+from sensor_pipeline.source.simulator.fidelity import KS_LIMIT, LAG1_LIMIT, Fidelity, fidelity_report, ks_distance

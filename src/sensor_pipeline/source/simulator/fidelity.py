@@ -12,7 +12,7 @@ from statistics import StatisticsError, correlation
 from sensor_pipeline.contract.rules import validate_line
 from sensor_pipeline.contract.schema import BEACHES
 from sensor_pipeline.source.simulator.engine import Simulator
-from sensor_pipeline.source.simulator.model import pairs
+from sensor_pipeline.source.simulator.model import mid_ranks, pairs
 from sensor_pipeline.source.simulator.real import (
     HOUR,
     METRICS,
@@ -27,6 +27,9 @@ from sensor_pipeline.source.simulator.real import (
 #: The largest Kolmogorov-Smirnov distance to the real data a simulated season may have, per beach
 #: and metric (:func:`fidelity_report`).
 KS_LIMIT = 0.05
+#: The largest difference to the real data a simulated season's rank correlation of a reading with the
+#: next hour's may have, per beach and metric (:func:`rank_lag1_correlation`).
+LAG1_LIMIT = 0.1
 
 
 def ks_distance(sample: Sequence[float], reference: Sequence[float], weights: Sequence[float] | None = None) -> float:
@@ -64,6 +67,8 @@ class Fidelity:
     season: tuple[datetime, datetime]  # the simulated hours: [start, end)
     #: beach -> metric -> (real, simulated) correlation of each reading with the next hour's.
     lag1: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    #: beach -> metric -> (real, simulated) rank correlation of each reading with the next hour's.
+    rank_lag1: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     #: metric -> (real, simulated) mean by hour of day as stamped (the buoys' Chicago time), all beaches.
     daily: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = field(default_factory=dict)
 
@@ -97,11 +102,18 @@ class Fidelity:
             f"fault rate: real {real:.4%} ({self.faults[0]:,} of {self.readings[0]:,}), "
             f"simulated {simulated:.4%} ({self.faults[1]:,} of {self.readings[1]:,})",
         ]
-        if self.lag1:
-            rows += ["", "Correlation of a reading with the next hour's (lag 1), real / simulated:", ""]
+        for title, table in (
+            (f"Rank correlation of a reading with the next hour's (Spearman, lag 1; limit {LAG1_LIMIT} apart), "
+             "real / simulated:", self.rank_lag1),
+            ("Correlation of a reading with the next hour's (Pearson, lag 1), real / simulated; turbidity's is "
+             "decided by its few largest readings:", self.lag1),
+        ):  # fmt: skip
+            if not table:
+                continue
+            rows += ["", title, ""]
             rows.append(f"{'beach':<{width}}  " + "  ".join(f"{name:>11}" for name in header[:3]))
-            for beach, pairs in self.lag1.items():
-                cells = [f"{pairs[name][0]:.2f} / {pairs[name][1]:.2f}" for name in METRICS]
+            for beach, by_metric in table.items():
+                cells = [f"{by_metric[name][0]:.2f} / {by_metric[name][1]:.2f}" for name in METRICS]
                 rows.append(f"{beach:<{width}}  " + "  ".join(f"{c:>11}" for c in cells))
         if self.daily:
             hours = range(0, 24, 3)
@@ -123,6 +135,21 @@ def lag1_correlation(series: dict[datetime, float]) -> float:
     try:
         return correlation([a for a, _ in both], [b for _, b in both])
     except StatisticsError:  # fewer than two pairs, or a constant series
+        return math.nan
+
+
+def rank_lag1_correlation(series: dict[datetime, float]) -> float:
+    """Spearman's rank correlation of each value with the value an hour later (NaN without enough pairs).
+
+    What the model fits (its AR(1) runs on ranks) and what a few extreme readings cannot decide: Rainbow
+    Beach's turbidity has a Pearson lag-1 correlation of 0.11 with its 3,297 readings, 0.25 without its
+    largest (1,362.8 NTU) and 0.66 without its three largest, and three simulated seasons of one model (seeds 1-3)
+    give 0.40, 0.39 and 0.14; its rank correlation is 0.94, and theirs 0.95-0.96.
+    """
+    both = pairs(series, 1)
+    try:
+        return correlation(mid_ranks([a for a, _ in both]), mid_ranks([b for _, b in both]))
+    except StatisticsError:
         return math.nan
 
 
@@ -190,6 +217,7 @@ def fidelity_report(seed: int = 1, year: int = 2015, fault_rate: float | None = 
     ks: dict[str, dict[str, float]] = {}
     gap_rates: dict[str, tuple[float, float]] = {}
     lag1: dict[str, dict[str, tuple[float, float]]] = {}
+    rank_lag1: dict[str, dict[str, tuple[float, float]]] = {}
     simulated_hours: list[list[tuple[int, float, float]]] = [[] for _ in METRICS]
     real_gaps = real_gap_rates()
     for beach in BEACHES:
@@ -205,13 +233,14 @@ def fidelity_report(seed: int = 1, year: int = 2015, fault_rate: float | None = 
         }
         missing, expected = gap_counts(slots[beach])
         gap_rates[beach] = (real_gaps[beach], missing / expected)
-        lag1[beach] = {
-            name: (
-                lag1_correlation({_hour(r.timestamp): float(getattr(r, name)) for r in real if r.beach == beach}),
-                lag1_correlation({at: reading[k] for at, reading in series[beach]}),
-            )
-            for k, name in enumerate(METRICS)
-        }
+        for measure, into in ((lag1_correlation, lag1), (rank_lag1_correlation, rank_lag1)):
+            into[beach] = {
+                name: (
+                    measure({_hour(r.timestamp): float(getattr(r, name)) for r in real if r.beach == beach}),
+                    measure({at: reading[k] for at, reading in series[beach]}),
+                )
+                for k, name in enumerate(METRICS)
+            }
         for (_, hour, reading), weight in zip(values[beach], weights, strict=True):
             for k in range(len(METRICS)):
                 simulated_hours[k].append((hour, reading[k], weight))
@@ -223,4 +252,6 @@ def fidelity_report(seed: int = 1, year: int = 2015, fault_rate: float | None = 
         for k, name in enumerate(METRICS)
     }
     faulty_real = sum(real_faults())
-    return Fidelity(ks, gap_rates, (faulty_real, faults), (len(real_readings()), lines), (start, end), lag1, daily)
+    return Fidelity(
+        ks, gap_rates, (faulty_real, faults), (len(real_readings()), lines), (start, end), lag1, rank_lag1, daily
+    )

@@ -117,13 +117,16 @@ def _home_months(counts: Counter[int]) -> dict[int, int]:
     return {m: (m if m in full else min(full, key=lambda f: (abs(f - m), -f))) for m in range(1, 13)}
 
 
+def mid_ranks(values: list[float]) -> list[float]:
+    """Rank of each value among ``values``, from 0.5 to ``n - 0.5``; ties share their mean rank."""
+    ordered = sorted(values)
+    return [(bisect.bisect_left(ordered, v) + bisect.bisect_right(ordered, v)) / 2 for v in values]
+
+
 def _normal_scores(values: list[float]) -> list[float]:
     """Normal score of each value at its mid-rank among ``values`` (ties share one score)."""
-    ordered = sorted(values)
-    n = len(ordered)
-    return [
-        _NORMAL.inv_cdf((bisect.bisect_left(ordered, v) + bisect.bisect_right(ordered, v)) / (2 * n)) for v in values
-    ]
+    n = len(values)
+    return [_NORMAL.inv_cdf(rank / n) for rank in mid_ranks(values)]
 
 
 def _fit_metric(name: str, rows: list[RealReading], home: dict[int, int]) -> MetricModel:
