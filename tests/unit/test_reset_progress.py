@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from sensor_pipeline.cli import main
 from sensor_pipeline.config import Settings
 from sensor_pipeline.job import progress
 
@@ -40,3 +42,22 @@ def test_a_mistyped_checkpoint_path_is_not_reported_as_deleted(tmp_path: Path) -
 
 def test_with_no_group_and_no_checkpoint_named_nothing_is_claimed() -> None:
     assert progress.reset(Settings(), None) == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--yes"], "name the job's checkpoint with --checkpoint"),
+        (["--checkpoint", "x", "--keep-checkpoint", "--yes"], "pass one"),
+        (["--checkpoint", "x"], "pass --yes"),
+    ],
+)
+def test_the_command_deletes_the_checkpoint_unless_told_to_keep_it(arguments: list[str], message: str) -> None:
+    """A checkpoint kept after a recreated topic hides the new topic's first records: keeping it is asked for."""
+    result = CliRunner().invoke(main, ["job", "reset-progress", *arguments])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_the_command_keeps_the_checkpoint_when_told_and_says_so() -> None:
+    result = CliRunner().invoke(main, ["job", "reset-progress", "--keep-checkpoint", "--yes"])
+    assert result.exit_code == 0 and "kept the checkpoint" in result.output, result.output

@@ -26,16 +26,27 @@ def job_progress() -> None:
 
 
 @job.command("reset-progress")
-@click.option("--checkpoint", help="also delete this checkpoint (a folder or an s3:// prefix)")
+@click.option("--checkpoint", help="also delete this checkpoint (a folder or an s3:// prefix): the job's own")
+@click.option("--keep-checkpoint", is_flag=True, help="keep the checkpoint (only when upgrading from the ledger build)")
 @click.option("--yes", is_flag=True, help="do it (the job then reprocesses the raw topic from its start)")
-def job_reset_progress(checkpoint: str | None, yes: bool) -> None:
-    """Forget the job's progress (after its raw topic was recreated): its group's offsets and, with
-    --checkpoint, its checkpoint. Stop the job first."""
+def job_reset_progress(checkpoint: str | None, keep_checkpoint: bool, yes: bool) -> None:
+    """Forget the job's progress (after its raw topic was recreated): its group's offsets and its
+    checkpoint. Stop the job first."""
     from sensor_pipeline.job import progress
 
+    if checkpoint and keep_checkpoint:
+        raise click.UsageError("--checkpoint deletes the checkpoint, --keep-checkpoint keeps it: pass one")
+    if not checkpoint and not keep_checkpoint:
+        # Kept after a recreated raw topic, the checkpoint's offsets are the old topic's: Spark would resume
+        # from them on the new topic and never read the records below them.
+        raise click.UsageError(
+            "name the job's checkpoint with --checkpoint, to delete it with the offsets (here SP_CHECKPOINT_LOCATION "
+            f"is {settings().checkpoint_location}; on EMR, the s3:// prefix the job run was given); "
+            "--keep-checkpoint is only for the upgrade from the ledger build (docs/design.md)"
+        )
     if not yes:
         raise click.UsageError("this deletes the job's progress; pass --yes to do it")
     for line in progress.reset(settings(), checkpoint):
         click.echo(line)
-    if not checkpoint:
-        click.echo("kept the checkpoint: after a recreated raw topic, pass --checkpoint too (old topic's offsets)")
+    if keep_checkpoint:
+        click.echo("kept the checkpoint (--keep-checkpoint)")
