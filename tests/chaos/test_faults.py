@@ -14,12 +14,14 @@ instant: tests/integration/test_delivery.py.)
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from sensor_pipeline.config import Settings
 from sensor_pipeline.local.health import free_port, http_ready, wait_until
 from sensor_pipeline.local.runner import Paths, Supervisor
 from tests.chaos.conftest import FULL, RESULTS
+from tests.integration.conftest import read_all
 from tests.integration.harness import (
     CLI,
     ROOT,
@@ -259,7 +262,10 @@ def test_a_deleted_checkpoint_neither_loses_nor_repeats_readings(settings: Setti
 def test_a_recreated_raw_topic_stops_the_job_with_what_to_do(settings: Settings, tmp_path: Path) -> None:
     """The raw topic deleted and created again (its offsets start over below what the job committed): the
     job refuses to start and says what to run; after `sensor-pipeline job reset-progress` it processes the
-    new topic from its start (a defined behaviour, not a stall)."""
+    new topic from its start (a defined behaviour, not a stall). The new topic first gets the old one's
+    records again, at the same partitions and offsets (a replay, with the store kept): found stored from
+    the earlier topic (its id is in their Source), they are not published again."""
+    from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient
 
     from sensor_pipeline.cloud import provision
@@ -270,10 +276,20 @@ def test_a_recreated_raw_topic_stops_the_job_with_what_to_do(settings: Settings,
     finish(feeder)
     assert wait_until(lambda: idle(settings), 180, interval=0.5), "the job never caught up"
     job.stop()
+    old_records = sorted(read_all(settings, settings.raw_topic, timeout=30), key=lambda r: (r.partition, r.offset))
     admin = KafkaAdminClient(**settings.kafka_client_options())
     admin.delete_topics([settings.raw_topic])
     admin.close()
     assert wait_until(lambda: _recreated(settings, provision), 60, interval=0.5), "the raw topic was not recreated"
+    replay = KafkaProducer(**settings.kafka_client_options(), acks="all", max_in_flight_requests_per_connection=1)
+    for record in old_records:  # in order, one request at a time: each lands at its old offset
+        replay.send(settings.raw_topic, key=record.key, value=record.value, partition=record.partition)
+    replay.flush(60)
+    replay.close()
+    replayed = read_all(settings, settings.raw_topic, timeout=30)
+    assert sorted((r.partition, r.offset, r.value) for r in replayed) == [
+        (r.partition, r.offset, r.value) for r in old_records
+    ], "the replay did not land at the old offsets"
     again = Feeder(settings, rate=RATE, seconds=1, invalid_share=0, repeat_share=0)
     again.start()
     finish(again)
@@ -293,6 +309,8 @@ def test_a_recreated_raw_topic_stops_the_job_with_what_to_do(settings: Settings,
     finally:
         job.stop()
     assert stored_count(settings) >= before + again.sent * 0.9  # its readings (a few may repeat old ids: none here)
+    published = Counter(json.loads(r.value)["MeasurementID"] for r in read_all(settings, settings.clean_topic))
+    assert published and max(published.values()) == 1, "a replayed reading was published again"
 
 
 def _recreated(settings: Settings, provision: Any) -> bool:

@@ -162,8 +162,11 @@ def log_start(settings: Settings, topic: str, partition: int) -> int:
     return int(low)
 
 
-def deliver(settings_json: str, dead_letter_refused: bool) -> Callable[[Iterable[pa.RecordBatch]], Iterator[Any]]:
-    """The task of one slice, for ``mapInArrow`` over ``transforms.routed`` rows; yields its counts."""
+def deliver(
+    settings_json: str, dead_letter_refused: bool, raw_topic_id: str = ""
+) -> Callable[[Iterable[pa.RecordBatch]], Iterator[Any]]:
+    """The task of one slice, for ``mapInArrow`` over ``transforms.routed`` rows; yields its counts.
+    ``raw_topic_id``: the raw topic's id (``progress.check_topic``), kept in each stored ``Source``."""
 
     def run(batches: Iterable[pa.RecordBatch]) -> Iterator[Any]:
         import pyarrow as pa
@@ -177,7 +180,7 @@ def deliver(settings_json: str, dead_letter_refused: bool) -> Callable[[Iterable
             raise RuntimeError("a task holds rows of several Kafka partitions: one transactional.id cannot fence them")
         producer = _producer(settings, settings.transactional_id(rows[0]["partition"]))
         try:
-            counts = Slice(settings, rows, dead_letter_refused).deliver(producer)
+            counts = Slice(settings, rows, dead_letter_refused, raw_topic_id).deliver(producer)
         except BaseException:
             with contextlib.suppress(Exception):  # fenced or fatal: nothing left to abort
                 producer.abort_transaction(5)
@@ -191,8 +194,11 @@ def deliver(settings_json: str, dead_letter_refused: bool) -> Callable[[Iterable
 class Slice:
     """One source partition's rows of a batch (dicts of ``transforms.routed`` columns, offset order)."""
 
-    def __init__(self, settings: Settings, rows: list[dict[str, Any]], dead_letter_refused: bool) -> None:
+    def __init__(
+        self, settings: Settings, rows: list[dict[str, Any]], dead_letter_refused: bool, raw_topic_id: str = ""
+    ) -> None:
         self.settings, self.rows, self.dead_letter_refused = settings, rows, dead_letter_refused
+        self.raw_topic_id = raw_topic_id
         self.topic, self.partition = str(rows[0]["topic"]), int(rows[0]["partition"])
         self.counts: dict[str, Any] = dict.fromkeys(COUNTS, 0) | {"store_delay": {}}
 
@@ -257,7 +263,22 @@ class Slice:
                 producer.poll(0.1)
 
     def source(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The raw record's topic, partition and offset (a dead letter's ``Source``)."""
         return {"topic": self.topic, "partition": self.partition, "offset": int(row["offset"])}
+
+    def stored_source(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A stored document's ``Source``: also the raw topic's id, so that a topic deleted and created
+        again, whose offsets start over, does not pass for the one an earlier attempt read."""
+        return self.source(row) | ({"topic_id": self.raw_topic_id} if self.raw_topic_id else {})
+
+    @staticmethod
+    def same_record(stored: dict[str, Any] | None, mine: dict[str, Any]) -> bool:
+        """Whether a stored document's ``Source`` is this raw record (its topic ids compared when both
+        have one: documents stored before ids were kept have none)."""
+        if not stored:
+            return False
+        keys = ["topic", "partition", "offset"] + (["topic_id"] if "topic_id" in stored and "topic_id" in mine else [])
+        return all(stored.get(key) == mine.get(key) for key in keys)
 
     def insert(self, valid: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
         """Insert the slice's readings; (rows to publish as clean, (row, error) the store refused)."""
@@ -267,7 +288,7 @@ class Slice:
         self.counts["already_stored"] += len(valid) - len(first)
         client = store.shared_client(self.settings)
         readings = store.durable_readings(client, self.settings)
-        documents = [schema.to_document(row) | {"Source": self.source(row)} for row in first.values()]
+        documents = [schema.to_document(row) | {"Source": self.stored_source(row)} for row in first.values()]
         refused: dict[Any, str] = {}
         duplicates: set[Any] = set()
         for start in range(0, len(documents), self.settings.insert_chunk):
@@ -287,9 +308,13 @@ class Slice:
             refused |= dict(outcome.rejected)
             duplicates.update(outcome.duplicate_ids)
             self.counts["stored"] += outcome.inserted
-        owners = store.sources(readings, list(duplicates), self.settings.insert_chunk) if duplicates else {}
-        own = {i for i in duplicates if owners.get(i) == self.source(first[i])}
-        self.counts["already_stored"] += len(duplicates) - len(own)
+        # Who stored the duplicates; and a document about to be dead-lettered may have been stored by an
+        # older attempt at this slice, fenced but still running: then it is stored, and published clean.
+        asked = list(duplicates | set(refused))
+        owners = store.sources(readings, asked, self.settings.insert_chunk) if asked else {}
+        own = {i for i in asked if self.same_record(owners.get(i), self.stored_source(first[i]))}
+        refused = {i: error for i, error in refused.items() if i not in own}
+        self.counts["already_stored"] += len(duplicates - own)
         publish = [r for i, r in first.items() if i not in refused and (i not in duplicates or i in own)]
         return publish, [(first[i], error) for i, error in refused.items()]
 
