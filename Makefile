@@ -76,7 +76,7 @@ test-infra: tools ## Terraform fmt/validate/test and checkov, offline
 	@$(BIN)/pytest tests/infra $(JUNIT) $(PYTEST_ARGS)
 
 test: venv tools browser sandbox lint typecheck ## The suite (~7 min warm): every kind of test; cases marked slow are listed as skipped
-	@PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test.sh
+	@bash scripts/test.sh $(PYTEST_ARGS)
 
 test-all: venv tools browser sandbox lint typecheck ## Everything: make test plus the slow cases, chaos at full size
 	@SP_TEST_ALL=1 SP_CHAOS=full $(BIN)/pytest tests $(JUNIT) $(PYTEST_ARGS)

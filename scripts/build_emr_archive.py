@@ -179,8 +179,12 @@ def main() -> int:
     if cache and cached:
         cache.mkdir(parents=True, exist_ok=True)
         for old in sorted(cache.glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)[:-3]:
-            old.unlink()  # the three newest builds are kept
-        shutil.copy2(args.out, cached)
+            old.unlink(missing_ok=True)  # the three newest builds are kept
+        # Copied beside it, then renamed: a build running at the same time (make test runs the deploy
+        # rehearsal beside the archive's own test) never copies a half-written archive.
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+        shutil.copy2(args.out, partial)
+        os.replace(partial, cached)
     size = args.out.stat().st_size / 1e6
     print(f"wrote {args.out} ({size:.0f} MB): Python {sys.version.split()[0]}, {', '.join(packages)}")
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.infra
+pytestmark = [pytest.mark.infra, pytest.mark.aws_emulator]
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 

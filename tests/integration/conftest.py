@@ -8,6 +8,7 @@ reused and left running; otherwise the session starts them with ``sensor-pipelin
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -31,13 +32,24 @@ pytestmark = pytest.mark.integration
 CLI = str(Path(sys.executable).parent / "sensor-pipeline")
 
 
+#: scripts/test.sh sets it: the stack is started and stopped there, for both of make test's sessions.
+SHARED_STACK = os.environ.get("SP_TEST_SHARED_STACK") == "1"
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackDefinition]:
     root = find_root(Path(__file__))
     definition = load(root)
     infra = definition.tier("infra")
     started = False
-    if not all(health.check(service, lambda: True) for service in infra):
+    if SHARED_STACK:
+        # Never started or stopped here: a health check slowed by the other session must not make this
+        # one take the stack for its own and stop it under the other.
+        for service in infra:
+            assert health.wait_until(lambda s=service: health.check(s, lambda: True), 120, interval=1), (
+                f"{service.name} of the shared stack is not ready"
+            )
+    elif not all(health.check(service, lambda: True) for service in infra):
         subprocess.run([CLI, "stack", "up", "--infra-only"], cwd=root, check=True)
         started = True
     yield definition
