@@ -127,13 +127,11 @@ def main(argv: list[str]) -> int:
         starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger,
     )
-    # Refuses a raw topic that was deleted and created again (its id is not the one the job delivered from).
-    raw_topic_id = progress.check_topic(settings)
     # Where to start without a checkpoint: the group's committed offsets, which commit with the output
-    # (Spark ignores this when the checkpoint has offsets). Reports what retention deleted unread.
+    # (Spark ignores this when the checkpoint has offsets). Refuses a recreated topic, reports retention loss.
     starting = progress.starting_offsets(settings)
     spark = session(settings.checkpoint_location)
-    writer = BatchWriter(settings, raw_topic_id=raw_topic_id)
+    writer = BatchWriter(settings)
 
     # Read: the raw topic. Data deleted by retention before it was read fails the query, loudly.
     records: DataFrame = (

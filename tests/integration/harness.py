@@ -114,7 +114,7 @@ def valid_line(ids: SnowflakeIds, rng: random.Random, now: datetime) -> str:
 
 
 #: How long a :class:`Feeder` goes on past its ``seconds`` at most, waiting for its ``until`` event.
-HOLD_SECONDS = 300.0
+HOLD_SECONDS = 600.0
 
 
 class Feeder(threading.Thread):
@@ -122,7 +122,7 @@ class Feeder(threading.Thread):
     redeliveries of earlier valid lines (the same reading twice, as a producer retry would).
 
     It stops after ``seconds``; with ``until``, not before that event is set either (at most
-    :data:`HOLD_SECONDS` more): a case that waits for the job to store again after a fault keeps readings
+    :data:`HOLD_SECONDS` more: three kills in a row, each waited for up to 180 s): a case that waits for the job to store again after a fault keeps readings
     coming however late the fault strikes."""
 
     def __init__(

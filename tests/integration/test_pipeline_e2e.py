@@ -20,7 +20,7 @@ from bson.int64 import Int64
 
 from sensor_pipeline.config import Settings
 from sensor_pipeline.dashboard.meter import KafkaOffsets, PipelineMeter
-from sensor_pipeline.job import progress, store
+from sensor_pipeline.job import store
 from sensor_pipeline.local.definition import StackDefinition
 from sensor_pipeline.source.simulator import BEACHES, SnowflakeIds, format_line
 from tests.integration.conftest import read_all
@@ -111,14 +111,13 @@ def test_valid_invalid_and_duplicate_lines_survive_a_hard_kill(
     assert len(documents) == len(expected) == 420, f"stored {after_kill} before the kill"
     assert {d["_id"] for d in documents} == expected
     raw = {(r.partition, r.offset): r.value.decode() for r in read_all(settings, settings.raw_topic, timeout=60)}
-    raw_topic_id = progress.topic_id(settings)
     for document in documents:
         assert set(document) == {
             "_id", "Beach", "MeasurementID", "BatteryLife", "RawData", "WaterTemperature", "Turbidity", "TimeStamp",
             "Source",
         }  # fmt: skip
         source = document["Source"]  # the raw record it was stored from (the first copy of its reading)
-        assert source["topic"] == settings.raw_topic and source["topic_id"] == raw_topic_id
+        assert source["topic"] == settings.raw_topic
         assert raw[(source["partition"], source["offset"])] == document["RawData"]
         assert type(document["_id"]) is Int64 and type(document["MeasurementID"]) is Int64
         assert document["_id"] == document["MeasurementID"]

@@ -49,10 +49,8 @@ def faked(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return answers
 
 
-def published_and_refused(
-    slice_rows: list[dict[str, Any]], dead_letter_refused: bool, raw_topic_id: str = ""
-) -> tuple[list[int], list[int]]:
-    publish, refused = delivery.Slice(SETTINGS, slice_rows, dead_letter_refused, raw_topic_id).insert(slice_rows)
+def published_and_refused(slice_rows: list[dict[str, Any]], dead_letter_refused: bool) -> tuple[list[int], list[int]]:
+    publish, refused = delivery.Slice(SETTINGS, slice_rows, dead_letter_refused).insert(slice_rows)
     return [r["_id"] for r in publish], sorted(r["_id"] for r, _ in refused)
 
 
@@ -62,32 +60,17 @@ def test_own_duplicates_are_published_anothers_are_not(faked: dict[str, Any]) ->
     assert published_and_refused(rows(1, 2, 3), dead_letter_refused=False) == ([1, 2], [])
 
 
-def test_a_reading_stored_from_an_earlier_topic_of_that_name_is_not_published_again(faked: dict[str, Any]) -> None:
-    """The raw topic deleted and created again starts its offsets over: the same data replayed into it
-    lands at the same (topic, partition, offset), but under another topic id."""
-    faked["insert"] = store.WriteResult(1, duplicate_ids=(2, 3, 4))
-    faked["sources"] = {
-        2: source(2) | {"topic_id": "old-topic"},  # stored from the earlier topic: published then
-        3: source(3) | {"topic_id": "new-topic"},  # this row's earlier attempt
-        4: source(4),  # stored before topic ids were kept: told by topic name, partition and offset
-    }
-    assert published_and_refused(rows(1, 2, 3, 4), False, raw_topic_id="new-topic") == ([1, 3, 4], [])
-
-
-def test_a_refused_reading_an_older_attempt_of_its_slice_stored_is_published_not_dead_lettered(
-    faked: dict[str, Any],
-) -> None:
-    """A fenced older attempt, still running, stored document 2 while the store kept refusing this
-    attempt's copy: the reading is stored, so it is published clean; 3, stored by no one, is dead-lettered."""
-    faked["insert"] = store.StoreError("refused", {2: "1: internal", 3: "1: internal"}, store.WriteResult(1))
-    faked["sources"] = {2: source(2) | {"topic_id": "t"}}
-    assert published_and_refused(rows(1, 2, 3), dead_letter_refused=True, raw_topic_id="t") == ([1, 2], [3])
-
-
-def test_the_stored_source_names_the_raw_topic_by_id_the_dead_letter_as_the_contract_says() -> None:
-    one = delivery.Slice(SETTINGS, rows(7), False, raw_topic_id="t-id")
-    assert one.stored_source(rows(7)[0]) == source(7) | {"topic_id": "t-id"}
-    assert one.source(rows(7)[0]) == source(7)  # InvalidSensorData's Source: topic, partition, offset
+def test_a_refused_reading_that_is_stored_after_all_is_not_dead_lettered(faked: dict[str, Any]) -> None:
+    """The store kept refusing this attempt's copies of 2, 3 and 4. A fenced older attempt at the slice,
+    still running, stored 2: the reading is stored, so it is published clean. Another record with the same
+    id stored 3: already stored, published by that record. 4 is stored by no one: a dead letter."""
+    refused = {2: "1: internal", 3: "1: internal", 4: "1: internal"}
+    faked["insert"] = store.StoreError("refused", refused, store.WriteResult(1))
+    faked["sources"] = {2: source(2), 3: source(99)}
+    one = delivery.Slice(SETTINGS, rows(1, 2, 3, 4), dead_letter_refused=True)
+    publish, letters = one.insert(rows(1, 2, 3, 4))
+    assert ([r["_id"] for r in publish], [r["_id"] for r, _ in letters]) == ([1, 2], [4])
+    assert one.counts["already_stored"] == 1
 
 
 def test_on_the_dead_letter_path_what_the_insert_settled_for_the_others_still_counts(faked: dict[str, Any]) -> None:

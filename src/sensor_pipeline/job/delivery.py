@@ -15,7 +15,8 @@ Spark task that holds the slice (one task per Kafka partition, rows in offset or
 3. **store**: the valid readings, unordered insert keyed by ``_id`` = MeasurementID, each with its
    ``Source`` (topic, partition, offset). A duplicate-key answer is this slice's own earlier attempt
    when the stored document's Source is this row's (its clean message is published now), another
-   record's otherwise (a producer redelivery or a hostile duplicate id: not published again);
+   record's otherwise (a producer redelivery or a hostile duplicate id: not published again). A
+   document the store refused is looked up the same way before it becomes a dead letter;
 4. **publish and commit, atomically**: clean messages and dead letters, and the slice's next offset
    for the job group (``send_offsets_to_transaction``), in one transaction. A ``read_committed``
    consumer sees all of it or none of it, once.
@@ -162,11 +163,8 @@ def log_start(settings: Settings, topic: str, partition: int) -> int:
     return int(low)
 
 
-def deliver(
-    settings_json: str, dead_letter_refused: bool, raw_topic_id: str = ""
-) -> Callable[[Iterable[pa.RecordBatch]], Iterator[Any]]:
-    """The task of one slice, for ``mapInArrow`` over ``transforms.routed`` rows; yields its counts.
-    ``raw_topic_id``: the raw topic's id (``progress.check_topic``), kept in each stored ``Source``."""
+def deliver(settings_json: str, dead_letter_refused: bool) -> Callable[[Iterable[pa.RecordBatch]], Iterator[Any]]:
+    """The task of one slice, for ``mapInArrow`` over ``transforms.routed`` rows; yields its counts."""
 
     def run(batches: Iterable[pa.RecordBatch]) -> Iterator[Any]:
         import pyarrow as pa
@@ -180,7 +178,7 @@ def deliver(
             raise RuntimeError("a task holds rows of several Kafka partitions: one transactional.id cannot fence them")
         producer = _producer(settings, settings.transactional_id(rows[0]["partition"]))
         try:
-            counts = Slice(settings, rows, dead_letter_refused, raw_topic_id).deliver(producer)
+            counts = Slice(settings, rows, dead_letter_refused).deliver(producer)
         except BaseException:
             with contextlib.suppress(Exception):  # fenced or fatal: nothing left to abort
                 producer.abort_transaction(5)
@@ -194,11 +192,8 @@ def deliver(
 class Slice:
     """One source partition's rows of a batch (dicts of ``transforms.routed`` columns, offset order)."""
 
-    def __init__(
-        self, settings: Settings, rows: list[dict[str, Any]], dead_letter_refused: bool, raw_topic_id: str = ""
-    ) -> None:
+    def __init__(self, settings: Settings, rows: list[dict[str, Any]], dead_letter_refused: bool) -> None:
         self.settings, self.rows, self.dead_letter_refused = settings, rows, dead_letter_refused
-        self.raw_topic_id = raw_topic_id
         self.topic, self.partition = str(rows[0]["topic"]), int(rows[0]["partition"])
         self.counts: dict[str, Any] = dict.fromkeys(COUNTS, 0) | {"store_delay": {}}
 
@@ -214,7 +209,7 @@ class Slice:
                     f"{self.topic}[{self.partition}]: the slice starts at {first}, the job's group has "
                     f"delivered up to {done_below}: a Kafka partition split over Spark tasks (minPartitions, "
                     "maxRecordsPerPartition) is not supported; if the group lags the checkpoint instead (an "
-                    "upgrade from the ledger build that skipped its reset-progress step), see the README's "
+                    "upgrade from the ledger build that skipped its reset-progress step), see docs/design.md's "
                     "upgrade note: a reset now would deliver again what this build has committed"
                 )
             # The group lagged the checkpoint and retention deleted the records between: they may never
@@ -263,22 +258,7 @@ class Slice:
                 producer.poll(0.1)
 
     def source(self, row: dict[str, Any]) -> dict[str, Any]:
-        """The raw record's topic, partition and offset (a dead letter's ``Source``)."""
         return {"topic": self.topic, "partition": self.partition, "offset": int(row["offset"])}
-
-    def stored_source(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A stored document's ``Source``: also the raw topic's id, so that a topic deleted and created
-        again, whose offsets start over, does not pass for the one an earlier attempt read."""
-        return self.source(row) | ({"topic_id": self.raw_topic_id} if self.raw_topic_id else {})
-
-    @staticmethod
-    def same_record(stored: dict[str, Any] | None, mine: dict[str, Any]) -> bool:
-        """Whether a stored document's ``Source`` is this raw record (its topic ids compared when both
-        have one: documents stored before ids were kept have none)."""
-        if not stored:
-            return False
-        keys = ["topic", "partition", "offset"] + (["topic_id"] if "topic_id" in stored and "topic_id" in mine else [])
-        return all(stored.get(key) == mine.get(key) for key in keys)
 
     def insert(self, valid: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
         """Insert the slice's readings; (rows to publish as clean, (row, error) the store refused)."""
@@ -288,7 +268,7 @@ class Slice:
         self.counts["already_stored"] += len(valid) - len(first)
         client = store.shared_client(self.settings)
         readings = store.durable_readings(client, self.settings)
-        documents = [schema.to_document(row) | {"Source": self.stored_source(row)} for row in first.values()]
+        documents = [schema.to_document(row) | {"Source": self.source(row)} for row in first.values()]
         refused: dict[Any, str] = {}
         duplicates: set[Any] = set()
         for start in range(0, len(documents), self.settings.insert_chunk):
@@ -308,14 +288,17 @@ class Slice:
             refused |= dict(outcome.rejected)
             duplicates.update(outcome.duplicate_ids)
             self.counts["stored"] += outcome.inserted
-        # Who stored the duplicates; and a document about to be dead-lettered may have been stored by an
-        # older attempt at this slice, fenced but still running: then it is stored, and published clean.
-        asked = list(duplicates | set(refused))
+        # Who stored the duplicates, and whether a document the store refused is stored after all: by a
+        # fenced older attempt at this slice, still running (its own: published clean now), or by another
+        # record with the same id (already stored: neither published nor dead-lettered).
+        refused_ids = set(refused)
+        asked = list(duplicates | refused_ids)
         owners = store.sources(readings, asked, self.settings.insert_chunk) if asked else {}
-        own = {i for i in asked if self.same_record(owners.get(i), self.stored_source(first[i]))}
-        refused = {i: error for i, error in refused.items() if i not in own}
-        self.counts["already_stored"] += len(duplicates - own)
-        publish = [r for i, r in first.items() if i not in refused and (i not in duplicates or i in own)]
+        own = {i for i in asked if owners.get(i) == self.source(first[i])}
+        elsewhere = {i for i in refused_ids - own if i in owners}
+        refused = {i: error for i, error in refused.items() if i not in own and i not in elsewhere}
+        self.counts["already_stored"] += len(duplicates - own) + len(elsewhere)
+        publish = [r for i, r in first.items() if i in own or (i not in duplicates and i not in refused_ids)]
         return publish, [(first[i], error) for i, error in refused.items()]
 
     def _delays(

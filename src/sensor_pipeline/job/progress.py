@@ -79,9 +79,8 @@ def _state(settings: Settings) -> Any:
     return client, store.durable_readings(client, settings).database[f"{settings.mongo_collection}_job"]
 
 
-def check_topic(settings: Settings) -> str:
-    """Remember the raw topic's id on the first run; refuse to start on another topic of that name.
-    Returns the id (the job keeps it in each stored document's ``Source``)."""
+def check_topic(settings: Settings) -> None:
+    """Remember the raw topic's id on the first run; refuse to start on another topic of that name."""
     current = topic_id(settings)
     client, state = _state(settings)
     try:
@@ -98,7 +97,6 @@ def check_topic(settings: Settings) -> str:
             )
     finally:
         client.close()
-    return current
 
 
 def watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
@@ -120,7 +118,8 @@ def watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
 
 def starting_offsets(settings: Settings) -> dict[str, dict[str, int]] | None:
     """Spark's ``startingOffsets`` from the group (None: it has committed nothing: ``SP_STARTING_OFFSETS``;
-    a partition it has not committed starts at the earliest offset). Call :func:`check_topic` first."""
+    a partition it has not committed starts at the earliest offset)."""
+    check_topic(settings)
     done = committed(settings)
     if not done:
         return None

@@ -50,10 +50,8 @@ def batch_time() -> datetime:
 class BatchWriter:
     """Callable for ``writeStream.foreachBatch``; see the module docstring."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], datetime] = batch_time, raw_topic_id: str = "") -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = batch_time) -> None:
         self.settings = settings
-        #: The raw topic's id (``progress.check_topic``): kept in each stored document's ``Source``.
-        self.raw_topic_id = raw_topic_id
         self.settings_json = settings.model_dump_json()
         self.clock = clock
         self.totals = dict.fromkeys(("batches", *delivery.COUNTS), 0)
@@ -126,7 +124,7 @@ class BatchWriter:
         """One attempt at a batch: every slice delivered (or found delivered) exactly once."""
         started = time.monotonic()
         dead_letter_refused = attempt >= self.settings.refusals_before_dead_letter
-        task = delivery.deliver(self.settings_json, dead_letter_refused, self.raw_topic_id)
+        task = delivery.deliver(self.settings_json, dead_letter_refused)
         slices = [json.loads(row.counts) for row in routed.mapInArrow(task, delivery.COUNTS_SCHEMA).collect()]
         counts = {name: sum(int(s[name]) for s in slices) for name in delivery.COUNTS}
         delay: dict[str, int] = {}
