@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -18,13 +19,26 @@ class NoGroup:
 
 
 @pytest.fixture(autouse=True)
-def faked(monkeypatch: pytest.MonkeyPatch) -> None:
-    admin = type("Admin", (), {"delete_consumer_groups": lambda self, groups, **_: dict.fromkeys(groups, NoGroup())})
+def faked(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The broker and the job's state collection: ``known`` is the raw topic id the job recorded,
+    ``current`` the topic's id now; ``deleted_groups`` records what was deleted."""
+    world: dict[str, Any] = {"known": "topic-1", "current": "topic-1", "deleted_groups": []}
+
+    def delete_groups(_admin: Any, groups: list[str], **_: Any) -> dict[str, NoGroup]:
+        world["deleted_groups"] += groups
+        return dict.fromkeys(groups, NoGroup())
+
+    admin = type("Admin", (), {"delete_consumer_groups": delete_groups})
     deleted = type("Deleted", (), {"deleted_count": 0})
-    state = type("State", (), {"delete_one": lambda self, _query: deleted()})
+    state = type("State", (), {
+        "delete_one": lambda self, _query: deleted(),
+        "find_one": lambda self, _query: {"topic_id": world["known"]} if world["known"] else None,
+    })  # fmt: skip
     client = type("Client", (), {"close": lambda self: None})
     monkeypatch.setattr(progress, "_admin", lambda _settings: admin())
     monkeypatch.setattr(progress, "_state", lambda _settings: (client(), state()))
+    monkeypatch.setattr(progress, "topic_id", lambda _settings: world["current"])
+    return world
 
 
 def test_a_checkpoint_folder_is_deleted(tmp_path: Path) -> None:
@@ -34,14 +48,37 @@ def test_a_checkpoint_folder_is_deleted(tmp_path: Path) -> None:
     assert not checkpoint.exists()
 
 
-def test_a_mistyped_checkpoint_path_is_not_reported_as_deleted(tmp_path: Path) -> None:
+def test_a_mistyped_checkpoint_path_resets_nothing(tmp_path: Path, faked: dict[str, Any]) -> None:
     # The real checkpoint, kept, would make the job resume at the old topic's offsets on the new one.
     missing = tmp_path / "no-such-checkpoint"
-    assert progress.reset(Settings(), str(missing)) == [f"no checkpoint at {missing}: nothing deleted there"]
+    with pytest.raises(progress.NothingReset, match=f"no checkpoint at {missing}: check the path"):
+        progress.reset(Settings(), str(missing))
+    assert faked["deleted_groups"] == []
 
 
-def test_with_no_group_and_no_checkpoint_named_nothing_is_claimed() -> None:
+def test_a_checkpoint_is_not_kept_for_a_recreated_topic(faked: dict[str, Any]) -> None:
+    faked["current"] = "topic-2"
+    with pytest.raises(progress.NothingReset, match="deleted and created again"):
+        progress.reset(Settings(), None)
+    assert faked["deleted_groups"] == []
+
+
+def test_with_no_group_and_the_checkpoint_kept_nothing_is_claimed(faked: dict[str, Any]) -> None:
     assert progress.reset(Settings(), None) == []
+    assert faked["deleted_groups"] == [Settings().job_group]
+
+
+def test_an_s3_checkpoint_is_deleted_under_its_own_prefix_only(mocked_aws: None) -> None:
+    from sensor_pipeline.aws import aws_client
+
+    s3 = aws_client(Settings(), "s3")
+    s3.create_bucket(Bucket="checkpoints")
+    for key in ("ckpt/offsets/0", "ckpt/commits/0", "ckpt-old/offsets/0"):
+        s3.put_object(Bucket="checkpoints", Key=key, Body=b"x")
+    assert progress.reset(Settings(), "s3://checkpoints/ckpt") == ["deleted checkpoint s3://checkpoints/ckpt (2 objects)"]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="checkpoints")["Contents"]] == ["ckpt-old/offsets/0"]
+    with pytest.raises(progress.NothingReset, match="no checkpoint at s3://checkpoints/ckpt"):
+        progress.reset(Settings(), "s3://checkpoints/ckpt")
 
 
 @pytest.mark.parametrize(

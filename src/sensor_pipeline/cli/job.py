@@ -27,7 +27,9 @@ def job_progress() -> None:
 
 @job.command("reset-progress")
 @click.option("--checkpoint", help="also delete this checkpoint (a folder or an s3:// prefix): the job's own")
-@click.option("--keep-checkpoint", is_flag=True, help="keep the checkpoint (only when upgrading from the ledger build)")
+@click.option(
+    "--keep-checkpoint", is_flag=True, help="keep the checkpoint: the upgrade from the ledger build, or none is left"
+)
 @click.option("--yes", is_flag=True, help="do it (the job then reprocesses the raw topic from its start)")
 def job_reset_progress(checkpoint: str | None, keep_checkpoint: bool, yes: bool) -> None:
     """Forget the job's progress (after its raw topic was recreated): its group's offsets and its
@@ -46,7 +48,11 @@ def job_reset_progress(checkpoint: str | None, keep_checkpoint: bool, yes: bool)
         )
     if not yes:
         raise click.UsageError("this deletes the job's progress; pass --yes to do it")
-    for line in progress.reset(settings(), checkpoint):
+    try:
+        done = progress.reset(settings(), checkpoint)
+    except progress.NothingReset as refused:
+        raise click.ClickException(str(refused)) from refused
+    for line in done:
         click.echo(line)
     if keep_checkpoint:
         click.echo("kept the checkpoint (--keep-checkpoint)")

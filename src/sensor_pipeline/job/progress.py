@@ -148,8 +148,54 @@ def starting_offsets(settings: Settings) -> dict[str, dict[str, int]] | None:
     return {settings.raw_topic: offsets}
 
 
+class NothingReset(RuntimeError):
+    """``reset`` refused before deleting anything."""
+
+
+def _checkpoint_objects(settings: Settings, checkpoint: str) -> tuple[Any, str, list[str]]:
+    """(s3 client, bucket, keys) of an ``s3://`` checkpoint: the objects under ``<prefix>/`` only."""
+    from sensor_pipeline.aws import aws_client
+
+    bucket, _, prefix = checkpoint.removeprefix("s3://").partition("/")
+    prefix = prefix.rstrip("/") + "/"  # s3://b/ckpt must not also take s3://b/ckpt-old/
+    s3 = aws_client(settings, "s3")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])]  # fmt: skip
+    return s3, bucket, keys
+
+
 def reset(settings: Settings, checkpoint: str | None = None) -> list[str]:
-    """Forget the job's progress: its group (offsets), and the checkpoint when given. What was done."""
+    """Forget the job's progress: its group (offsets), and the checkpoint when given. What was done.
+
+    Checked before anything is deleted: a checkpoint named must exist (a mistyped path would leave the
+    real one, whose offsets hide a new topic's first records), and one kept (``checkpoint`` None) must
+    not belong to a raw topic that was deleted and created again."""
+    s3_objects: tuple[Any, str, list[str]] | None = None
+    if checkpoint and checkpoint.startswith("s3://"):
+        s3_objects = _checkpoint_objects(settings, checkpoint)
+        found = bool(s3_objects[2])
+    else:
+        found = bool(checkpoint) and Path(str(checkpoint)).exists()
+    if checkpoint and not found:
+        raise NothingReset(
+            f"no checkpoint at {checkpoint}: check the path (nothing was reset); if the job's checkpoint is "
+            "already gone, pass --keep-checkpoint instead"
+        )
+    if not checkpoint:
+        client, state = _state(settings)
+        try:
+            known = state.find_one({"_id": "raw_topic"})
+        finally:
+            client.close()
+        try:
+            current = topic_id(settings) if known is not None else None
+        except Exception as error:  # no such topic, or the broker does not answer
+            raise NothingReset(f"cannot read {settings.raw_topic}'s id ({error}): nothing was reset") from error
+        if known is not None and known["topic_id"] != current:
+            raise NothingReset(
+                f"{settings.raw_topic} was deleted and created again since the job last ran: its checkpoint holds "
+                "the old topic's offsets and must go with them; pass --checkpoint <the job's checkpoint>"
+            )
     done: list[str] = []
     admin = _admin(settings)
     try:
@@ -164,20 +210,12 @@ def reset(settings: Settings, checkpoint: str | None = None) -> list[str]:
             done.append(f"forgot the raw topic's id (the next start records {settings.raw_topic}'s)")
     finally:
         client.close()
-    if checkpoint:
-        if checkpoint.startswith("s3://"):
-            from sensor_pipeline.aws import aws_client
-
-            bucket, _, prefix = checkpoint.removeprefix("s3://").partition("/")
-            s3 = aws_client(settings, "s3")
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if keys:
-                    s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-            done.append(f"deleted checkpoint {checkpoint}")
-        elif Path(checkpoint).exists():
-            shutil.rmtree(Path(checkpoint))
-            done.append(f"deleted checkpoint {checkpoint}")
-        else:  # a mistyped path must not read as done: the real checkpoint would hide a new topic's records
-            done.append(f"no checkpoint at {checkpoint}: nothing deleted there")
+    if s3_objects is not None:
+        s3, bucket, keys = s3_objects
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1,000 keys
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]})
+        done.append(f"deleted checkpoint {checkpoint} ({len(keys)} objects)")
+    elif checkpoint:
+        shutil.rmtree(Path(checkpoint))
+        done.append(f"deleted checkpoint {checkpoint}")
     return done
