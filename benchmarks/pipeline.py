@@ -47,6 +47,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -721,8 +722,9 @@ def table(results: dict[str, Any]) -> str:
     for step in results["live"] + results["steps"]:
         cpu = step["cpu_ms_per_1k"]
         lines.append(f"{step['rate']:>8,.0f} " + " ".join(f"{fmt(cpu[r], 1):>16}" for r in (*ROLES, "pipeline")))
+    lines += spread(results)
     best = results["max_sustained_per_s"]
-    lines += ["", "Throughput (readings/s)"]
+    lines += ["", "Throughput (readings/s)" + (", the median of the rounds" if len(rounds(results)) > 1 else "")]
     if "ceilings" not in results:  # --capacity-only
         lines.append(f"  pipeline, max sustained    {best:>12,.0f}")
         return "\n".join(lines)
@@ -737,6 +739,40 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def rounds(results: dict[str, Any]) -> list[int]:
+    return sorted({s.get("round", 1) for s in results["live"] + results["steps"]})
+
+
+def spread(results: dict[str, Any]) -> list[str]:
+    """With several rounds (``--repeat``): min / median / max per rate of the clean delay's p50 and p99 and
+    the pipeline's CPU per 1,000 readings, and of the sustained rate (a rate counts where it kept up)."""
+    if len(rounds(results)) < 2:
+        return []
+    lines = ["", f"Spread over {len(rounds(results))} rounds: min / median / max",
+             f"{'rate/s':>8} {'kept up':>8} | {'clean p50 (s)':>20} | {'clean p99 (s)':>20} | "
+             f"{'pipeline CPU ms/1k':>22}"]  # fmt: skip
+
+    def triple(values: list[float], digits: int) -> str:
+        values = [v for v in values if not math.isnan(v)]
+        if not values:
+            return "-"
+        return " / ".join(fmt(v, digits) for v in (min(values), statistics.median(values), max(values)))
+
+    by_rate: dict[float, list[dict[str, Any]]] = {}
+    for step in results["live"] + results["steps"]:
+        by_rate.setdefault(step["rate"], []).append(step)
+    for rate, steps in sorted(by_rate.items()):
+        kept = [s for s in steps if s["kept_up"]]
+        p50 = triple([s["clean_delay_s"]["p50"] for s in kept], 2)
+        p99 = triple([s["clean_delay_s"]["p99"] for s in kept], 2)
+        cpu = triple([s["cpu_ms_per_1k"]["pipeline"] for s in kept], 0)
+        lines.append(f"{rate:>8,.0f} {f'{len(kept)} of {len(steps)}':>8} | {p50:>20} | {p99:>20} | {cpu:>22}")
+    sustained = results["sustained_per_round"]
+    lines.append(f"  max sustained per round: {', '.join(f'{v:,.0f}' for v in sustained)} "
+                 f"(min / median / max {triple(sustained, 0)})")  # fmt: skip
+    return lines
+
+
 def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -744,7 +780,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    live = results["live"]
+    live = [s for s in results["live"] if s.get("round", 1) == 1]  # the first round (the table has the spread)
     rates = [s["rate"] for s in live]
     for key, style in (("p50", "o-"), ("p95", "s--"), ("p99", "^-")):
         left.plot(rates, [s["clean_delay_s"][key] for s in live], style, label=f"clean {key}")
@@ -755,7 +791,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     left.set_title("Delay vs rate")
     left.grid(alpha=0.3)
     left.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    steps = live + results["steps"]
+    steps = live + [s for s in results["steps"] if s.get("round", 1) == 1]
     labels = [f"{s['rate']:,.0f}/s" for s in steps]
     bottom = [0.0] * len(steps)
     for role in ROLES:
@@ -792,6 +828,11 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
         default=300.0,
         help="at most this long at 1,000 readings/s before anything is measured: until the JVMs' JIT settles",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="rounds of the live rates and the capacity search, one after the other on the warm pipeline: "
+        "the table adds min / median / max per rate",
+    )  # fmt: skip
     parser.add_argument("--ceiling-count", type=int, default=200_000)
     parser.add_argument("--baseline-count", type=int, default=500)
     parser.add_argument("--dashboard-port", type=int, default=5106)
@@ -812,6 +853,8 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
         parser.error("--rates and --steps take comma-separated numbers, e.g. 100,1000")
     if any(r <= 0 for r in rates + steps) or args.seconds <= 0 or args.step_seconds <= 0:
         parser.error("rates and durations must be positive")
+    if args.repeat < 1:
+        parser.error("--repeat takes 1 or more rounds")
     base = settings_from_env_map(load(ROOT).settings)
     work = ROOT / ".local-stack" / "bench"
     work.mkdir(parents=True, exist_ok=True)
@@ -850,14 +893,20 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
                     flush=True,
                 )
                 results["warmup"] = warm_up(stream, args.warmup_seconds)
-                results["live"] = []
-                for rate in rates:
-                    step = stream.run(rate, args.seconds)
-                    results["live"].append(step)
-                    report_step("live", step)
-                best, results["steps"] = max_sustained(stream, steps, args.step_seconds)
-                kept = [s["sent_per_s"] for s in results["live"] if s["kept_up"]]
-                results["max_sustained_per_s"] = max([best, *kept])
+                results["live"], results["steps"], results["sustained_per_round"] = [], [], []
+                for number in range(1, args.repeat + 1):
+                    if args.repeat > 1:
+                        print(f"round {number} of {args.repeat}", flush=True)
+                    live = []
+                    for rate in rates:
+                        live.append(stream.run(rate, args.seconds) | {"round": number})
+                        report_step("live", live[-1])
+                    best, searched = max_sustained(stream, steps, args.step_seconds)
+                    results["live"] += live
+                    results["steps"] += [step | {"round": number} for step in searched]
+                    kept = [s["sent_per_s"] for s in live if s["kept_up"]]
+                    results["sustained_per_round"].append(max([best, *kept]))
+                results["max_sustained_per_s"] = statistics.median(results["sustained_per_round"])
                 clean.stop.set()
         finally:
             bench.cleanup()
