@@ -41,19 +41,40 @@ def faked(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return world
 
 
+def checkpoint_at(folder: Path) -> Path:
+    """A Structured Streaming checkpoint's layout: its metadata file, offsets and commits."""
+    for sub in ("offsets", "commits"):
+        (folder / sub).mkdir(parents=True)
+    (folder / "metadata").write_text('{"id":"q"}')
+    return folder
+
+
 def test_a_checkpoint_folder_is_deleted(tmp_path: Path) -> None:
-    checkpoint = tmp_path / "checkpoint"
-    (checkpoint / "offsets").mkdir(parents=True)
+    checkpoint = checkpoint_at(tmp_path / "checkpoint")
     assert progress.reset(Settings(), str(checkpoint)) == [f"deleted checkpoint {checkpoint}"]
     assert not checkpoint.exists()
 
 
-def test_a_mistyped_checkpoint_path_resets_nothing(tmp_path: Path, faked: dict[str, Any]) -> None:
-    # The real checkpoint, kept, would make the job resume at the old topic's offsets on the new one.
-    missing = tmp_path / "no-such-checkpoint"
-    with pytest.raises(progress.NothingReset, match=f"no checkpoint at {missing}: check the path"):
-        progress.reset(Settings(), str(missing))
-    assert faked["deleted_groups"] == []
+@pytest.mark.parametrize("what", ["missing", "a file", "an empty folder", "another folder"])
+def test_a_path_that_holds_no_checkpoint_resets_nothing(tmp_path: Path, faked: dict[str, Any], what: str) -> None:
+    """A mistyped path would leave the real checkpoint, whose offsets hide a new topic's first records."""
+    path = tmp_path / "path"
+    if what == "a file":
+        path.write_text("x")
+    elif what == "an empty folder":
+        path.mkdir()
+    elif what == "another folder":
+        (path / "data").mkdir(parents=True)
+    with pytest.raises(progress.NothingReset, match=f"no checkpoint at {path}"):
+        progress.reset(Settings(), str(path))
+    assert faked["deleted_groups"] == [] and (what == "missing" or path.exists())
+
+
+def test_a_checkpoint_already_gone_is_passed_over_when_told(tmp_path: Path, faked: dict[str, Any]) -> None:
+    faked["current"] = "topic-2"  # the topic was recreated: keeping the checkpoint is refused (below)
+    gone = tmp_path / "gone"
+    assert progress.reset(Settings(), str(gone), missing_ok=True)[-1] == f"no checkpoint at {gone} (--missing-ok)"
+    assert faked["deleted_groups"] == [Settings().job_group]
 
 
 def test_a_checkpoint_is_not_kept_for_a_recreated_topic(faked: dict[str, Any]) -> None:
@@ -68,17 +89,18 @@ def test_with_no_group_and_the_checkpoint_kept_nothing_is_claimed(faked: dict[st
     assert faked["deleted_groups"] == [Settings().job_group]
 
 
-def test_an_s3_checkpoint_is_deleted_under_its_own_prefix_only(mocked_aws: None) -> None:
+@pytest.mark.parametrize("given", ["s3://checkpoints/ckpt", "s3://checkpoints/ckpt/"])
+def test_an_s3_checkpoint_is_deleted_under_its_own_prefix_only(mocked_aws: None, given: str) -> None:
     from sensor_pipeline.aws import aws_client
 
     s3 = aws_client(Settings(), "s3")
     s3.create_bucket(Bucket="checkpoints")
-    for key in ("ckpt/offsets/0", "ckpt/commits/0", "ckpt-old/offsets/0"):
+    for key in ("ckpt/metadata", "ckpt/offsets/0", "ckpt-old/metadata"):
         s3.put_object(Bucket="checkpoints", Key=key, Body=b"x")
-    assert progress.reset(Settings(), "s3://checkpoints/ckpt") == ["deleted checkpoint s3://checkpoints/ckpt (2 objects)"]
-    assert [o["Key"] for o in s3.list_objects_v2(Bucket="checkpoints")["Contents"]] == ["ckpt-old/offsets/0"]
-    with pytest.raises(progress.NothingReset, match="no checkpoint at s3://checkpoints/ckpt"):
-        progress.reset(Settings(), "s3://checkpoints/ckpt")
+    assert progress.reset(Settings(), given) == [f"deleted checkpoint {given} (2 objects)"]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="checkpoints")["Contents"]] == ["ckpt-old/metadata"]
+    with pytest.raises(progress.NothingReset, match=f"no checkpoint at {given} \\(nothing there\\)"):
+        progress.reset(Settings(), given)
 
 
 @pytest.mark.parametrize(
@@ -87,6 +109,7 @@ def test_an_s3_checkpoint_is_deleted_under_its_own_prefix_only(mocked_aws: None)
         (["--yes"], "name the job's checkpoint with --checkpoint"),
         (["--checkpoint", "x", "--keep-checkpoint", "--yes"], "pass one"),
         (["--checkpoint", "x"], "pass --yes"),
+        (["--missing-ok", "--keep-checkpoint", "--yes"], "--missing-ok goes with --checkpoint"),
     ],
 )
 def test_the_command_deletes_the_checkpoint_unless_told_to_keep_it(arguments: list[str], message: str) -> None:

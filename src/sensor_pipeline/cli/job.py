@@ -28,14 +28,17 @@ def job_progress() -> None:
 @job.command("reset-progress")
 @click.option("--checkpoint", help="also delete this checkpoint (a folder or an s3:// prefix): the job's own")
 @click.option(
-    "--keep-checkpoint", is_flag=True, help="keep the checkpoint: the upgrade from the ledger build, or none is left"
+    "--keep-checkpoint", is_flag=True, help="keep the checkpoint (only for the upgrade from the ledger build)"
 )
+@click.option("--missing-ok", is_flag=True, help="with --checkpoint: nothing is left at that path, go on")
 @click.option("--yes", is_flag=True, help="do it (the job then reprocesses the raw topic from its start)")
-def job_reset_progress(checkpoint: str | None, keep_checkpoint: bool, yes: bool) -> None:
+def job_reset_progress(checkpoint: str | None, keep_checkpoint: bool, missing_ok: bool, yes: bool) -> None:
     """Forget the job's progress (after its raw topic was recreated): its group's offsets and its
     checkpoint. Stop the job first."""
     from sensor_pipeline.job import progress
 
+    if missing_ok and not checkpoint:
+        raise click.UsageError("--missing-ok goes with --checkpoint")
     if checkpoint and keep_checkpoint:
         raise click.UsageError("--checkpoint deletes the checkpoint, --keep-checkpoint keeps it: pass one")
     if not checkpoint and not keep_checkpoint:
@@ -49,7 +52,7 @@ def job_reset_progress(checkpoint: str | None, keep_checkpoint: bool, yes: bool)
     if not yes:
         raise click.UsageError("this deletes the job's progress; pass --yes to do it")
     try:
-        done = progress.reset(settings(), checkpoint)
+        done = progress.reset(settings(), checkpoint, missing_ok=missing_ok)
     except progress.NothingReset as refused:
         raise click.ClickException(str(refused)) from refused
     for line in done:

@@ -152,8 +152,12 @@ class NothingReset(RuntimeError):
     """``reset`` refused before deleting anything."""
 
 
-def _checkpoint_objects(settings: Settings, checkpoint: str) -> tuple[Any, str, list[str]]:
-    """(s3 client, bucket, keys) of an ``s3://`` checkpoint: the objects under ``<prefix>/`` only."""
+#: An ``s3://`` checkpoint: (s3 client, bucket, prefix ending in "/", the keys under it).
+S3Objects = tuple[Any, str, str, list[str]]
+
+
+def _checkpoint_objects(settings: Settings, checkpoint: str) -> S3Objects:
+    """(s3 client, bucket, prefix, keys) of an ``s3://`` checkpoint: the objects under ``<prefix>/`` only."""
     from sensor_pipeline.aws import aws_client
 
     bucket, _, prefix = checkpoint.removeprefix("s3://").partition("/")
@@ -161,41 +165,76 @@ def _checkpoint_objects(settings: Settings, checkpoint: str) -> tuple[Any, str, 
     s3 = aws_client(settings, "s3")
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for o in page.get("Contents", [])]  # fmt: skip
-    return s3, bucket, keys
+    return s3, bucket, prefix, keys
 
 
-def reset(settings: Settings, checkpoint: str | None = None) -> list[str]:
+def _checked_checkpoint(settings: Settings, checkpoint: str, missing_ok: bool) -> tuple[bool, S3Objects | None]:
+    """Whether ``checkpoint`` is a Structured Streaming checkpoint (its ``metadata`` file at the top), and
+    its S3 objects; refused (:class:`NothingReset`) unless it is one or, with ``missing_ok``, holds nothing."""
+    s3_objects: S3Objects | None = None
+    if checkpoint.startswith("s3://"):
+        s3_objects = _checkpoint_objects(settings, checkpoint)
+        _, _, prefix, keys = s3_objects
+        is_checkpoint, empty = f"{prefix}metadata" in keys, not keys
+    else:
+        folder = Path(checkpoint)
+        is_checkpoint = folder.is_dir() and (folder / "metadata").is_file()
+        empty = not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+    if not is_checkpoint and not (empty and missing_ok):
+        what = "nothing there" if empty else "something else is there, left as it is"
+        raise NothingReset(
+            f"no checkpoint at {checkpoint} ({what}): nothing was reset. Check the path; if the job's checkpoint "
+            "is already gone, pass --missing-ok"
+        )
+    return is_checkpoint, s3_objects
+
+
+def _refuse_keeping_for_a_recreated_topic(settings: Settings) -> None:
+    client, state = _state(settings)
+    try:
+        known = state.find_one({"_id": "raw_topic"})
+    finally:
+        client.close()
+    if known is None:
+        return
+    try:
+        current = topic_id(settings)
+    except Exception as error:  # no such topic, or the broker does not answer
+        raise NothingReset(f"cannot read {settings.raw_topic}'s id ({error}): nothing was reset") from error
+    if known["topic_id"] != current:
+        raise NothingReset(
+            f"{settings.raw_topic} was deleted and created again since the job last ran: its checkpoint holds "
+            "the old topic's offsets and must go with them; pass --checkpoint <the job's checkpoint> (with "
+            "--missing-ok if it is already gone)"
+        )
+
+
+def _delete_checkpoint(checkpoint: str, s3_objects: S3Objects | None) -> str:
+    if s3_objects is None:
+        shutil.rmtree(Path(checkpoint))
+        return f"deleted checkpoint {checkpoint}"
+    s3, bucket, _, keys = s3_objects
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1,000 keys
+        answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]})
+        if answer.get("Errors"):
+            first = answer["Errors"][0]
+            raise RuntimeError(
+                f"{checkpoint}: {len(answer['Errors'])} objects not deleted ({first.get('Key')}: "
+                f"{first.get('Code')} {first.get('Message')}); run the command again"
+            )
+    return f"deleted checkpoint {checkpoint} ({len(keys)} objects)"
+
+
+def reset(settings: Settings, checkpoint: str | None = None, missing_ok: bool = False) -> list[str]:
     """Forget the job's progress: its group (offsets), and the checkpoint when given. What was done.
 
-    Checked before anything is deleted: a checkpoint named must exist (a mistyped path would leave the
-    real one, whose offsets hide a new topic's first records), and one kept (``checkpoint`` None) must
-    not belong to a raw topic that was deleted and created again."""
-    s3_objects: tuple[Any, str, list[str]] | None = None
-    if checkpoint and checkpoint.startswith("s3://"):
-        s3_objects = _checkpoint_objects(settings, checkpoint)
-        found = bool(s3_objects[2])
-    else:
-        found = bool(checkpoint) and Path(str(checkpoint)).exists()
-    if checkpoint and not found:
-        raise NothingReset(
-            f"no checkpoint at {checkpoint}: check the path (nothing was reset); if the job's checkpoint is "
-            "already gone, pass --keep-checkpoint instead"
-        )
+    Checked before anything is deleted: ``checkpoint`` must be a Structured Streaming checkpoint (a
+    mistyped path would leave the real one, whose offsets hide a new topic's first records), or, with
+    ``missing_ok``, hold nothing at all; and a checkpoint kept (``checkpoint`` None) must not belong to a
+    raw topic that was deleted and created again."""
+    is_checkpoint, s3_objects = _checked_checkpoint(settings, checkpoint, missing_ok) if checkpoint else (False, None)
     if not checkpoint:
-        client, state = _state(settings)
-        try:
-            known = state.find_one({"_id": "raw_topic"})
-        finally:
-            client.close()
-        try:
-            current = topic_id(settings) if known is not None else None
-        except Exception as error:  # no such topic, or the broker does not answer
-            raise NothingReset(f"cannot read {settings.raw_topic}'s id ({error}): nothing was reset") from error
-        if known is not None and known["topic_id"] != current:
-            raise NothingReset(
-                f"{settings.raw_topic} was deleted and created again since the job last ran: its checkpoint holds "
-                "the old topic's offsets and must go with them; pass --checkpoint <the job's checkpoint>"
-            )
+        _refuse_keeping_for_a_recreated_topic(settings)
     done: list[str] = []
     admin = _admin(settings)
     try:
@@ -210,12 +249,10 @@ def reset(settings: Settings, checkpoint: str | None = None) -> list[str]:
             done.append(f"forgot the raw topic's id (the next start records {settings.raw_topic}'s)")
     finally:
         client.close()
-    if s3_objects is not None:
-        s3, bucket, keys = s3_objects
-        for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1,000 keys
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]})
-        done.append(f"deleted checkpoint {checkpoint} ({len(keys)} objects)")
-    elif checkpoint:
-        shutil.rmtree(Path(checkpoint))
-        done.append(f"deleted checkpoint {checkpoint}")
+    if checkpoint:
+        done.append(
+            _delete_checkpoint(checkpoint, s3_objects)
+            if is_checkpoint
+            else f"no checkpoint at {checkpoint} (--missing-ok)"
+        )
     return done
