@@ -17,11 +17,15 @@ SETTINGS = Settings(raw_topic="RawSensorData")
 
 
 def rows(*ids: int) -> list[dict[str, Any]]:
-    return [{"_id": i, "topic": "RawSensorData", "partition": 0, "offset": i, "RawData": f"line {i}"} for i in ids]
+    """Readings ``ids``, reading ``i`` at offset ``100 + i`` (an offset is not an id)."""
+    return [
+        {"_id": i, "topic": "RawSensorData", "partition": 0, "offset": 100 + i, "RawData": f"line {i}"} for i in ids
+    ]
 
 
-def source(offset: int) -> dict[str, Any]:
-    return {"topic": "RawSensorData", "partition": 0, "offset": offset}
+def source(i: int) -> dict[str, Any]:
+    """The Source of the raw record that holds reading ``i`` in :func:`rows`."""
+    return {"topic": "RawSensorData", "partition": 0, "offset": 100 + i}
 
 
 @pytest.fixture
@@ -71,6 +75,23 @@ def test_a_refused_reading_that_is_stored_after_all_is_not_dead_lettered(faked: 
     publish, letters = one.insert(rows(1, 2, 3, 4))
     assert ([r["_id"] for r in publish], [r["_id"] for r, _ in letters]) == ([1, 2], [4])
     assert one.counts["already_stored"] == 1
+
+
+def test_a_reading_refused_for_its_content_whose_id_another_record_stored_counts_as_already_stored(
+    faked: dict[str, Any],
+) -> None:
+    """As any duplicate id of another record: not published again, and not a dead letter either."""
+    faked["insert"] = store.WriteResult(1, rejected=((2, "121: validation"),))
+    faked["sources"] = {2: source(99)}
+    one = delivery.Slice(SETTINGS, rows(1, 2), dead_letter_refused=False)
+    publish, letters = one.insert(rows(1, 2))
+    assert ([r["_id"] for r in publish], letters, one.counts["already_stored"]) == ([1], [], 1)
+
+
+def test_a_stored_source_with_more_keys_is_still_this_records() -> None:
+    one = delivery.Slice(SETTINGS, rows(2), dead_letter_refused=False)
+    assert one.stored_by(source(2) | {"topic_id": "x"}, rows(2)[0])
+    assert not one.stored_by(source(3), rows(2)[0]) and not one.stored_by(None, rows(2)[0])
 
 
 def test_on_the_dead_letter_path_what_the_insert_settled_for_the_others_still_counts(faked: dict[str, Any]) -> None:
@@ -210,7 +231,11 @@ class Producer:
 
 
 def raw_rows(*offsets: int) -> list[dict[str, Any]]:
-    return [r | {"reason": None, "key": "Beach", "value": f'{{"MeasurementID": {r["_id"]}}}'} for r in rows(*offsets)]
+    """Valid rows at these offsets (reading ids equal to them)."""
+    return [
+        r | {"offset": o, "reason": None, "key": "Beach", "value": f'{{"MeasurementID": {r["_id"]}}}'}
+        for o, r in zip(offsets, rows(*offsets), strict=True)
+    ]
 
 
 def deliver_after(faked: dict[str, Any], monkeypatch: pytest.MonkeyPatch, group_at: int, log_start: int,

@@ -260,6 +260,11 @@ class Slice:
     def source(self, row: dict[str, Any]) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "offset": int(row["offset"])}
 
+    def stored_by(self, stored: dict[str, Any] | None, row: dict[str, Any]) -> bool:
+        """Whether a stored document's ``Source`` is this row's raw record (other keys it may hold ignored)."""
+        mine = self.source(row)
+        return stored is not None and {key: stored.get(key) for key in mine} == mine
+
     def insert(self, valid: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
         """Insert the slice's readings; (rows to publish as clean, (row, error) the store refused)."""
         first: dict[Any, dict[str, Any]] = {}
@@ -294,7 +299,7 @@ class Slice:
         refused_ids = set(refused)
         asked = list(duplicates | refused_ids)
         owners = store.sources(readings, asked, self.settings.insert_chunk) if asked else {}
-        own = {i for i in asked if owners.get(i) == self.source(first[i])}
+        own = {i for i in asked if self.stored_by(owners.get(i), first[i])}
         elsewhere = {i for i in refused_ids - own if i in owners}
         refused = {i: error for i, error in refused.items() if i not in own and i not in elsewhere}
         self.counts["already_stored"] += len(duplicates - own) + len(elsewhere)
