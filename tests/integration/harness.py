@@ -200,30 +200,29 @@ class Audit:
     store: Tally
     clean: Tally
     dead: Tally
-    #: Stored or published readings that are not valid lines of the raw topic, and dead letters of
-    #: records that are not invalid lines (a valid reading dead-lettered, e.g. store_rejected).
+    #: Stored or published readings that are not valid lines of the raw topic (or, stored, whose Source
+    #: is not a raw record with their RawData), and dead letters of records that are not invalid lines
+    #: (a valid reading dead-lettered, e.g. store_rejected). The store's ``duplicated`` is 0 by its key.
     unexpected: int = 0
     unexpected_clean: int = 0
     unexpected_dead: int = 0
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def complete(self) -> bool:
-        return self.store.lost == self.clean.lost == self.dead.lost == 0
 
-
-def _expected(settings: Settings) -> tuple[set[int], set[tuple[int, int]]]:
+def _expected(settings: Settings) -> tuple[set[int], set[tuple[int, int]], dict[tuple[int, int], str]]:
     valid: set[int] = set()
     invalid: set[tuple[int, int]] = set()
+    lines: dict[tuple[int, int], str] = {}
     now = datetime.now(UTC)
     for record in read_all(settings, settings.raw_topic, timeout=60):
         line = (record.value or b"").decode("utf-8", errors="replace")
+        lines[record.partition, record.offset] = line
         verdict = rules.validate_line(line, now=now)
         if verdict.record is not None:
             valid.add(verdict.record["MeasurementID"])
         else:
             invalid.add((record.partition, record.offset))
-    return valid, invalid
+    return valid, invalid, lines
 
 
 def raw_end_offsets(settings: Settings) -> dict[int, int]:
@@ -266,9 +265,15 @@ def idle(settings: Settings) -> bool:
 def audit(settings: Settings, timeout: float = 180) -> Audit:
     """Wait until the job is idle (or ``timeout``), then count what each output holds, in full."""
     assert wait_until(lambda: idle(settings), timeout, interval=1), "the job never caught up with the raw topic"
-    valid, invalid = _expected(settings)
+    valid, invalid, lines = _expected(settings)
     wait_until(lambda: len(stored_ids(settings)) >= len(valid), timeout, interval=1)
-    stored = Counter(stored_ids(settings))
+    stored = Counter(stored_ids(settings))  # one per _id by the key: what can fail is where each came from
+    client = store.connect(settings)
+    try:
+        documents = list(store.readings(client, settings).find({}, {"Source": 1, "RawData": 1}))
+    finally:
+        client.close()
+    astray = sum(1 for d in documents if lines.get((d["Source"]["partition"], d["Source"]["offset"])) != d["RawData"])
 
     def clean_ids(records: list[Any]) -> Counter[int]:
         return Counter(json.loads(r.value)["MeasurementID"] for r in records)
@@ -291,7 +296,7 @@ def audit(settings: Settings, timeout: float = 180) -> Audit:
         store=tally(stored, valid),
         clean=tally(clean, valid),
         dead=tally(dead, invalid),
-        unexpected=len(set(stored) - valid),
+        unexpected=len(set(stored) - valid) + astray,
         unexpected_clean=len(set(clean) - valid),
         unexpected_dead=len(set(dead) - invalid),
     )

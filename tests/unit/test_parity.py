@@ -38,6 +38,7 @@ def mismatches(spark: Any, lines: list[str]) -> tuple[list[tuple[str, Any, Any]]
         .orderBy("offset")
         .collect()
     )
+    assert [row.offset for row in validated] == list(range(len(lines))), "Spark returned other rows than it was given"
     found = []
     for row in validated:
         expected = rules.validate_line(row.value, now=NOW)
