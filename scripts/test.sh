@@ -26,7 +26,9 @@ for arg in "$@"; do
   esac
 done
 if [ "$one_session" = 1 ]; then
-  exec "$pytest" tests --junitxml=test-artifacts/junit-test.xml "$@"
+  where=tests
+  for arg in "$@"; do case "$arg" in tests* | *::* | *.py) where="" ;; esac; done  # a path given: only it
+  exec "$pytest" $where --junitxml=test-artifacts/junit-test.xml "$@"
 fi
 
 # stack status: 0 all up, 4 a service failed or is not ready, 3 not running, other: the command failed.
