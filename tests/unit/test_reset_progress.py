@@ -18,20 +18,26 @@ class NoGroup:
         raise RuntimeError("KafkaError{code=GROUP_ID_NOT_FOUND}")
 
 
+class Deleted:
+    def result(self, _timeout: float) -> None:
+        return None
+
+
 @pytest.fixture(autouse=True)
 def faked(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The broker and the job's state collection: ``known`` is the raw topic id the job recorded,
-    ``current`` the topic's id now; ``deleted_groups`` records what was deleted."""
-    world: dict[str, Any] = {"known": "topic-1", "current": "topic-1", "deleted_groups": []}
+    ``current`` the topic's id now; ``group_exists`` whether the group (and the id record) exist;
+    ``deleted_groups`` records what was deleted."""
+    world: dict[str, Any] = {"known": "topic-1", "current": "topic-1", "deleted_groups": [], "group_exists": False}
 
-    def delete_groups(_admin: Any, groups: list[str], **_: Any) -> dict[str, NoGroup]:
+    def delete_groups(_admin: Any, groups: list[str], **_: Any) -> dict[str, Any]:
         world["deleted_groups"] += groups
-        return dict.fromkeys(groups, NoGroup())
+        answer = Deleted() if world["group_exists"] else NoGroup()
+        return dict.fromkeys(groups, answer)
 
     admin = type("Admin", (), {"delete_consumer_groups": delete_groups})
-    deleted = type("Deleted", (), {"deleted_count": 0})
     state = type("State", (), {
-        "delete_one": lambda self, _query: deleted(),
+        "delete_one": lambda self, _query: type("Result", (), {"deleted_count": int(world["group_exists"])})(),
         "find_one": lambda self, _query: {"topic_id": world["known"]} if world["known"] else None,
     })  # fmt: skip
     client = type("Client", (), {"close": lambda self: None})
@@ -121,3 +127,14 @@ def test_the_command_deletes_the_checkpoint_unless_told_to_keep_it(arguments: li
 def test_the_command_keeps_the_checkpoint_when_told_and_says_so() -> None:
     result = CliRunner().invoke(main, ["job", "reset-progress", "--keep-checkpoint", "--yes"])
     assert result.exit_code == 0 and "kept the checkpoint" in result.output, result.output
+
+
+def test_what_it_deleted_is_what_it_says(tmp_path: Path, faked: dict[str, Any]) -> None:
+    faked["group_exists"] = True
+    checkpoint = checkpoint_at(tmp_path / "checkpoint")
+    assert progress.reset(Settings(), str(checkpoint)) == [
+        f"deleted consumer group {Settings().job_group}",
+        "forgot the raw topic's id (the next start records RawSensorData's)",
+        f"deleted checkpoint {checkpoint}",
+    ]
+    assert faked["deleted_groups"] == [Settings().job_group] and not checkpoint.exists()
