@@ -25,19 +25,26 @@ class Deleted:
 
 @pytest.fixture(autouse=True)
 def faked(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The broker and the job's state collection: ``known`` is the raw topic id the job recorded,
-    ``current`` the topic's id now; ``group_exists`` whether the group (and the id record) exist;
+    """The broker and the job's state collection: ``known`` is the raw topic id the job recorded (None:
+    none), ``current`` the topic's id now; ``group_exists`` whether the group exists;
     ``deleted_groups`` records what was deleted."""
-    world: dict[str, Any] = {"known": "topic-1", "current": "topic-1", "deleted_groups": [], "group_exists": False}
+    world: dict[str, Any] = {"known": None, "current": "topic-1", "deleted_groups": [], "group_exists": False}
 
     def delete_groups(_admin: Any, groups: list[str], **_: Any) -> dict[str, Any]:
         world["deleted_groups"] += groups
         answer = Deleted() if world["group_exists"] else NoGroup()
         return dict.fromkeys(groups, answer)
 
+    def forget(query: dict[str, Any]) -> int:
+        """The state collection's delete_one: only the raw topic's record, while there is one."""
+        if query != {"_id": "raw_topic"} or not world["known"]:
+            return 0
+        world["known"] = None
+        return 1
+
     admin = type("Admin", (), {"delete_consumer_groups": delete_groups})
     state = type("State", (), {
-        "delete_one": lambda self, _query: type("Result", (), {"deleted_count": int(world["group_exists"])})(),
+        "delete_one": lambda self, query: type("Result", (), {"deleted_count": forget(query)})(),
         "find_one": lambda self, _query: {"topic_id": world["known"]} if world["known"] else None,
     })  # fmt: skip
     client = type("Client", (), {"close": lambda self: None})
@@ -84,7 +91,7 @@ def test_a_checkpoint_already_gone_is_passed_over_when_told(tmp_path: Path, fake
 
 
 def test_a_checkpoint_is_not_kept_for_a_recreated_topic(faked: dict[str, Any]) -> None:
-    faked["current"] = "topic-2"
+    faked["known"], faked["current"] = "topic-1", "topic-2"
     with pytest.raises(progress.NothingReset, match="deleted and created again"):
         progress.reset(Settings(), None)
     assert faked["deleted_groups"] == []
@@ -130,11 +137,11 @@ def test_the_command_keeps_the_checkpoint_when_told_and_says_so() -> None:
 
 
 def test_what_it_deleted_is_what_it_says(tmp_path: Path, faked: dict[str, Any]) -> None:
-    faked["group_exists"] = True
+    faked["group_exists"], faked["known"] = True, "topic-1"
     checkpoint = checkpoint_at(tmp_path / "checkpoint")
     assert progress.reset(Settings(), str(checkpoint)) == [
         f"deleted consumer group {Settings().job_group}",
         "forgot the raw topic's id (the next start records RawSensorData's)",
         f"deleted checkpoint {checkpoint}",
     ]
-    assert faked["deleted_groups"] == [Settings().job_group] and not checkpoint.exists()
+    assert faked["deleted_groups"] == [Settings().job_group] and not checkpoint.exists() and faked["known"] is None

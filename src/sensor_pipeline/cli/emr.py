@@ -32,8 +32,10 @@ size_options = [
     click.option("--executor-memory-gb", type=click.IntRange(1, 108), default=4, show_default=True),
     click.option("--executors", type=click.IntRange(1, 100), default=2, show_default=True),
 ]
-application_option = click.option("--application-id", required=True, envvar="SP_EMR_APPLICATION_ID")
-bucket_option = click.option("--bucket", required=True, envvar="SP_ARTIFACTS_BUCKET", help="artifacts bucket")
+application_option = click.option("--application-id", required=True, envvar="SP_EMR_APPLICATION_ID", show_envvar=True)
+bucket_option = click.option(
+    "--bucket", required=True, envvar="SP_ARTIFACTS_BUCKET", show_envvar=True, help="artifacts bucket"
+)
 
 
 @emr.command("upload")
@@ -59,8 +61,8 @@ def emr_upload(bucket: str, archive: Path | None, version: str | None) -> None:
 @emr.command("submit")
 @application_option
 @bucket_option
-@click.option("--role-arn", required=True, envvar="SP_EMR_JOB_ROLE_ARN", help="job runtime role")
-@click.option("--log-group", envvar="SP_EMR_LOG_GROUP", help="CloudWatch log group for the run")
+@click.option("--role-arn", required=True, envvar="SP_EMR_JOB_ROLE_ARN", show_envvar=True, help="job runtime role")
+@click.option("--log-group", envvar="SP_EMR_LOG_GROUP", show_envvar=True, help="CloudWatch log group for the run")
 @click.option("--no-archive", is_flag=True, help="the application's image already has the dependencies")
 @click.option("--force", is_flag=True, help="start even if a run of the job is active")
 @click.option("--version", help="the build uploaded under jobs/VERSION/ (emr upload --version)")
