@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from sensor_pipeline.cli import main
 from sensor_pipeline.contract import rules
 
 CLI = str(Path(sys.executable).parent / "sensor-pipeline")
@@ -129,6 +132,33 @@ def test_a_failed_step_exits_1_with_error_and_no_traceback() -> None:
     result = unreachable_aws()
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "step"),
+    [
+        (["job", "progress"], "sensor_pipeline.job.progress.committed"),
+        (["job", "reset-progress", "--keep-checkpoint", "--yes"], "sensor_pipeline.job.progress.reset"),
+        (["init"], "sensor_pipeline.cloud.provision.ensure_all"),
+    ],
+)
+def test_a_service_that_is_down_is_an_error_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, arguments: list[str], step: str
+) -> None:
+    from click.testing import CliRunner
+    from confluent_kafka import KafkaError, KafkaException
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    down = (
+        KafkaException(KafkaError(KafkaError._TRANSPORT)) if "job" in step else ServerSelectionTimeoutError("no store")
+    )
+
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise down
+
+    monkeypatch.setattr(step, fail)
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 1 and result.output.startswith("Error: "), (result.output, result.exception)
 
 
 def test_log_level_applies_to_every_command() -> None:

@@ -48,6 +48,16 @@ def reported(*errors: type[BaseException]) -> Iterator[None]:
         raise click.ClickException(str(error)) from error
 
 
+def service_errors() -> tuple[type[BaseException], ...]:
+    """What a step meets when Kafka, the store or AWS is down or refuses it: for :func:`reported`."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from confluent_kafka import KafkaException
+    from kafka.errors import KafkaError
+    from pymongo.errors import PyMongoError
+
+    return (KafkaException, KafkaError, PyMongoError, BotoCoreError, ClientError)
+
+
 def setting_option(*param_decls: str, field: str, **attrs: Any) -> Callable[[Any], Any]:
     """A flag that overrides a setting: its help is the setting's description, its env var and default
     (read from :class:`Settings`, so the help never drifts from what the command does)."""

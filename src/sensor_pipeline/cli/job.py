@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from sensor_pipeline.cli.common import settings
+from sensor_pipeline.cli.common import reported, service_errors, settings
 
 
 @click.group()
@@ -18,7 +18,8 @@ def job_progress() -> None:
     from sensor_pipeline.job import progress
 
     current = settings()
-    done, bounds = progress.committed(current), progress.watermarks(current)
+    with reported(*service_errors(), RuntimeError):  # RuntimeError: the topic's metadata carried an error
+        done, bounds = progress.committed(current), progress.watermarks(current)
     for partition, (first, end) in sorted(bounds.items()):
         at = done.get(partition)
         lag = end - (at if at is not None else first)
@@ -51,10 +52,8 @@ def job_reset_progress(checkpoint: str | None, keep_checkpoint: bool, missing_ok
         )
     if not yes:
         raise click.UsageError("this deletes the job's progress; pass --yes to do it")
-    try:
+    with reported(progress.NothingReset, *service_errors()):
         done = progress.reset(settings(), checkpoint, missing_ok=missing_ok)
-    except progress.NothingReset as refused:
-        raise click.ClickException(str(refused)) from refused
     for line in done:
         click.echo(line)
     if keep_checkpoint:

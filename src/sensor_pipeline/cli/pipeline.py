@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import click
 
-from sensor_pipeline.cli.common import service_logging, setting_option, settings
+from sensor_pipeline.cli.common import reported, service_errors, service_logging, setting_option, settings
 
 
 @click.command()
@@ -122,7 +122,8 @@ def init(bucket: str | None) -> None:
     from sensor_pipeline.cloud import provision
 
     service_logging()
-    result = provision.ensure_all(settings(), bucket=bucket)
+    with reported(*service_errors()):
+        result = provision.ensure_all(settings(), bucket=bucket)
     click.echo(json.dumps(result))
 
 
