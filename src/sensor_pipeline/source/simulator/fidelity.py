@@ -233,14 +233,12 @@ def fidelity_report(seed: int = 1, year: int = 2015, fault_rate: float | None = 
         }
         missing, expected = gap_counts(slots[beach])
         gap_rates[beach] = (real_gaps[beach], missing / expected)
-        for measure, into in ((lag1_correlation, lag1), (rank_lag1_correlation, rank_lag1)):
-            into[beach] = {
-                name: (
-                    measure({_hour(r.timestamp): float(getattr(r, name)) for r in real if r.beach == beach}),
-                    measure({at: reading[k] for at, reading in series[beach]}),
-                )
-                for k, name in enumerate(METRICS)
-            }
+        lag1[beach], rank_lag1[beach] = {}, {}
+        for k, name in enumerate(METRICS):
+            real_series = {_hour(r.timestamp): float(getattr(r, name)) for r in real if r.beach == beach}
+            simulated_series = {at: reading[k] for at, reading in series[beach]}
+            for measure, into in ((lag1_correlation, lag1), (rank_lag1_correlation, rank_lag1)):
+                into[beach][name] = (measure(real_series), measure(simulated_series))
         for (_, hour, reading), weight in zip(values[beach], weights, strict=True):
             for k in range(len(METRICS)):
                 simulated_hours[k].append((hour, reading[k], weight))
