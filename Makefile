@@ -38,7 +38,7 @@ local-clean: venv ## Stop the local stack and delete its data, logs and checkpoi
 	@$(BIN)/sensor-pipeline stack clean
 
 # --- quality -------------------------------------------------------------------------------------
-.PHONY: lint typecheck fmt test test-all unit integration chaos test-infra bench bench-capacity bench-dashboard tools browser sandbox
+.PHONY: lint typecheck fmt test test-all unit integration chaos test-infra bench bench-capacity bench-store bench-dashboard tools browser sandbox
 PY_DIRS := src jobs tests benchmarks scripts
 # Each run keeps its per-test durations (JUnit XML) in test-artifacts/.
 JUNIT = --junitxml=test-artifacts/junit-$@.xml
@@ -86,6 +86,9 @@ bench: venv ## Benchmarks: pipeline throughput and latency against the original 
 
 bench-capacity: venv ## Benchmark: only the capacity search (warm-up, then offered rates stepped up); BENCH_ARGS="--steps ..."
 	@$(BIN)/python benchmarks/pipeline.py --capacity-only $(BENCH_ARGS)
+
+bench-store: venv ## Benchmark: the store alone, per FerretDB configuration (batch size, SQLite or PostgreSQL)
+	@$(BIN)/python benchmarks/store_backends.py $(BENCH_ARGS)
 
 bench-dashboard: venv browser ## Benchmark: the dashboard in chromium at 1,000 and 20,000 readings/s, against one glyph per reading
 	@$(BIN)/python benchmarks/dashboard.py

@@ -62,6 +62,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from pymongo.uri_parser import parse_uri
 
 from sensor_pipeline.cloud import provision
 from sensor_pipeline.config import Settings, settings_from_env_map
@@ -519,7 +520,9 @@ def documents(count: int) -> list[dict[str, Any]]:
         record = rules.validate_line(f"{stamp} {pool[seq % len(pool)][1]} {seq + 1}").record
         assert record is not None
         millis = int(record["TimeStamp"].timestamp() * 1000)
-        out.append(schema.to_document({**record, "_id": record["MeasurementID"], "TimeStamp": millis}))
+        document = schema.to_document({**record, "_id": record["MeasurementID"], "TimeStamp": millis})
+        # with the raw record's position, as the job stores it (sensor_pipeline.job.delivery)
+        out.append(document | {"Source": {"topic": "RawSensorData", "partition": seq % 2, "offset": seq // 2}})
     return out
 
 
@@ -678,9 +681,11 @@ def job_and_dashboard(bench: Bench, meter: CpuMeter, port: int, job_args: tuple[
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-def infra_pids(meter: CpuMeter) -> None:
+def infra_pids(meter: CpuMeter, settings: Settings) -> None:
     broker = find_process("java", "kafka.Kafka")
-    mongo = find_process("ferretdb") or find_process("mongod")
+    # By its listener: the emulator's command line names the FerretDB binary too (--ferretdb).
+    port = parse_uri(settings.mongo_uri)["nodelist"][0][1]
+    mongo = find_process("ferretdb", f"--listen-addr=127.0.0.1:{port}") or find_process("mongod")
     if broker is None or mongo is None:
         raise SystemExit("cannot find the broker's or the store's process: is this the local stack?")
     meter.pids.update(broker=broker, store=mongo)
@@ -871,7 +876,7 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
         bench = Bench(base, work)
         try:
             meter = CpuMeter()
-            infra_pids(meter)
+            infra_pids(meter, base)
             if not args.capacity_only:
                 print("ceilings (each part alone) ...", flush=True)
                 results["ceilings"] = {

@@ -14,6 +14,13 @@ src="$SP_CACHE/ferretdb-src-$version"
 rm -rf "$src"; cp -r "$dir" "$src"; chmod -R u+w "$src"
 # A binary built without this file panics at start (FerretDB issue 2982).
 printf '%s' "$version" > "$src/build/version/version.txt"
+# The project's patches (localstack/ferretdb/*.patch; each says why). The binary's name carries their
+# digest (sensor_pipeline.local.artifacts.ferretdb), so a changed patch builds anew.
+for patch in "$(dirname "$0")"/../ferretdb/*.patch; do
+  [ -e "$patch" ] || continue
+  echo "==> applying $(basename "$patch")"
+  patch --quiet --forward --batch -p1 -d "$src" < "$patch"
+done
 echo "==> building FerretDB (about 90 s on 2 cores; cached afterwards)"
 (cd "$src" && go build -trimpath -o "$out.tmp" ./cmd/ferretdb)
 mv "$out.tmp" "$out"

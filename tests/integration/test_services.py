@@ -70,6 +70,25 @@ def test_store_enforces_the_unique_index_and_answers_queries(settings: Settings)
     client.close()
 
 
+def test_the_jobs_lookup_by_id_reads_the_id_index_not_the_collection(settings: Settings) -> None:
+    """Who stored a refused document (``store.sources``) is read from the _id index: on FerretDB's
+    SQLite backend only with the project's patch (localstack/ferretdb/), else a scan of every document."""
+    client = store.connect(settings)
+    collection = store.readings(client, settings)
+    edges = [1, 758028, 2**31, 2**53 + 1, 2**63 - 1]
+    collection.insert_many(
+        [{"_id": Int64(i), "MeasurementID": Int64(i), "Source": {"offset": n}} for n, i in enumerate(edges)]
+    )
+    found = store.sources(collection, [*edges, 424242])
+    assert found == {i: {"offset": n} for n, i in enumerate(edges)}, "every stored id, none invented"
+    plan = str(collection.database.command("explain", {"find": collection.name, "filter": {"_id": {"$in": edges}}}))
+    if "ferretdbVersion" in plan:  # FerretDB reports SQLite's query plan
+        assert "USING INDEX" in plan and "_id_" in plan, plan
+    else:  # mongod: the _id index
+        assert "IXSCAN" in plan or "IDHACK" in plan or "EXPRESS" in plan, plan
+    client.close()
+
+
 @pytest.mark.aws_emulator
 def test_emulator_s3_stores_objects(base_settings: Settings) -> None:
     bucket = f"test-{uuid.uuid4().hex[:12]}"

@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from sensor_pipeline.config import Settings
 from sensor_pipeline.local import artifacts
 from sensor_pipeline.local.definition import (
     COMPOSE_FILE,
@@ -158,6 +159,9 @@ def test_ferretdb_keeps_its_state_file_in_the_stack_state_folder(
     commands = program_commands(Paths(ROOT, tmp_path), load(ROOT), ("ferretdb", Path("/opt/ferretdb")))
     # without it FerretDB writes state.json into its working directory: the checkout
     assert f"--state-dir={tmp_path / 'ferretdb'}" in commands["mongodb"]
+    # one SQLite transaction per insert chunk of the job, not ten (benchmarks/store_backends.py)
+    assert f"--test-batch-size={artifacts.FERRETDB_INSERT_BATCH}" in commands["mongodb"]
+    assert Settings.model_fields["insert_chunk"].default == artifacts.FERRETDB_INSERT_BATCH
 
 
 def test_supervisor_programs_cover_every_service_and_stop_whole_process_groups(tmp_path: Path) -> None:

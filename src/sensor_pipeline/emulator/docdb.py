@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sensor_pipeline.local.artifacts import ferretdb_sqlite_args
+
 log = logging.getLogger("sensor_pipeline.emulator.docdb")
 START_TIMEOUT = 30.0
 
@@ -75,9 +77,7 @@ class DocdbServers:
         folder.mkdir(parents=True)
         command = [
             str(self.binary),
-            "--handler=sqlite",
-            f"--sqlite-url=file:{folder}/",
-            f"--state-dir={folder}",
+            *ferretdb_sqlite_args(folder),
             "--listen-addr=",  # no plain listener: TLS only, as DocumentDB with tls=enabled
             f"--listen-tls={self.host(cluster)}:{port}",
             f"--listen-tls-cert-file={self.cert}",
@@ -87,8 +87,6 @@ class DocdbServers:
             f"--setup-username={username}",
             f"--setup-password={password}",
             "--debug-addr=-",  # no metrics listener (the development store has 127.0.0.1:8088)
-            "--telemetry=disable",
-            "--log-level=warn",
         ]
         logfile = (self.state / "logs" / f"docdb-{cluster}.log").open("ab")
         from sensor_pipeline.emulator.runners import _die_with_parent, _load_libc

@@ -201,13 +201,8 @@ def program_commands(paths: Paths, definition: StackDefinition, mongo: tuple[str
     else:
         mongo_cmd = [
             str(binary),
-            "--handler=sqlite",
-            f"--sqlite-url=file:{state / 'ferretdb'}/",
-            # Its state.json (instance UUID) beside the data, not in the working directory (the checkout).
-            f"--state-dir={state / 'ferretdb'}",
+            *artifacts.ferretdb_sqlite_args(state / "ferretdb"),
             f"--listen-addr=127.0.0.1:{mongo_port}",
-            "--telemetry=disable",
-            "--log-level=warn",
         ]
     cli = str(venv / "sensor-pipeline")
     return {
