@@ -106,6 +106,8 @@ def test_a_running_streaming_job_refuses_a_second_run_and_cancels_asynchronously
     job = emr.Artifacts(bucket, f"s3://{bucket}/jobs/until_cancelled.py", archive=None, jars=())
     run_id = emr.submit(settings, application, ROLE, job, name="until_cancelled")
     assert emr.wait_for_run(settings, application, run_id, ["RUNNING"], timeout=120) == "RUNNING"
+    first_workspace = ROOT / ".local-stack" / "emr-runs" / run_id
+    assert (first_workspace / "job" / "until_cancelled.py").is_file(), "the run's entry point, from S3"
 
     with pytest.raises(emr.EmrError, match="already running"):
         emr.submit(settings, application, ROLE, job, name="until_cancelled")
@@ -117,6 +119,8 @@ def test_a_running_streaming_job_refuses_a_second_run_and_cancels_asynchronously
     newer = emr.Artifacts(bucket, f"s3://{bucket}/jobs/v2/until_cancelled.py", archive=None, jars=())
     replaced_by = emr.submit(settings, application, ROLE, newer, name="until_cancelled", replace_other_build=True)
     assert emr.status(settings, application, run_id)[0]["state"] == "CANCELLED"
+    # A finished run's workspace goes, as a worker's disk does; what it was asked and printed stays.
+    assert sorted(p.name for p in first_workspace.iterdir()) == ["driver.log", "request.json"]
     assert emr.wait_for_run(settings, application, replaced_by, ["RUNNING"], timeout=120) == "RUNNING"
     run_id = replaced_by
 

@@ -99,6 +99,17 @@ def test_spark_sizes_are_capped_and_s3_checkpoints_become_local_folders(tmp_path
     assert local == str(tmp_path / "emr-s3" / "bucket" / "checkpoints" / "job/")
 
 
+def test_spark_scratch_files_go_to_the_runs_workspace_keeping_the_jobs_java_options(tmp_path: Path) -> None:
+    options = {"spark.driver.extraJavaOptions": "-Dlog4j2.level=warn"}
+    placed = translate.spark_conf(options, scratch=tmp_path / "scratch")
+    assert placed.values["spark.local.dir"] == str(tmp_path / "scratch")
+    java = placed.values["spark.driver.extraJavaOptions"]
+    assert java == f"-Dlog4j2.level=warn -Djava.io.tmpdir={tmp_path / 'scratch'}"
+    assert (tmp_path / "scratch").is_dir(), "the JVM does not create its java.io.tmpdir"
+    alone = translate.spark_conf({}, scratch=tmp_path / "other").values
+    assert alone["spark.driver.extraJavaOptions"] == f"-Djava.io.tmpdir={tmp_path / 'other'}"
+
+
 def test_spark_submit_parameters_are_parsed_as_emr_reads_them() -> None:
     conf, jars = parse_spark_submit_parameters(
         "--conf spark.sql.session.timeZone=UTC --jars s3://b/jobs/jars/a.jar,s3://b/jobs/jars/b.jar "

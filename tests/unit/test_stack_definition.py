@@ -164,6 +164,18 @@ def test_ferretdb_keeps_its_state_file_in_the_stack_state_folder(
     assert Settings.model_fields["insert_chunk"].default == artifacts.FERRETDB_INSERT_BATCH
 
 
+def test_the_spark_jobs_scratch_files_stay_in_the_stack_state_not_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(artifacts, "kafka_libs", lambda root, version: tmp_path / "kafka-libs")
+    monkeypatch.setattr(artifacts, "spark_jars", lambda root, version: [tmp_path / "connector.jar"])
+    job = program_commands(Paths(ROOT, tmp_path), load(ROOT), ("ferretdb", Path("/opt/ferretdb")))["spark-job"]
+    scratch = tmp_path / "spark-scratch"
+    assert f"spark.local.dir={scratch}" in job
+    assert job[job.index("--driver-java-options") + 1] == f"-Djava.io.tmpdir={scratch}"
+    assert scratch.is_dir(), "the JVM does not create its java.io.tmpdir"
+
+
 def test_supervisor_programs_cover_every_service_and_stop_whole_process_groups(tmp_path: Path) -> None:
     definition = load(ROOT)
     commands = {name: ["/bin/true", name] for name in definition.services}

@@ -132,15 +132,25 @@ def command(argv: list[str]) -> tuple[list[str], list[str]]:
     return out, changes
 
 
-def spark_conf(conf: dict[str, str]) -> Translation:
-    """EMR ``--conf`` pairs for local mode."""
-    out = dict(conf)
-    changes = []
+def spark_conf(conf: dict[str, str], scratch: Path | None = None) -> Translation:
+    """EMR ``--conf`` pairs for local mode; Spark's scratch files in ``scratch`` when given."""
+    placed = _scratch(conf, scratch) if scratch else Translation(dict(conf))
+    out = placed.values
+    changes = list(placed.changes)
     for key, cap in LOCAL_CAPS.items():
         if key in out and out[key] != cap:
             changes.append(f"{key}: {out[key]} -> {cap} (EMR worker size; one small machine here)")
             out[key] = cap
     return Translation(out, changes)
+
+
+def _scratch(conf: dict[str, str], folder: Path) -> Translation:
+    """Spark's scratch files (block manager, artifacts, lz4's native library) in the run's workspace,
+    which goes when the run finishes, as a worker's disk does; under /tmp a killed run leaves them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    java = " ".join(filter(None, [conf.get("spark.driver.extraJavaOptions", ""), f"-Djava.io.tmpdir={folder}"]))
+    out = conf | {"spark.local.dir": str(folder), "spark.driver.extraJavaOptions": java}
+    return Translation(out, [f"spark.local.dir and java.io.tmpdir -> {folder} (the run's workspace)"])
 
 
 def s3_path(uri: str, state: Path) -> Translation:

@@ -57,6 +57,11 @@ class Paths:
         return self.state / "logs"
 
     @property
+    def scratch(self) -> Path:
+        """Local Spark jobs' scratch files (``spark_scratch_options``); emptied by ``stack down``."""
+        return self.state / "spark-scratch"
+
+    @property
     def venv_bin(self) -> Path:
         return Path(sys.executable).parent
 
@@ -150,6 +155,17 @@ logger.authentication.appenderRef.file.ref = AUTHORIZER
 """
 
 
+def spark_scratch_options(folder: Path) -> list[str]:
+    """spark-submit options that keep a local job's scratch files in ``folder``, not /tmp.
+
+    Spark removes its block manager and artifact folders and lz4's native library only when the JVM
+    exits cleanly; the fault cases and ``stack down`` kill it, so under /tmp they piled up by the
+    hundred. In the stack's state they are seen and go with ``stack down``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)  # the JVM does not create its java.io.tmpdir
+    return ["--conf", f"spark.local.dir={folder}", "--driver-java-options", f"-Djava.io.tmpdir={folder}"]
+
+
 def _java_classpath(libs: Path) -> str:
     return str(libs / "*")
 
@@ -161,10 +177,12 @@ def spark_submit_command(
     ui_port: int | None = None,
     driver_memory: str = "1g",
     master: str = "local[2]",
+    scratch: Path | None = None,
 ) -> list[str]:
     """The streaming job under local ``spark-submit`` (UTC session, connector jars); no UI without ``ui_port``.
 
     ``master`` ``local[N,F]`` retries a failed task up to F times, as a cluster does (``local[N]`` never does).
+    Its scratch files go to ``scratch`` (by default the stack's, ``Paths.scratch``).
     """
     ui = f"spark.ui.port={ui_port}" if ui_port else "spark.ui.enabled=false"
     return [
@@ -173,6 +191,7 @@ def spark_submit_command(
         "--jars", ",".join(str(j) for j in jars),
         "--conf", "spark.sql.session.timeZone=UTC",
         "--conf", ui,
+        *spark_scratch_options(scratch or Paths.of(root).scratch),
         "--driver-memory", driver_memory,
         str(root / "jobs" / "structure_validate_store.py"),
         *job_args,
@@ -230,7 +249,7 @@ def program_commands(paths: Paths, definition: StackDefinition, mongo: tuple[str
         ],
         "sensor-api": [cli, "api"],
         "producer": [cli, "produce"],
-        "spark-job": spark_submit_command(paths.root, jars, ui_port=services["spark-job"].port),
+        "spark-job": spark_submit_command(paths.root, jars, ui_port=services["spark-job"].port, scratch=paths.scratch),
         "dashboard": [cli, "dashboard"],
     }
 
@@ -496,6 +515,7 @@ def down(root: Path) -> None:
         return
     print("==> stopping the local stack (pipeline first, then Kafka, MongoDB and the emulator)")
     supervisor.shutdown()
+    shutil.rmtree(paths.scratch, ignore_errors=True)  # what killed Spark jobs left behind
     print("==> stopped")
 
 

@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import shlex
+import shutil
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -63,6 +64,26 @@ class EmrRun:
     environment: dict[str, str] = field(default_factory=dict)
 
 
+#: A run in one of these states never starts again (EMR Serverless's terminal job run states).
+FINISHED = ("SUCCESS", "FAILED", "CANCELLED")
+#: What a finished run keeps of its folder: what it was asked and what it printed (also in S3/CloudWatch).
+KEPT = ("request.json", "driver.log")
+
+
+def _release(folder: Path) -> None:
+    """A finished run's workspace goes, as an EMR Serverless worker's disk does: the entry point, jars
+    and unpacked archives (a few hundred MB per run) would otherwise pile up in the stack's state."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.name in KEPT:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 class EmrRunner(Runner):
     """Executes EMR Serverless job runs recorded by the emulator (see the module docstring)."""
 
@@ -76,7 +97,7 @@ class EmrRunner(Runner):
                 self._step(application_id, job)
             except Exception as error:  # one bad run fails, the others go on
                 log.exception("job run %s: failed in the runner", job.id)
-                if job.state not in ("SUCCESS", "FAILED", "CANCELLED"):
+                if job.state not in FINISHED:
                     self._set(job, "FAILED", f"runner error: {error}")
 
     def _step(self, application_id: str, job: Any) -> None:
@@ -129,6 +150,9 @@ class EmrRunner(Runner):
     def _set(self, job: Any, state: str, details: str) -> None:
         from moto.core.utils import utcnow
 
+        run = self.runs.get(job.id)
+        if state in FINISHED and run is not None and (run.process is None or not run.process.alive()):
+            _release(run.folder)  # before the state: a client that sees the run finished finds it gone
         job.state = state
         job.state_details = details
         job.updated_at = utcnow()
@@ -198,7 +222,7 @@ class EmrRunner(Runner):
         conf = {k: v for k, v in conf.items() if not k.startswith("spark.executorEnv.")}
         # Local mode: the executors are threads of the driver's JVM, their Python workers its children.
         conf |= {f"spark.executorEnv.{k}": v for k, v in executor_env.items()}
-        sized = translate.spark_conf(conf)
+        sized = translate.spark_conf(conf, scratch=run.folder / "scratch")
         changes += sized.changes
         arguments = list(driver.get("entryPointArguments", []))
         for i, arg in enumerate(arguments):
