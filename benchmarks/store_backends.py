@@ -15,9 +15,13 @@ as stored) into a collection with the pipeline's indexes, with majority write co
 
 * **insert**: unordered ``insert_many`` in the job's chunk size from two threads (the job's two
   insert tasks), documents/s, and the server's CPU (every process of it) per 1,000 documents;
-* **replay**: the same chunks inserted again (every one a duplicate key, as after a replayed batch),
-  documents/s: FerretDB retries a failed batch one document at a time;
-* **point read**: ``find_one({_id})``, the job's only read (who stored a refused document), ms.
+* **replay**: a fifth of the documents inserted again, every one a duplicate key (a replayed batch),
+  documents/s;
+* **mixed replay**: chunks in which one document in ten is already stored (a retried slice that its
+  earlier attempt stored in part), documents/s: FerretDB redoes a SQLite transaction that meets a
+  duplicate key one document at a time, so the batch size decides how many;
+* **lookup**: ``store.sources`` of 1,000 ids spread over the collection, the job's one read (who
+  stored a refused document), ms (median of 5).
 
 The configurations alternate within each round, so a machine that slows down slows all of them.
 
@@ -154,47 +158,62 @@ def cpu_seconds(pids: tuple[int, ...]) -> float:
 
 
 def measure(server: Server, pids: tuple[int, ...], docs: list[dict[str, Any]], chunk: int) -> dict[str, float]:
+    """``docs``: the stored documents, then a fifth more that only the mixed phase inserts."""
+    count = len(docs) * 5 // 6
+    stored_docs, fresh = docs[:count], docs[count:]
     client: MongoClient[dict[str, Any]] = MongoClient(server.url)
     target = client.get_database("bench", write_concern=WriteConcern("majority"))["readings"]
     target.drop()
     store.ensure_indexes(target)
-    parts = [docs[i::2] for i in range(2)]  # two insert tasks, as the job's local[2]
 
     def insert(part: list[dict[str, Any]]) -> None:
         for i in range(0, len(part), chunk):
             try:
                 target.insert_many(part[i : i + chunk], ordered=False)
-            except BulkWriteError as error:  # the replay: every document a duplicate key
+            except BulkWriteError as error:  # the replays: duplicate keys, counted as stored
                 if any(e.get("code") != store.DUPLICATE_KEY for e in error.details.get("writeErrors", [])):
                     raise
 
-    def timed() -> tuple[float, float]:
+    def timed(batch: list[dict[str, Any]]) -> tuple[float, float]:
+        """Seconds and server CPU seconds to insert ``batch`` from two threads (the job's two tasks)."""
         cpu, started = cpu_seconds(pids), time.perf_counter()
-        threads = [threading.Thread(target=insert, args=(part,)) for part in parts]
+        threads = [threading.Thread(target=insert, args=(batch[i::2],)) for i in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         return time.perf_counter() - started, cpu_seconds(pids) - cpu
 
-    elapsed, cpu = timed()
+    elapsed, cpu = timed(stored_docs)
+    # A replay: a fifth of the stored documents again, every one a duplicate key.
+    replay = stored_docs[: count // 5]
+    replay_elapsed, _ = timed(replay)
+    # A partly stored replay: one document in ten already stored, nine new, in every chunk (what a
+    # retried slice meets when its earlier attempt stored part of it). FerretDB redoes a transaction
+    # that meets a duplicate one document at a time: the batch size sets how many.
+    old = stored_docs[count // 5 :]
+    mixed = [doc for i, new in enumerate(fresh) for doc in ([old[i // 9]] if i % 9 == 0 else []) + [new]]
+    mixed_elapsed, _ = timed(mixed)
     stored = target.count_documents({})
     if stored != len(docs):
         raise SystemExit(f"{server.name}: {stored} documents stored of {len(docs)}")
-    replay_docs = docs[: len(docs) // 5]  # a fifth: a replay is a few batches, not the whole stream
-    parts = [replay_docs[i::2] for i in range(2)]
-    replay_elapsed, _ = timed()
-    started = time.perf_counter()
-    for doc in docs[:: max(1, len(docs) // 200)]:
-        target.find_one({"_id": doc["_id"]})
-    point = (time.perf_counter() - started) / len(docs[:: max(1, len(docs) // 200)])
+    # The job's one read: who stored 1,000 refused documents (store.sources), ids spread over the collection.
+    lookups = []
+    for k in range(5):
+        ids = [doc["_id"] for doc in docs[k :: max(1, len(docs) // 1000)][:1000]]
+        started = time.perf_counter()
+        found = store.sources(target, ids)
+        lookups.append(time.perf_counter() - started)
+        if len(found) != len(ids):
+            raise SystemExit(f"{server.name}: store.sources found {len(found)} of {len(ids)}")
     target.drop()
     client.close()
     return {
-        "insert_per_s": len(docs) / elapsed,
-        "cpu_ms_per_1k": cpu * 1e6 / len(docs),
-        "replay_per_s": len(replay_docs) / replay_elapsed,
-        "point_read_ms": point * 1000,
+        "insert_per_s": count / elapsed,
+        "cpu_ms_per_1k": cpu * 1e6 / count,
+        "replay_per_s": len(replay) / replay_elapsed,
+        "mixed_replay_per_s": len(mixed) / mixed_elapsed,
+        "lookup_1000_ms": statistics.median(lookups) * 1000,
     }
 
 
@@ -211,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.count < 1000 or args.rounds < 1:
         parser.error("--count takes 1000 or more documents and --rounds 1 or more")
     chunk = settings_from_env_map(load(ROOT).settings).insert_chunk
-    docs = documents(args.count)
+    docs = documents(args.count * 6 // 5)
     pg_bin = postgres_bin()
     results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="store-backends-") as tmp, ExitStack() as stack:
@@ -240,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                 shown = "  ".join(f"{k} {v:,.1f}" for k, v in figures.items())
                 print(f"  round {round_ + 1} {server.name:<16} {shown}", flush=True)
     print("\nmin / median / max over rounds")
-    print(f"{'configuration':<16} {'insert docs/s':>33} {'server CPU ms per 1,000':>33} {'replay docs/s':>33} "
-          f"{'point read ms':>33}")  # fmt: skip
+    headers = ("insert docs/s", "server CPU ms per 1,000", "replay docs/s", "mixed replay docs/s", "lookup 1,000 ms")
+    print(f"{'configuration':<16} " + " ".join(f"{h:>33}" for h in headers))
     for name, rounds in results.items():
         columns = [spread([r[key] for r in rounds]) for key in rounds[0]]
         print(f"{name:<16} " + " ".join(f"{c:>33}" for c in columns))

@@ -14,12 +14,14 @@ src="$SP_CACHE/ferretdb-src-$version"
 rm -rf "$src"; cp -r "$dir" "$src"; chmod -R u+w "$src"
 # A binary built without this file panics at start (FerretDB issue 2982).
 printf '%s' "$version" > "$src/build/version/version.txt"
-# The project's patches (localstack/ferretdb/*.patch; each says why). The binary's name carries their
-# digest (sensor_pipeline.local.artifacts.ferretdb), so a changed patch builds anew.
-for patch in "$(dirname "$0")"/../ferretdb/*.patch; do
-  [ -e "$patch" ] || continue
+# The project's patches (localstack/ferretdb/*.patch; each says why), in C-locale order, exactly
+# (no fuzz). The binary's name carries their digest and this script's
+# (sensor_pipeline.local.artifacts.ferretdb), so a changed patch builds anew.
+here=$(cd "$(dirname "$0")" && pwd)
+bash "$here/../../scripts/apt-ensure.sh" patch patch "to apply the project's patches to FerretDB"
+for patch in $(LC_ALL=C ls "$here"/../ferretdb/*.patch 2> /dev/null); do
   echo "==> applying $(basename "$patch")"
-  patch --quiet --forward --batch -p1 -d "$src" < "$patch"
+  patch --quiet --forward --batch --fuzz=0 -p1 -d "$src" < "$patch"
 done
 echo "==> building FerretDB (about 90 s on 2 cores; cached afterwards)"
 (cd "$src" && go build -trimpath -o "$out.tmp" ./cmd/ferretdb)

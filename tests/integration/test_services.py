@@ -81,6 +81,9 @@ def test_the_jobs_lookup_by_id_reads_the_id_index_not_the_collection(settings: S
     )
     found = store.sources(collection, [*edges, 424242])
     assert found == {i: {"offset": n} for n, i in enumerate(edges)}, "every stored id, none invented"
+    # A double equal to a long is the same _id to MongoDB; above 2^53 its text differs from the long's.
+    collection.insert_one({"_id": float(2**60), "MeasurementID": Int64(7), "Source": {"offset": "double"}})
+    assert store.sources(collection, [Int64(2**60), Int64(2**60 + 1)]) == {2**60: {"offset": "double"}}
     plan = str(collection.database.command("explain", {"find": collection.name, "filter": {"_id": {"$in": edges}}}))
     if "ferretdbVersion" in plan:  # FerretDB reports SQLite's query plan
         assert "USING INDEX" in plan and "_id_" in plan, plan

@@ -97,7 +97,8 @@ def emr_jars(root: Path, spark_version: str) -> list[Path]:
 def ferretdb(root: Path, version: str) -> Path:
     """The FerretDB binary, built once from the Go module proxy with the project's patches
     (``localstack/ferretdb/*.patch``), whose digest is in its name: a changed patch builds anew."""
-    digest = hashlib.sha256()
+    script = root / "localstack" / "scripts" / "build-ferretdb.sh"
+    digest = hashlib.sha256(script.read_bytes())
     for patch in sorted((root / "localstack" / "ferretdb").glob("*.patch")):
         digest.update(patch.name.encode() + b"\0" + patch.read_bytes())
     binary = cache_dir() / "bin" / f"ferretdb-{version}-{digest.hexdigest()[:12]}"
@@ -105,7 +106,7 @@ def ferretdb(root: Path, version: str) -> Path:
         binary.parent.mkdir(parents=True, exist_ok=True)
         _run(
             f"building FerretDB {version} from the Go module proxy (once)",
-            ["bash", str(root / "localstack" / "scripts" / "build-ferretdb.sh"), str(binary)],
+            ["bash", str(script), str(binary)],
         )
     return binary
 
