@@ -21,6 +21,7 @@ echo "==> installing the project and its pinned dependencies into .venv (cache: 
 .venv/bin/python -c 'import sensor_pipeline, pyspark, kafka, pymongo, bokeh, flask, moto' \
   || { echo "error: the venv is incomplete; remove .venv and run 'make venv' again" >&2; exit 1; }
 # uv keeps every revision of a source build it made: pyspark's is 0.5-1.3 GB, and revisions piled up
-# to tens of GB on a developer machine. Prune what nothing refers to (uv waits for a uv process that
-# is using the cache).
-"$uv" cache prune --quiet 2>&1 || echo "warning: uv cache prune failed (the cache is only larger)" >&2
+# to tens of GB on a developer machine. Prune what nothing refers to (uv waits, here at most 5 minutes,
+# for a uv process that is using the cache).
+timeout 300 "$uv" cache prune --quiet 2>&1 \
+  || echo "warning: uv cache prune failed or timed out (the cache is only larger)" >&2

@@ -6,6 +6,8 @@ import copy
 import importlib.resources
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -24,7 +26,7 @@ from sensor_pipeline.local.definition import (
     load,
     render_compose,
 )
-from sensor_pipeline.local.runner import Paths, kafka_properties, program_commands, supervisord_conf
+from sensor_pipeline.local.runner import Paths, clear_scratch, kafka_properties, program_commands, supervisord_conf
 
 ROOT = find_root(Path(__file__))
 CONTRACT_PORTS = {"sensor-api": 3030, "kafka": 9092, "mongodb": 27017, "aws": 4566, "dashboard": 5006}
@@ -174,6 +176,19 @@ def test_the_spark_jobs_scratch_files_stay_in_the_stack_state_not_tmp(
     assert f"spark.local.dir={scratch}" in job
     assert job[job.index("--driver-java-options") + 1] == f"-Djava.io.tmpdir={scratch}"
     assert scratch.is_dir(), "the JVM does not create its java.io.tmpdir"
+
+
+def test_stack_down_empties_the_scratch_folder_only_when_no_job_uses_it(tmp_path: Path) -> None:
+    paths = Paths(ROOT, tmp_path)
+    (paths.scratch / "blockmgr-left-by-a-killed-job").mkdir(parents=True)
+    # A job outside supervisord (a test harness's, the bench's) still running with that folder:
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"-Djava.io.tmpdir={paths.scratch}"])
+    try:
+        assert clear_scratch(paths) is False and paths.scratch.is_dir()
+    finally:
+        job.kill()
+        job.wait()
+    assert clear_scratch(paths) is True and not paths.scratch.exists()
 
 
 def test_supervisor_programs_cover_every_service_and_stop_whole_process_groups(tmp_path: Path) -> None:

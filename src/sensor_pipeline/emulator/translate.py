@@ -148,8 +148,12 @@ def _scratch(conf: dict[str, str], folder: Path) -> Translation:
     """Spark's scratch files (block manager, artifacts, lz4's native library) in the run's workspace,
     which goes when the run finishes, as a worker's disk does; under /tmp a killed run leaves them."""
     folder.mkdir(parents=True, exist_ok=True)
-    java = " ".join(filter(None, [conf.get("spark.driver.extraJavaOptions", ""), f"-Djava.io.tmpdir={folder}"]))
-    out = conf | {"spark.local.dir": str(folder), "spark.driver.extraJavaOptions": java}
+    # The job's own java options, in either form, then the scratch folder: one property, since
+    # spark-submit's --driver-java-options would win over the same key given with --conf.
+    flag = "spark-submit--driver-java-options"
+    given = [conf.get(flag, ""), conf.get("spark.driver.extraJavaOptions", ""), f"-Djava.io.tmpdir={folder}"]
+    out = {k: v for k, v in conf.items() if k != flag}
+    out |= {"spark.local.dir": str(folder), "spark.driver.extraJavaOptions": " ".join(filter(None, given))}
     return Translation(out, [f"spark.local.dir and java.io.tmpdir -> {folder} (the run's workspace)"])
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import shlex
 import shutil
+import signal
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from sensor_pipeline.emulator.runners.base import (
     _write_private,
     pyspark_file,
     ship_logs,
+    signal_group,
 )
 
 log = logging.getLogger("sensor_pipeline.emulator")
@@ -90,6 +92,13 @@ class EmrRunner(Runner):
     def __init__(self, context: RunnerContext) -> None:
         super().__init__(context, "emr-runner")
         self.runs: dict[str, EmrRun] = {}
+        # Runs of an emulator before this one (stopped with it, or killed with a crashed stack).
+        for stale in sorted((context.state / "emr-runs").glob("*")):
+            _release(stale)
+
+    def stopped(self) -> None:
+        for run in self.runs.values():
+            _release(run.folder)
 
     def tick(self) -> None:
         for application_id, job in moto_ext.emr_job_runs():
@@ -152,6 +161,8 @@ class EmrRunner(Runner):
 
         run = self.runs.get(job.id)
         if state in FINISHED and run is not None and (run.process is None or not run.process.alive()):
+            if run.process is not None:  # a driver that ended alone leaves PySpark's daemon and workers
+                signal_group(run.process.popen.pid, signal.SIGKILL)
             _release(run.folder)  # before the state: a client that sees the run finished finds it gone
         job.state = state
         job.state_details = details
