@@ -6,6 +6,8 @@ real store gives rarely (a document it keeps refusing beside others it settled) 
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -162,12 +164,21 @@ def test_a_producer_that_no_learned_broker_answers_fails_within_the_timeout_with
             clock["now"] += 0.05  # each answer takes a round trip
             return super().list_topics(topic, timeout)
 
+    # ``delivery.time`` is the time module itself: other threads of the session (clients' background
+    # threads left by earlier tests) keep the real clock and sleep, or they would move this test's clock.
+    test_thread, real_sleep, real_monotonic = threading.current_thread(), time.sleep, time.monotonic
+
     def sleep(seconds: float) -> None:
+        if threading.current_thread() is not test_thread:
+            return real_sleep(seconds)
         sleeps.append(seconds)
         clock["now"] += seconds
 
+    def monotonic() -> float:
+        return clock["now"] if threading.current_thread() is test_thread else real_monotonic()
+
     monkeypatch.setattr(confluent_kafka, "Producer", Unreachable)
-    monkeypatch.setattr(delivery.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(delivery.time, "monotonic", monotonic)
     monkeypatch.setattr(delivery.time, "sleep", sleep)
     with pytest.raises(confluent_kafka.KafkaException, match=r"no broker that .* lists answered within 30 s"):
         delivery._producer(SETTINGS, "job-RawSensorData-0")
@@ -199,7 +210,12 @@ def test_committed_offsets_wait_out_a_moving_coordinator_and_raise_a_partitions_
                 raise answer
             return answer
 
-    monkeypatch.setattr(delivery.time, "sleep", lambda _seconds: None)
+    test_thread, real_sleep = threading.current_thread(), time.sleep
+    monkeypatch.setattr(  # this thread's waits only (delivery.time is the time module itself)
+        delivery.time,
+        "sleep",
+        lambda seconds: None if threading.current_thread() is test_thread else real_sleep(seconds),
+    )
     positions = delivery.committed_positions(SETTINGS, ["p0", "p1"], Consumer())
     assert [(p.partition, p.offset) for p in positions] == [(0, 21), (1, -1001)] and answers == []
 
