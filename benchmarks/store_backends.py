@@ -177,7 +177,8 @@ def measure(server: Server, pids: tuple[int, ...], docs: list[dict[str, Any]], c
     def timed(batch: list[dict[str, Any]]) -> tuple[float, float]:
         """Seconds and server CPU seconds to insert ``batch`` from two threads (the job's two tasks)."""
         cpu, started = cpu_seconds(pids), time.perf_counter()
-        threads = [threading.Thread(target=insert, args=(batch[i::2],)) for i in range(2)]
+        half = len(batch) // 2  # contiguous halves: each keeps the batch's pattern of duplicates
+        threads = [threading.Thread(target=insert, args=(part,)) for part in (batch[:half], batch[half:])]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -19,7 +19,9 @@ printf '%s' "$version" > "$src/build/version/version.txt"
 # (sensor_pipeline.local.artifacts.ferretdb), so a changed patch builds anew.
 here=$(cd "$(dirname "$0")" && pwd)
 bash "$here/../../scripts/apt-ensure.sh" patch patch "to apply the project's patches to FerretDB"
-for patch in $(LC_ALL=C ls "$here"/../ferretdb/*.patch 2> /dev/null); do
+export LC_ALL=C  # the glob's order
+for patch in "$here"/../ferretdb/*.patch; do
+  [ -e "$patch" ] || continue
   echo "==> applying $(basename "$patch")"
   patch --quiet --forward --batch --fuzz=0 -p1 -d "$src" < "$patch"
 done

@@ -34,3 +34,24 @@ def test_a_leader_stopped_gracefully_leaves_nothing_of_its_group_behind(tmp_path
     child = int(log.read_text().split()[0])
     assert process.stop(grace=5) == 0, "the leader ends on TERM, alone"
     assert wait_until(lambda: gone(child), 5, interval=0.05), "the group's other process outlived the stop"
+
+
+def test_an_earlier_emulators_run_workspaces_go_unless_a_process_still_works_in_one(tmp_path: Path) -> None:
+    import subprocess
+
+    from sensor_pipeline.emulator.runners.base import RunnerContext
+    from sensor_pipeline.emulator.runners.emr import EmrRunner
+
+    runs = tmp_path / "emr-runs"
+    for name in ("finished", "busy"):
+        (runs / name / "archives" / "env").mkdir(parents=True)
+        (runs / name / "request.json").write_text("{}")
+        (runs / name / "driver.log").write_text("the run's output")
+    survivor = subprocess.Popen(["sleep", "60"], cwd=runs / "busy" / "archives" / "env")  # outlived a crash
+    try:
+        EmrRunner(RunnerContext(state=tmp_path, venv_bin=Path(sys.executable).parent, endpoint_url="http://x"))
+        assert sorted(p.name for p in (runs / "finished").iterdir()) == ["driver.log", "request.json"]
+        assert (runs / "busy" / "archives" / "env").is_dir(), "a process still works there"
+    finally:
+        survivor.kill()
+        survivor.wait()

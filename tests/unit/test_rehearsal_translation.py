@@ -108,10 +108,10 @@ def test_spark_scratch_files_go_to_the_runs_workspace_keeping_the_jobs_java_opti
     assert (tmp_path / "scratch").is_dir(), "the JVM does not create its java.io.tmpdir"
     alone = translate.spark_conf({}, scratch=tmp_path / "other").values
     assert alone["spark.driver.extraJavaOptions"] == f"-Djava.io.tmpdir={tmp_path / 'other'}"
-    # spark-submit's --driver-java-options would win over the --conf key: both forms end up in the key.
+    # spark-submit takes --driver-java-options instead of the --conf key: so does the translation.
     flagged = {"spark-submit--driver-java-options": "-Da=1", "spark.driver.extraJavaOptions": "-Db=2"}
     both = translate.spark_conf(flagged, scratch=tmp_path / "third").values
-    assert both["spark.driver.extraJavaOptions"] == f"-Da=1 -Db=2 -Djava.io.tmpdir={tmp_path / 'third'}"
+    assert both["spark.driver.extraJavaOptions"] == f"-Da=1 -Djava.io.tmpdir={tmp_path / 'third'}"
     assert "spark-submit--driver-java-options" not in both
 
 

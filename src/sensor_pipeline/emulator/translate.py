@@ -148,12 +148,13 @@ def _scratch(conf: dict[str, str], folder: Path) -> Translation:
     """Spark's scratch files (block manager, artifacts, lz4's native library) in the run's workspace,
     which goes when the run finishes, as a worker's disk does; under /tmp a killed run leaves them."""
     folder.mkdir(parents=True, exist_ok=True)
-    # The job's own java options, in either form, then the scratch folder: one property, since
-    # spark-submit's --driver-java-options would win over the same key given with --conf.
+    # The job's own java options, then the scratch folder, in one property: spark-submit takes
+    # --driver-java-options instead of spark.driver.extraJavaOptions when both are given.
     flag = "spark-submit--driver-java-options"
-    given = [conf.get(flag, ""), conf.get("spark.driver.extraJavaOptions", ""), f"-Djava.io.tmpdir={folder}"]
+    own = conf[flag] if flag in conf else conf.get("spark.driver.extraJavaOptions", "")
     out = {k: v for k, v in conf.items() if k != flag}
-    out |= {"spark.local.dir": str(folder), "spark.driver.extraJavaOptions": " ".join(filter(None, given))}
+    java = " ".join(filter(None, [own, f"-Djava.io.tmpdir={folder}"]))
+    out |= {"spark.local.dir": str(folder), "spark.driver.extraJavaOptions": java}
     return Translation(out, [f"spark.local.dir and java.io.tmpdir -> {folder} (the run's workspace)"])
 
 

@@ -512,11 +512,12 @@ def status(root: Path) -> int:
 def clear_scratch(paths: Paths) -> bool:
     """Empty the local Spark jobs' scratch folder (what killed jobs left behind), unless a live process
     still uses it (a test harness's or the bench's job, outside supervisord): whether it was emptied."""
-    marker = f"-Djava.io.tmpdir={paths.scratch}".encode()
+    marker = os.fsencode(f"-Djava.io.tmpdir={paths.scratch}")
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                if marker in (entry / "cmdline").read_bytes():
+                if marker in (entry / "cmdline").read_bytes().split(b"\0"):  # a whole argument
+                    print(f"==> kept {paths.scratch}: a Spark job (pid {entry.name}) still uses it")
                     return False
     shutil.rmtree(paths.scratch, ignore_errors=True)
     return True

@@ -7,7 +7,6 @@ import json
 import logging
 import shlex
 import shutil
-import signal
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from sensor_pipeline.emulator.runners.base import (
     _write_private,
     pyspark_file,
     ship_logs,
-    signal_group,
 )
 
 log = logging.getLogger("sensor_pipeline.emulator")
@@ -72,6 +70,20 @@ FINISHED = ("SUCCESS", "FAILED", "CANCELLED")
 KEPT = ("request.json", "driver.log")
 
 
+def _working_in(folders: list[Path]) -> set[Path]:
+    """The folders some live process has its working directory in (or below)."""
+    busy: set[Path] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = (entry / "cwd").resolve(strict=True)
+        except OSError:  # gone, or not ours to read
+            continue
+        busy.update(f for f in folders if cwd == f.resolve() or f.resolve() in cwd.parents)
+    return busy
+
+
 def _release(folder: Path) -> None:
     """A finished run's workspace goes, as an EMR Serverless worker's disk does: the entry point, jars
     and unpacked archives (a few hundred MB per run) would otherwise pile up in the stack's state."""
@@ -92,9 +104,13 @@ class EmrRunner(Runner):
     def __init__(self, context: RunnerContext) -> None:
         super().__init__(context, "emr-runner")
         self.runs: dict[str, EmrRun] = {}
-        # Runs of an emulator before this one (stopped with it, or killed with a crashed stack).
-        for stale in sorted((context.state / "emr-runs").glob("*")):
-            _release(stale)
+        # Runs of an emulator before this one (stopped with it, or killed with a crashed stack), unless
+        # a process still works in one (a driver that outlived a crash, for a moment).
+        stale = sorted((context.state / "emr-runs").glob("*"))
+        busy = _working_in(stale)
+        for folder in stale:
+            if folder not in busy:
+                _release(folder)
 
     def stopped(self) -> None:
         for run in self.runs.values():
@@ -161,8 +177,6 @@ class EmrRunner(Runner):
 
         run = self.runs.get(job.id)
         if state in FINISHED and run is not None and (run.process is None or not run.process.alive()):
-            if run.process is not None:  # a driver that ended alone leaves PySpark's daemon and workers
-                signal_group(run.process.popen.pid, signal.SIGKILL)
             _release(run.folder)  # before the state: a client that sees the run finished finds it gone
         job.state = state
         job.state_details = details
