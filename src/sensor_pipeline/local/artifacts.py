@@ -113,8 +113,8 @@ def ferretdb(root: Path, version: str) -> Path:
 
 #: Documents FerretDB writes per SQLite transaction (its default is 100). The job inserts chunks of
 #: ``insert_chunk`` (1,000) documents, which FerretDB 1.24 splits into transactions of this size; one
-#: transaction per chunk cut the store's CPU per document by about an eighth and raised its insert rate
-#: by half (``make bench-store``). A transaction that meets a duplicate key is redone by FerretDB
+#: transaction per chunk cut the store's CPU per document by 11-13 % and raised its insert rate by half
+#: or more (two runs of ``make bench-store``). A transaction that meets a duplicate key is redone by FerretDB
 #: one document at a time: a chunk with a few duplicates among new documents now costs 1,000 single
 #: inserts instead of 100 (duplicates come from replays, which are all duplicates, as fast as before).
 #: The flag is marked experimental in FerretDB's ``--help``.
