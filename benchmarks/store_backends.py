@@ -20,6 +20,8 @@ as stored) into a collection with the pipeline's indexes, with majority write co
 * **mixed replay**: chunks in which one document in ten is already stored (a retried slice that its
   earlier attempt stored in part), documents/s: FerretDB redoes a SQLite transaction that meets a
   duplicate key one document at a time, so the batch size decides how many;
+* **one duplicate per chunk**: chunks of new documents with one already stored in each: the case
+  where the batch size costs most, documents/s;
 * **lookup**: ``store.sources`` of 1,000 ids spread over the collection, the job's one read (who
   stored a refused document), ms (median of 5).
 
@@ -192,12 +194,22 @@ def measure(server: Server, pids: tuple[int, ...], docs: list[dict[str, Any]], c
     # A partly stored replay: one document in ten already stored, nine new, in every chunk (what a
     # retried slice meets when its earlier attempt stored part of it). FerretDB redoes a transaction
     # that meets a duplicate one document at a time: the batch size sets how many.
-    old = stored_docs[count // 5 :]
-    mixed = [doc for i, new in enumerate(fresh) for doc in ([old[i // 9]] if i % 9 == 0 else []) + [new]]
+    old = iter(stored_docs[count // 5 :])
+    half = len(fresh) // 2
+    mixed = [doc for i, new in enumerate(fresh[:half]) for doc in ([next(old)] if i % 9 == 0 else []) + [new]]
     mixed_elapsed, _ = timed(mixed)
+    # One duplicate in each chunk of new documents: the case where FerretDB's batch size costs most
+    # (it redoes the whole transaction one document at a time). An even number of whole chunks, so
+    # that each thread's half keeps one duplicate per chunk.
+    blocks = (len(fresh) - half) // (chunk - 1) // 2 * 2
+    single = [
+        doc for b in range(blocks) for doc in [next(old), *fresh[half + b * (chunk - 1) : half + (b + 1) * (chunk - 1)]]
+    ]
+    single_elapsed, _ = timed(single)
+    expected = count + half + blocks * (chunk - 1)
     stored = target.count_documents({})
-    if stored != len(docs):
-        raise SystemExit(f"{server.name}: {stored} documents stored of {len(docs)}")
+    if stored != expected:
+        raise SystemExit(f"{server.name}: {stored} documents stored of {expected}")
     # The job's one read: who stored 1,000 refused documents (store.sources), ids spread over the collection.
     lookups = []
     for k in range(5):
@@ -214,6 +226,7 @@ def measure(server: Server, pids: tuple[int, ...], docs: list[dict[str, Any]], c
         "cpu_ms_per_1k": cpu * 1e6 / count,
         "replay_per_s": len(replay) / replay_elapsed,
         "mixed_replay_per_s": len(mixed) / mixed_elapsed,
+        "one_duplicate_per_chunk_per_s": len(single) / single_elapsed,
         "lookup_1000_ms": statistics.median(lookups) * 1000,
     }
 
@@ -260,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                 shown = "  ".join(f"{k} {v:,.1f}" for k, v in figures.items())
                 print(f"  round {round_ + 1} {server.name:<16} {shown}", flush=True)
     print("\nmin / median / max over rounds")
-    headers = ("insert docs/s", "server CPU ms per 1,000", "replay docs/s", "mixed replay docs/s", "lookup 1,000 ms")
+    headers = ("insert docs/s", "server CPU ms per 1,000", "replay docs/s", "mixed replay docs/s",
+               "one duplicate per chunk docs/s", "lookup 1,000 ms")  # fmt: skip
     print(f"{'configuration':<16} " + " ".join(f"{h:>33}" for h in headers))
     for name, rounds in results.items():
         columns = [spread([r[key] for r in rounds]) for key in rounds[0]]
