@@ -113,11 +113,12 @@ def ferretdb(root: Path, version: str) -> Path:
 
 #: Documents FerretDB writes per SQLite transaction (its default is 100). The job inserts chunks of
 #: ``insert_chunk`` (1,000) documents, which FerretDB 1.24 splits into transactions of this size; one
-#: transaction per chunk cut the store's CPU per document by 11-13 % and raised its insert rate by half
-#: or more (two runs of ``make bench-store``). A transaction that meets a duplicate key is redone by FerretDB
-#: one document at a time: a chunk with a few duplicates among new documents now costs 1,000 single
-#: inserts instead of 100 (duplicates come from replays, which are all duplicates, as fast as before).
-#: The flag is marked experimental in FerretDB's ``--help``.
+#: transaction per chunk cut the store's CPU per document by 11-17 % and raised its insert rate by
+#: half or more (``make bench-store``). The price: a transaction that meets a duplicate key is redone
+#: one document at a time, so a chunk of new documents with one duplicate id from another record is
+#: now redone whole (4,354 documents/s against 17,162). A retried batch cuts the same chunks, stored
+#: whole or not at all, so they are all duplicates or all new; a replay from other boundaries (after a
+#: deleted checkpoint) can mix them. The flag is marked experimental in ``--help``.
 FERRETDB_INSERT_BATCH = 1000
 
 
