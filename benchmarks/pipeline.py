@@ -744,6 +744,14 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def min_median_max(values: list[float], digits: int) -> str:
+    """``min / median / max`` of the values that are numbers, or ``-`` when none is."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "-"
+    return " / ".join(fmt(v, digits) for v in (min(values), statistics.median(values), max(values)))
+
+
 def rounds(results: dict[str, Any]) -> list[int]:
     return sorted({s.get("round", 1) for s in results["live"] + results["steps"]})
 
@@ -757,24 +765,18 @@ def spread(results: dict[str, Any]) -> list[str]:
              f"{'rate/s':>8} {'kept up':>8} | {'clean p50 (s)':>20} | {'clean p99 (s)':>20} | "
              f"{'pipeline CPU ms/1k':>22}"]  # fmt: skip
 
-    def triple(values: list[float], digits: int) -> str:
-        values = [v for v in values if not math.isnan(v)]
-        if not values:
-            return "-"
-        return " / ".join(fmt(v, digits) for v in (min(values), statistics.median(values), max(values)))
-
     by_rate: dict[float, list[dict[str, Any]]] = {}
     for step in results["live"] + results["steps"]:
         by_rate.setdefault(step["rate"], []).append(step)
     for rate, steps in sorted(by_rate.items()):
         kept = [s for s in steps if s["kept_up"]]
-        p50 = triple([s["clean_delay_s"]["p50"] for s in kept], 2)
-        p99 = triple([s["clean_delay_s"]["p99"] for s in kept], 2)
-        cpu = triple([s["cpu_ms_per_1k"]["pipeline"] for s in kept], 0)
+        p50 = min_median_max([s["clean_delay_s"]["p50"] for s in kept], 2)
+        p99 = min_median_max([s["clean_delay_s"]["p99"] for s in kept], 2)
+        cpu = min_median_max([s["cpu_ms_per_1k"]["pipeline"] for s in kept], 0)
         lines.append(f"{rate:>8,.0f} {f'{len(kept)} of {len(steps)}':>8} | {p50:>20} | {p99:>20} | {cpu:>22}")
     sustained = results["sustained_per_round"]
     lines.append(f"  max sustained per round: {', '.join(f'{v:,.0f}' for v in sustained)} "
-                 f"(min / median / max {triple(sustained, 0)})")  # fmt: skip
+                 f"(min / median / max {min_median_max(sustained, 0)})")  # fmt: skip
     return lines
 
 

@@ -54,7 +54,7 @@ from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import RESULTS, ROOT, documents, machine, tree_cpu
+from pipeline import RESULTS, ROOT, documents, machine, min_median_max, tree_cpu
 
 from sensor_pipeline.config import settings_from_env_map
 from sensor_pipeline.job import store
@@ -69,14 +69,6 @@ class Server:
     name: str
     url: str
     pid: int
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def postgres_bin() -> Path | None:
@@ -103,7 +95,7 @@ def wait_for(port: int, process: subprocess.Popen[bytes], what: str, log: Path) 
 @contextmanager
 def ferretdb(work: Path, name: str, backend_args: list[str]) -> Iterator[Server]:
     binary = artifacts.ferretdb(ROOT, load(ROOT).versions["ferretdb"])
-    port = free_port()
+    port = health.free_port()
     log = work / f"{name}.log"
     command = [str(binary), *backend_args, f"--listen-addr=127.0.0.1:{port}", "--debug-addr=-"]
     with log.open("wb") as out:
@@ -116,12 +108,6 @@ def ferretdb(work: Path, name: str, backend_args: list[str]) -> Iterator[Server]
         process.wait(30)
 
 
-def sqlite_args(folder: Path, batch: int) -> list[str]:
-    folder.mkdir(parents=True)
-    args = artifacts.ferretdb_sqlite_args(folder)
-    return [a for a in args if not a.startswith("--test-batch-size=")] + [f"--test-batch-size={batch}"]
-
-
 @contextmanager
 def postgresql(work: Path, pg_bin: Path) -> Iterator[tuple[str, int]]:
     """A PostgreSQL server with a ``ferretdb`` database: (its URL, its postmaster's pid)."""
@@ -131,7 +117,7 @@ def postgresql(work: Path, pg_bin: Path) -> Iterator[tuple[str, int]]:
         as_ordinary_user([str(pg_bin / "initdb"), "-D", str(data), "-U", "ferretdb", "-A", "trust"]),
         check=True, capture_output=True,
     )  # fmt: skip
-    port = free_port()
+    port = health.free_port()
     server = [str(pg_bin / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(work)]
     with log.open("wb") as out:
         process = subprocess.Popen(as_ordinary_user(server), stdout=out, stderr=subprocess.STDOUT)
@@ -231,10 +217,6 @@ def measure(server: Server, pids: tuple[int, ...], docs: list[dict[str, Any]], c
     }
 
 
-def spread(values: list[float]) -> str:
-    return f"{min(values):>9,.1f} / {statistics.median(values):>9,.1f} / {max(values):>9,.1f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=100_000, help="documents inserted per configuration and round")
@@ -252,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         servers: list[tuple[Server, tuple[int, ...]]] = []
         for batch in (DEFAULT_BATCH, artifacts.FERRETDB_INSERT_BATCH):
             name = f"sqlite-{batch}"
-            server = stack.enter_context(ferretdb(work, name, sqlite_args(work / name, batch)))
+            (work / name).mkdir()
+            server = stack.enter_context(ferretdb(work, name, artifacts.ferretdb_sqlite_args(work / name, batch)))
             servers.append((server, (server.pid,)))
         if pg_bin is None:
             print("PostgreSQL not found: postgresql-* skipped (Debian's postgresql package has it)")
@@ -277,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                "one duplicate per chunk docs/s", "lookup 1,000 ms")  # fmt: skip
     print(f"{'configuration':<16} " + " ".join(f"{h:>33}" for h in headers))
     for name, rounds in results.items():
-        columns = [spread([r[key] for r in rounds]) for key in rounds[0]]
+        columns = [min_median_max([r[key] for r in rounds], 1) for key in rounds[0]]
         print(f"{name:<16} " + " ".join(f"{c:>33}" for c in columns))
     git = ["git", "rev-parse", "--short", "HEAD"]
     commit = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False)

@@ -122,14 +122,15 @@ def ferretdb(root: Path, version: str) -> Path:
 FERRETDB_INSERT_BATCH = 1000
 
 
-def ferretdb_sqlite_args(folder: Path) -> list[str]:
-    """The backend options of every FerretDB the project starts (the stack's store, DocumentDB stand-ins)."""
+def ferretdb_sqlite_args(folder: Path, insert_batch: int = FERRETDB_INSERT_BATCH) -> list[str]:
+    """The backend options of every FerretDB the project starts (the stack's store, DocumentDB stand-ins;
+    ``make bench-store`` compares insert batches)."""
     return [
         "--handler=sqlite",
         f"--sqlite-url=file:{folder}/",
         # Its state.json (instance UUID) beside the data, not in the working directory (the checkout).
         f"--state-dir={folder}",
-        f"--test-batch-size={FERRETDB_INSERT_BATCH}",
+        f"--test-batch-size={insert_batch}",
         "--telemetry=disable",
         "--log-level=warn",
     ]

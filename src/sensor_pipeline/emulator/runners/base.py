@@ -72,7 +72,7 @@ class Process:
         return " | ".join(line.strip() for line in text[-lines:])
 
 
-def signal_group(pid: int, sig: signal.Signals) -> None:
+def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
 
@@ -104,7 +104,7 @@ def stop_all(processes: list[Process], grace: float = STOP_GRACE_SECONDS) -> Non
     live = [p for p in processes if p.alive()]
     for process in live:
         if process.term_group:
-            signal_group(process.popen.pid, signal.SIGTERM)
+            _signal_group(process.popen.pid, signal.SIGTERM)
         else:
             with contextlib.suppress(ProcessLookupError):
                 process.popen.send_signal(signal.SIGTERM)
@@ -116,7 +116,7 @@ def stop_all(processes: list[Process], grace: float = STOP_GRACE_SECONDS) -> Non
         # The whole group, even when its leader has ended: a Spark driver stopped gracefully leaves
         # its Python daemon and workers behind (ECS and EMR stop the whole container).
         leader_alive = process.alive()
-        signal_group(process.popen.pid, signal.SIGKILL)
+        _signal_group(process.popen.pid, signal.SIGKILL)
         if leader_alive:
             process.popen.wait(10)
 
