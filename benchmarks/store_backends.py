@@ -192,14 +192,15 @@ def measure(server: Server, pids: tuple[int, ...], docs: list[dict[str, Any]], c
         doc for b in range(blocks) for doc in [next(old), *fresh[half + b * (chunk - 1) : half + (b + 1) * (chunk - 1)]]
     ]
     single_elapsed, _ = timed(single)
-    expected = count + half + blocks * (chunk - 1)
+    stored_all = stored_docs + fresh[: half + blocks * (chunk - 1)]  # every document inserted, once
+    expected = len(stored_all)
     stored = target.count_documents({})
     if stored != expected:
         raise SystemExit(f"{server.name}: {stored} documents stored of {expected}")
     # The job's one read: who stored 1,000 refused documents (store.sources), ids spread over the collection.
     lookups = []
     for k in range(5):
-        ids = [doc["_id"] for doc in docs[k :: max(1, len(docs) // 1000)][:1000]]
+        ids = [doc["_id"] for doc in stored_all[k :: max(1, len(stored_all) // 1000)][:1000]]
         started = time.perf_counter()
         found = store.sources(target, ids)
         lookups.append(time.perf_counter() - started)
