@@ -153,12 +153,17 @@ def test_compose_runs_the_spark_job_with_spark_submit_in_the_spark_image() -> No
     assert f"mkdir -p {SPARK_IMAGE_CHECKPOINTS}" in dockerfile
 
 
-def test_ferretdb_keeps_its_state_file_in_the_stack_state_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """The native stack's command lines, with tmp_path as its state folder and no download."""
     monkeypatch.setattr(artifacts, "kafka_libs", lambda root, version: tmp_path / "kafka-libs")
     monkeypatch.setattr(artifacts, "spark_jars", lambda root, version: [tmp_path / "connector.jar"])
-    commands = program_commands(Paths(ROOT, tmp_path), load(ROOT), ("ferretdb", Path("/opt/ferretdb")))
+    return program_commands(Paths(ROOT, tmp_path), load(ROOT), ("ferretdb", Path("/opt/ferretdb")))
+
+
+def test_ferretdb_keeps_its_state_file_in_the_stack_state_folder(
+    tmp_path: Path, commands: dict[str, list[str]]
+) -> None:
     # without it FerretDB writes state.json into its working directory: the checkout
     assert f"--state-dir={tmp_path / 'ferretdb'}" in commands["mongodb"]
     # one SQLite transaction per insert chunk of the job, not ten (benchmarks/store_backends.py)
@@ -167,11 +172,9 @@ def test_ferretdb_keeps_its_state_file_in_the_stack_state_folder(
 
 
 def test_the_spark_jobs_scratch_files_stay_in_the_stack_state_not_tmp(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, commands: dict[str, list[str]]
 ) -> None:
-    monkeypatch.setattr(artifacts, "kafka_libs", lambda root, version: tmp_path / "kafka-libs")
-    monkeypatch.setattr(artifacts, "spark_jars", lambda root, version: [tmp_path / "connector.jar"])
-    job = program_commands(Paths(ROOT, tmp_path), load(ROOT), ("ferretdb", Path("/opt/ferretdb")))["spark-job"]
+    job = commands["spark-job"]
     scratch = tmp_path / "spark-scratch"
     assert f"spark.local.dir={scratch}" in job
     assert job[job.index("--driver-java-options") + 1] == f"-Djava.io.tmpdir={scratch}"
