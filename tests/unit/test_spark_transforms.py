@@ -119,3 +119,43 @@ def test_each_batch_reuses_the_rules_expressions_and_gets_its_own_time(spark: An
         built.append((transforms._validation.cache_info().misses, transforms._routing.cache_info().misses))
     assert rejected == ["2026-01-01T00:00:00.000Z", "2026-01-01T00:00:05.000Z"]
     assert built[1] == built[0], "the second batch built the rules' expressions again"
+
+
+def test_each_reason_has_its_detail_quoting_the_field_it_names(spark: Any) -> None:
+    lines = [
+        "x" * 1100,  # too_long
+        "a b c",  # bad_shape
+        f"{'9' * 100} 20 1 11 Montrose_Beach 1",  # bad_timestamp: a long field is quoted short
+        "2020-02-17T11:12:58 20 1 11 Montrose%Beach 1",  # bad_beach: a '%' is text, not a format
+        "2020-02-17T11:12:58 nan 1 11 Montrose_Beach 1",  # bad_number
+        "2020-02-17T11:12:58 20 1 11 Montrose_Beach 0",  # bad_id
+    ]
+    frame = spark.createDataFrame(
+        [(line, "RawSensorData", 0, i) for i, line in enumerate(lines)],
+        "value string, topic string, partition int, offset long",
+    )
+    rows = transforms.validate(frame, now=transforms.instant(NOW)).orderBy("offset").collect()
+    assert [(r.reason, r.detail) for r in rows] == [
+        ("too_long", "a line has at most 1024 characters, got 1100"),
+        ("bad_shape", "expected 6 fields, got 3"),
+        ("bad_timestamp", f"not an ISO 8601 date-time: '{'9' * 80}... (100 characters)'"),
+        ("bad_beach", "beach must match [A-Za-z0-9_]{1,64}: 'Montrose%Beach'"),
+        ("bad_number", "a numeric field is not a finite number"),
+        ("bad_id", "MeasurementID must be an integer in [1, 2^63-1]: '0'"),
+    ]
+    assert "_detail_argument" not in rows[0].asDict(), "validate's working column is dropped"
+
+
+def test_the_rules_compile_to_methods_the_jvm_compiles(spark: Any) -> None:
+    """HotSpot never compiles a method of more than 8,000 bytes of bytecode (``-XX:HugeMethodLimit``):
+    generated code above it runs interpreted, for every row. The rules once compiled to 10,089 bytes."""
+    records = spark.createDataFrame(  # as the Kafka source gives them
+        [(LINES[0].encode(), "RawSensorData", 0, 1)], "value binary, topic string, partition int, offset long"
+    )
+    routed = transforms.routed(transforms.validate(transforms.raw_lines(records), transforms.instant(NOW)))
+    plan = routed._jdf.queryExecution().executedPlan()
+    jvm = spark._jvm
+    stages = jvm.org.apache.spark.sql.execution.debug.package.codegenStringSeq(plan)
+    sizes = [stages.apply(i)._3().maxMethodCodeSize() for i in range(stages.size())]
+    assert sizes, "the rules run in generated code"
+    assert max(sizes) <= 8000, f"a generated method of {max(sizes)} bytes of bytecode: the JIT skips it"

@@ -30,6 +30,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The batch's time, a column of the validated rows: ``validate`` adds it, ``routed`` writes it in
 #: dead letters as ``RejectedAt``.
 BATCH_TIME = "batch_time"
+#: The field a rejected row's detail quotes (a column of validate's own, dropped before it returns).
+DETAIL_ARGUMENT = "_detail_argument"
 
 
 def instant(value: datetime) -> Column:
@@ -85,7 +87,10 @@ def validate(lines: DataFrame, now: Column | None = None, future_tolerance_secon
     """
     fields, typed, verdict = _validation(future_tolerance_seconds)
     df = lines.withColumn(BATCH_TIME, now if now is not None else F.current_timestamp())
-    return df.withColumn("fields", fields).select("*", *typed).withColumns(verdict)
+    df = df.withColumn("fields", fields).select("*", *typed)
+    for name, column in verdict.items():  # in order: each may name the one before
+        df = df.withColumn(name, column)
+    return df.drop(DETAIL_ARGUMENT)
 
 
 @functools.cache
@@ -121,19 +126,15 @@ def _validation(future_tolerance_seconds: int) -> tuple[Column, tuple[Column, ..
     ranges_ok = F.lit(True)
     for name, allowed in rules.RANGES.items():
         ranges_ok = ranges_ok & _in_range(col(name), allowed)
-    failures: dict[str, tuple[Column, Column]] = {
+    # code -> (failed, the detail's format, the field it quotes, if any).
+    failures: dict[str, tuple[Column, str, Column | None]] = {
         "too_long": (
             F.length("value") > rules.MAX_LINE_LENGTH,
-            F.format_string(f"a line has at most {rules.MAX_LINE_LENGTH} characters, got %d", F.length("value")),
+            f"a line has at most {rules.MAX_LINE_LENGTH} characters, got %s",
+            F.length("value"),
         ),
-        "bad_shape": (
-            ~shape_ok,
-            F.format_string(f"expected {rules.FIELD_COUNT} fields, got %d", F.size("fields")),
-        ),
-        "bad_timestamp": (
-            col("TimeStamp").isNull(),
-            F.format_string("not an ISO 8601 date-time: '%s'", quote(ts_text)),
-        ),
+        "bad_shape": (~shape_ok, f"expected {rules.FIELD_COUNT} fields, got %s", F.size("fields")),
+        "bad_timestamp": (col("TimeStamp").isNull(), "not an ISO 8601 date-time: '%s'", ts_text),
         "future_timestamp": (
             # Compared as fixed-width text (chronological for years 1-9999): the limit folds into a
             # string constant, which generated code references, where a timestamp constant would be
@@ -143,30 +144,54 @@ def _validation(future_tolerance_seconds: int) -> tuple[Column, tuple[Column, ..
             # (tests/integration/test_delivery.py checks that later batches compile nothing).
             F.date_format(col("TimeStamp"), _SORTABLE)
             > F.date_format(now + F.make_dt_interval(secs=F.lit(future_tolerance_seconds)), _SORTABLE),
-            F.format_string("%s is ahead of processing time", quote(ts_text)),
+            "%s is ahead of processing time",
+            ts_text,
         ),
-        "bad_number": (~numbers_ok, F.lit("a numeric field is not a finite number")),
+        "bad_number": (~numbers_ok, "a numeric field is not a finite number", None),
         "out_of_range": (
             ~ranges_ok,
-            F.lit("outside the valid ranges: " + ", ".join(f"{n} {r.describe()}" for n, r in rules.RANGES.items())),
+            "outside the valid ranges: " + ", ".join(f"{n} {r.describe()}" for n, r in rules.RANGES.items()),
+            None,
         ),
         "bad_beach": (
             ~field["Beach"].rlike(rules.BEACH_PATTERN),
-            F.format_string("beach must match [A-Za-z0-9_]{1,64}: '%s'", quote(field["Beach"])),
+            "beach must match [A-Za-z0-9_]{1,64}: '%s'",
+            field["Beach"],
         ),
         "bad_id": (
             col("MeasurementID").isNull() | (col("MeasurementID") < rules.ID_MIN),
-            F.format_string("MeasurementID must be an integer in [1, 2^63-1]: '%s'", quote(id_text)),
+            "MeasurementID must be an integer in [1, 2^63-1]: '%s'",
+            id_text,
         ),
     }
     assert tuple(failures) == rules.CHECKS, "transforms is out of step with rules.CHECKS"
-    reason: Column = F.lit(None).cast("string")
-    detail: Column = F.lit(None).cast("string")
-    for code in reversed(rules.CHECKS):
-        failed, text = failures[code]
-        reason = F.when(failed, F.lit(code)).otherwise(reason)
-        detail = F.when(failed, text).otherwise(detail)
-    return fields, typed, {"reason": reason, "detail": detail}
+    # Flat CASE WHENs, and one format for the detail, chosen by the reason: the checks nested and
+    # written again for the detail made generated code that Spark rebuilt as text for every
+    # micro-batch (the cost grows with the nesting) and a method of 10,089 bytes of bytecode, which
+    # the JVM never compiles (HotSpot interprets a method above 8,000: its HugeMethodLimit).
+    is_code = {code: F.col("reason") == code for code in failures}
+    reason = _case([(failed, F.lit(code)) for code, (failed, _, _) in failures.items()])
+    # A format without an argument must not read a '%' of its own text as one.
+    template = _case(
+        [(is_code[code], F.lit(text if arg is not None else text.replace("%", "%%")))
+         for code, (_, text, arg) in failures.items()]
+    )  # fmt: skip
+    quoted = _case([(is_code[code], arg.cast("string")) for code, (_, _, arg) in failures.items() if arg is not None])
+    verdict = {
+        "reason": reason,
+        DETAIL_ARGUMENT: quoted,
+        "detail": F.printf(template, quote(F.col(DETAIL_ARGUMENT))),
+    }
+    return fields, typed, verdict
+
+
+def _case(branches: list[tuple[Column, Column]]) -> Column:
+    """One flat ``CASE WHEN c1 THEN v1 WHEN c2 THEN v2 ... END`` (null when no condition holds)."""
+    (condition, value), *rest = branches
+    column = F.when(condition, value)
+    for condition, value in rest:
+        column = column.when(condition, value)
+    return column
 
 
 def _document_columns() -> list[Column]:
