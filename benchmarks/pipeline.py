@@ -6,34 +6,42 @@ On this machine, with the real job (spark-submit, local[2]) and the running Kafk
 MongoDB-wire server (started for the run when they are not up; the rest of the stack should be
 down: its load would be counted), this measures:
 
-1. **Ceilings**, each part alone: the broker (librdkafka produce -> consume), the store
-   (``insert_many`` of the same documents, as the job writes them), Spark (parse + validate +
-   shape the output, from memory, no I/O).
-2. **Live-rate delay** at 100, 1,000 and 5,000 readings/s: a load generator (``loadgen.py``,
+1. **Live-rate delay** at 100, 1,000 and 5,000 readings/s: a load generator (``loadgen.py``,
    librdkafka) sends readings stamped with the current time; the delay is from that stamp to the
-   broker's append time on CleanSensorData (the bench's clean topic uses ``LogAppendTime``; the
-   append happens inside the job's open transaction), to the moment the bench's ``read_committed``
-   reader got it (after the commit: what "kept up" is judged on), and to the store's acknowledgement
-   of its insert (the job's per-batch histograms, taken from the job log by time, not by id).
-3. **Maximum sustained rate**: offered rates stepped up; a rate is kept up with when every reading
-   was published and stored within 5 s of the last send, the lag never exceeded 5 s of input, and
-   the 99th percentile reading -> CleanSensorData was within 2 s. Each phase's delays are those of
-   its own readings (by MeasurementID), never the previous phase's tail.
-4. **CPU ms per 1,000 readings for each process**, from ``/proc/<pid>/stat`` (user + system,
+   moment the bench's ``read_committed`` reader got it (after the commit: what "kept up" is judged
+   on), to the broker's append time on CleanSensorData (the bench's clean topic uses
+   ``LogAppendTime``; the append happens inside the job's open transaction), and to the store's
+   acknowledgement of its insert (the job's per-batch histograms, each naming the ids it holds).
+   Each phase's figures are those of its own readings (by MeasurementID), never the previous
+   phase's tail.
+2. **Maximum sustained rate**: offered rates stepped up; a rate is kept up with when every reading
+   was read within 5 s of the last send, the lag (sampled each second) never exceeded 5 s of input
+   and did not grow over the step (its last third's mean within one trigger's worth of input of its
+   first third's), and the 99th percentile reading -> read was within 2 s.
+3. **CPU ms per 1,000 readings for each process**, from ``/proc/<pid>/stat`` (user + system,
    children included), per phase: broker, store, Spark JVM, the job's Python driver, Spark's Python
    workers, dashboard, load generator, and the bench's own process (``harness``: its reader of
    CleanSensorData), which is reported apart from the pipeline's sum; with the machine's steal time
    (``/proc/stat``) per phase and its CPU model.
+4. **Ceilings**, each part alone, in every round after its capacity search (the job and dashboard
+   idle beside them): the broker (librdkafka produce -> consume, after an unmeasured pass), the store
+   (``insert_many`` of the same documents as the job writes them, into a collection with the
+   pipeline's indexes), Spark (the job's ``foreachBatch`` plan and its Python task without I/O, on
+   micro-batches of the size the job met at the round's sustained rate); and the sustained rate over
+   the tightest, over the stages one after the other on the same cores (1 / sum(1 / ceiling)) and
+   over their sum.
 5. **Baseline**, the original design's per-reading path (HTTP GET, synchronous send, consume,
-   validate, ``insert_one``, synchronous send), timed start to end like the pipeline.
+   validate, ``insert_one``, synchronous send), timed start to end like the pipeline, once.
 
 Before anything is measured, the job runs at 1,000 readings/s until the JVMs (the job's and the
 broker's) have compiled their hot code: their JIT compiler threads' CPU is measured per phase, and
 the warm-up ends when it falls under ``JIT_SETTLED`` (or after ``--warmup-seconds``). Each phase
-reports what the compilers still used, which its CPU figures include.
+reports what the compilers still used, which its CPU figures include. ``--repeat`` runs the live
+rates, the capacity search and the ceilings again, one round after the other on the same warm job.
 
-Prints a table; writes ``benchmarks/results/bench.json`` and ``bench.png``. Every topic and
-database it creates is removed afterwards. Figures only: nothing here asserts a time.
+Prints a table; writes ``benchmarks/results/bench-<commit>.json`` and ``.png`` (``-dirty`` when the
+work tree differs from the commit), with the machine, the versions and the stack's settings. Every
+topic and database it creates is removed afterwards. Figures only: nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -269,6 +277,7 @@ class Bench:
             topics = [*self.settings.topics, *self.extra_topics]
             for future in self.admin.delete_topics(topics).values():
                 future.result(30)
+        del self.admin  # its client closes now, not with reconnect attempts after the stack stops
         shutil.rmtree(self.settings.checkpoint_location, ignore_errors=True)
 
     def env(self) -> dict[str, str]:
@@ -334,7 +343,7 @@ class CleanDelays(threading.Thread):
         )
         try:
             while not self.stop.is_set():
-                batch = consumer.consume(5000, 0.2)
+                batch = consumer.consume(5000, 0.02)  # returns at its timeout: a later stamp, a longer delay
                 now = time.time()
                 delays = []
                 for message in batch:
@@ -355,14 +364,20 @@ class CleanDelays(threading.Thread):
             consumer.close()
 
 
-def store_delays(log_text: str) -> dict[str, float]:
-    """Reading timestamp -> stored, from the job's per-batch histograms (the moment the store
-    acknowledged each insert; 10 ms buckets): a query per reading would cost FerretDB a scan."""
+STORE_DELAY = re.compile(r"store delay \((\d+) ms buckets, MeasurementIDs (\d+)-(\d+)\): (\{.*\})")
+
+
+def store_delays(log_text: str, first: int, end: int) -> dict[str, float]:
+    """Reading timestamp -> stored of the readings with ids in [first, end), from the job's per-batch
+    histograms (the moment the store acknowledged each insert; 10 ms buckets), each of which names the
+    lowest and highest id it holds: a query per reading would cost FerretDB a scan."""
     histogram: dict[int, int] = {}
     width = 10
-    for match in re.finditer(r"store delay \((\d+) ms buckets\): (\{.*\})", log_text):
+    for match in STORE_DELAY.finditer(log_text):
+        if not first <= int(match.group(2)) < end:  # another phase's batch (phases never share one)
+            continue
         width = int(match.group(1))
-        for bucket, count in json.loads(match.group(2)).items():
+        for bucket, count in json.loads(match.group(4)).items():
             histogram[int(bucket)] = histogram.get(int(bucket), 0) + count
     total = sum(histogram.values())
     out: dict[str, float] = {"n": total}
@@ -386,6 +401,8 @@ class Stream:
     meter: CpuMeter
     clean: CleanDelays
     job_log: Path
+    #: The job's trigger: the lag a kept-up step may gain over its course is one trigger's worth of input.
+    trigger_seconds: float
     next_id: int = FIRST_ID
     #: Readings each phase sent, by its first id.
     sent: dict[int, int] = field(default_factory=dict)
@@ -408,27 +425,27 @@ class Stream:
         log_start = self.job_log.stat().st_size
         before, steal_before, started = self.meter.snapshot(), steal_ticks(), time.monotonic()
         process = self.bench.loadgen(rate, seconds, first)
-        max_lag = 0
+        lags: list[int] = []  # readings sent but not yet read, once a second
         while process.poll() is None:
             time.sleep(1.0)
             raw = self.bench.end_offsets(self.bench.settings.raw_topic) - raw_start  # no markers: not transactional
-            max_lag = max(max_lag, raw - self.clean.read(first))
+            lags.append(raw - self.clean.read(first))
         sent = finish_loadgen(process)
         self.sent[first] = sent["sent"]
         drained = self.wait_drained(60.0 if rate <= 5000 else 30.0)
         drain = time.time() - sent["ended"] if drained is not None else None
         after, steal_after, elapsed = self.meter.snapshot(), steal_ticks(), time.monotonic() - started
         after["loadgen"] = before["loadgen"] + sent["cpu"]  # its own figure: it has exited
-        with self.job_log.open("rb") as log:
-            log.seek(log_start)
-            stored = store_delays(log.read().decode(errors="replace"))
+        stored = self.stored_delays(log_start, first, sent["sent"])
         offered = sent["sent"] / max(sent["ended"] - sent["started"], 1e-9)
         appended, visible = self.clean.take(first, self.next_id)
         clean, seen = summary(appended), summary(visible)
+        growing = lag_growing(lags, rate * self.trigger_seconds)
         kept_up = (
             drain is not None
             and drain <= DRAIN_LIMIT
-            and max_lag <= rate * DRAIN_LIMIT
+            and max(lags, default=0) <= rate * DRAIN_LIMIT
+            and not growing
             and seen["n"] == sent["sent"]  # every reading of the phase read, none lost to a late take
             and seen["p99"] <= P99_LIMIT
         )
@@ -442,11 +459,38 @@ class Stream:
             "clean_delay_s": clean,
             "visible_delay_s": seen,
             "stored_delay_s": stored,
-            "max_lag": max_lag,
+            "first_id": first,
+            "max_lag": max(lags, default=0),
+            "lag_growing": growing,
+            "lag_samples": lags,
+            "elapsed_s": elapsed,
             "drain_s": drain,
             "kept_up": kept_up,
             "cpu_ms_per_1k": per_thousand(before, after, sent["sent"]),
         }
+
+    def stored_delays(self, log_start: int, first: int, sent: int) -> dict[str, float]:
+        """The phase's store delays; the job logs a batch's histogram after its transactions commit, so
+        the reader may have read the phase's last readings first: waits up to 5 s for all of them."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            with self.job_log.open("rb") as log:
+                log.seek(log_start)
+                stored = store_delays(log.read().decode(errors="replace"), first, first + PHASE_IDS)
+            if stored["n"] >= sent or time.monotonic() > deadline:
+                return stored
+            time.sleep(0.1)
+
+
+def lag_growing(lags: list[int], allowance: float) -> bool:
+    """Whether the lag grew over the phase: its mean over the last third of the samples (one a second)
+    above the first third's by more than ``allowance`` (one trigger's worth of input: a micro-batch
+    waits at most that long). A pipeline a few per cent slower than the offered rate stays within
+    the other limits for a 45 s step, but not this one."""
+    third = len(lags) // 3
+    if third < 2:  # too short a phase to tell a trend from a micro-batch's sawtooth
+        return False
+    return statistics.mean(lags[-third:]) > statistics.mean(lags[:third]) + allowance
 
 
 def warm_up(stream: Stream, limit: float) -> dict[str, Any]:
@@ -487,8 +531,13 @@ def max_sustained(stream: Stream, rates: list[float], seconds: float) -> tuple[f
 
 
 def broker_ceiling(bench: Bench, count: int) -> float:
-    """librdkafka produce -> consume of ``count`` readings through a fresh topic: readings/s."""
-    topic = f"{bench.settings.raw_topic}-ceiling"
+    """librdkafka produce -> consume of ``count`` readings through a fresh topic, after an unmeasured
+    pass of a quarter of that through another (the broker's JIT and page cache warm): readings/s."""
+    produce_consume(bench, count // 4, f"{bench.settings.raw_topic}-ceiling-warm-{uuid.uuid4().hex[:6]}")
+    return produce_consume(bench, count, f"{bench.settings.raw_topic}-ceiling-{uuid.uuid4().hex[:6]}")
+
+
+def produce_consume(bench: Bench, count: int, topic: str) -> float:
     bench.create_topic(topic)
     consumer = Consumer({"bootstrap.servers": bench.settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
@@ -552,36 +601,69 @@ def store_ceiling(bench: Bench, count: int) -> float:
 
 
 SPARK_CEILING = """
-import sys, time
-from pyspark.sql import SparkSession
-from sensor_pipeline.job import transforms
-sys.path.insert(0, sys.argv[2])
+import json, sys, time
+from datetime import UTC, datetime
+sys.path[:0] = [sys.argv[3], sys.argv[4]]
+import structure_validate_store as job
 from loadgen import bodies
-count = int(sys.argv[1])
-spark = SparkSession.builder.master("local[2]").config("spark.sql.session.timeZone", "UTC") \\
-    .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2").getOrCreate()
+from sensor_pipeline.config import load_settings
+from sensor_pipeline.job.writer import BatchWriter
+count, batch = int(sys.argv[1]), int(sys.argv[2])
+spark = job.session()  # the job's session settings
 spark.sparkContext.setLogLevel("ERROR")
+settings = load_settings()
+writer = BatchWriter(settings)
 pool = bodies()
-lines = spark.createDataFrame(
-    [(f"2026-01-01T00:00:00.000000Z {pool[i % len(pool)][1]} {i + 1}", "raw", i % 3, i) for i in range(count)],
-    "value string, topic string, partition int, offset long").repartition(2).cache()
-lines.count()
-best = None
-for _ in range(3):
-    started = time.perf_counter()
-    # What the job computes per row: verdict, stored document and Kafka record, in one projection.
-    transforms.routed(transforms.validate(lines)).write.format("noop").mode("overwrite").save()
-    elapsed = time.perf_counter() - started
-    best = elapsed if best is None else min(best, elapsed)
-print(count / best)
+stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+def task(batches):
+    # The job's Python task without its I/O: rows out of Arrow, the stored documents built.
+    import pyarrow as pa
+    from sensor_pipeline.contract import schema
+    from sensor_pipeline.job import python_worker
+    python_worker.prepare()
+    rows = [r for b in batches for r in b.to_pylist()]
+    documents = [schema.to_document(r) for r in rows if r["reason"] is None]
+    yield pa.RecordBatch.from_pydict({"counts": [json.dumps({"n": len(rows), "documents": len(documents)})]})
+
+def micro_batch(k):
+    # Raw records as the Kafka source gives them, one Spark partition per Kafka partition (2).
+    records = [(f"{stamp} {pool[i % len(pool)][1]} {i + 1}".encode(), settings.raw_topic, i % 2, i // 2)
+               for i in range(k * batch, (k + 1) * batch)]
+    frame = spark.createDataFrame(records, "value binary, topic string, partition int, offset long")
+    frame = frame.repartition(2, "partition").cache()
+    frame.count()
+    return frame
+
+def run(frames):
+    rows = 0
+    for frame in frames:
+        out = writer.routed(frame, datetime.now(UTC)).mapInArrow(task, "counts string").collect()
+        rows += sum(json.loads(r.counts)["n"] for r in out)
+    return rows
+
+warm = [micro_batch(k) for k in range(20)]
+for _ in range(3):  # unmeasured: the JIT compiles the generated code and Spark's per-batch path
+    run(warm)
+frames = [micro_batch(20 + k) for k in range(max(count // batch, 1))]
+started = time.perf_counter()
+rows = run(frames)
+print(rows / (time.perf_counter() - started))
 """
 
 
-def spark_ceiling(count: int) -> float:
-    """Spark alone, from memory: parse + validate + each row's record (the job's projection), written nowhere."""
-    out = subprocess.run([sys.executable, "-c", SPARK_CEILING, str(count), str(ROOT / "benchmarks")],
-                         env={**os.environ, "PYSPARK_PYTHON": sys.executable}, capture_output=True, text=True,
-                         check=True, timeout=600)  # fmt: skip
+#: The job's master and driver memory, no UI.
+SPARK_SUBMIT = "--master local[2] --driver-memory 2g --conf spark.ui.enabled=false pyspark-shell"
+
+
+def spark_ceiling(count: int, batch: int) -> float:
+    """Spark alone: the job's ``foreachBatch`` plan (validation against the batch's time, the stored
+    document and Kafka record of each row) and its Python task without I/O (rows out of Arrow, documents
+    built), on micro-batches of ``batch`` raw records held in memory, one after the other: readings/s."""
+    out = subprocess.run([sys.executable, "-c", SPARK_CEILING, str(count), str(batch), str(ROOT / "benchmarks"),
+                          str(ROOT / "jobs")],
+                         env={**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_SUBMIT_ARGS": SPARK_SUBMIT},
+                         capture_output=True, text=True, check=True, timeout=900)  # fmt: skip
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -705,21 +787,24 @@ def report_step(kind: str, step: dict[str, Any]) -> None:
     print(f"  {kind} {step['rate']:>8,.0f}/s  sent {step['sent_per_s']:>9,.0f}/s  clean p50 {fmt(clean['p50'])} "
           f"p99 {fmt(clean['p99'])} max {fmt(clean['max'])} s (read p99 {fmt(read['p99'])}, {read['n']:,} read)  "
           f"stored p50 {fmt(step['stored_delay_s']['p50'])} s  "
-          f"lag max {step['max_lag']:,}  drained {fmt(step['drain_s'], 1)} s  "
+          f"lag max {step['max_lag']:,}{' GROWING' if step['lag_growing'] else ''}  "
+          f"drained {fmt(step['drain_s'], 1)} s  "
           f"{'kept up' if step['kept_up'] else 'FELL BEHIND'}  pipeline CPU {fmt(cpu['pipeline'], 0)} ms/1k "
           f"(harness {fmt(cpu['harness'], 0)}, JIT {step['jit_cores']:.3f} cores)  steal {step['steal_percent']:.1f}%",
           flush=True)  # fmt: skip
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["", "Delay, reading timestamp -> CleanSensorData (broker append time) and -> found in the store (s)",
-             f"{'rate/s':>8} {'sent/s':>9} | {'clean p50':>9} {'p95':>6} {'p99':>6} {'max':>6} | "
-             f"{'stored p50':>10} {'p95':>6} {'p99':>6} {'max':>6}"]  # fmt: skip
+    lines = ["", "Delay, reading timestamp -> read by a read_committed consumer, -> CleanSensorData (broker append "
+             "time, inside the transaction) and -> acknowledged by the store (s)",
+             f"{'rate/s':>8} {'sent/s':>9} | {'read p50':>8} {'p99':>6} | {'clean p50':>9} {'p95':>6} {'p99':>6} "
+             f"{'max':>6} | {'stored p50':>10} {'p95':>6} {'p99':>6} {'max':>6}"]  # fmt: skip
     if not results["live"]:  # --capacity-only: the steps' delays were printed as they ran
         lines = []
     for step in results["live"]:
-        c, s = step["clean_delay_s"], step["stored_delay_s"]
-        lines.append(f"{step['rate']:>8,.0f} {step['sent_per_s']:>9,.0f} | {fmt(c['p50']):>9} {fmt(c['p95']):>6} "
+        c, s, r = step["clean_delay_s"], step["stored_delay_s"], step["visible_delay_s"]
+        lines.append(f"{step['rate']:>8,.0f} {step['sent_per_s']:>9,.0f} | {fmt(r['p50']):>8} {fmt(r['p99']):>6} | "
+                     f"{fmt(c['p50']):>9} {fmt(c['p95']):>6} "
                      f"{fmt(c['p99']):>6} {fmt(c['max']):>6} | {fmt(s['p50']):>10} {fmt(s['p95']):>6} "
                      f"{fmt(s['p99']):>6} {fmt(s['max']):>6}")  # fmt: skip
     lines += ["", "CPU ms per 1,000 readings, per process (from /proc)",
@@ -733,15 +818,40 @@ def table(results: dict[str, Any]) -> str:
     if "ceilings" not in results:  # --capacity-only
         lines.append(f"  pipeline, max sustained    {best:>12,.0f}")
         return "\n".join(lines)
-    ceilings = results["ceilings"]
-    tightest = min(ceilings, key=ceilings.get)
+    ceilings = ceiling_medians(results)
     for name, value in ceilings.items():
-        lines.append(f"  ceiling, {name} alone{'':<{10 - len(name)}} {value:>12,.0f}")
-    lines.append(f"  pipeline, max sustained    {best:>12,.0f}   = {100 * best / ceilings[tightest]:.0f}% of the "
-                 f"tightest ceiling ({tightest})")  # fmt: skip
+        spread_ = min_median_max([c[name] for c in results["ceilings"]], 0)
+        lines.append(f"  ceiling, {name} alone{'':<{10 - len(name)}} {value:>12,.0f}   (min / median / max {spread_})")
+    ratios = ceiling_ratios(best, ceilings)
+    lines.append(
+        f"  pipeline, max sustained    {best:>12,.0f}   = {ratios['tightest']:.0%} of the tightest ceiling "
+        f"({min(ceilings, key=ceilings.__getitem__)})"
+    )
+    in_series, total = 1 / sum(1 / c for c in ceilings.values()), sum(ceilings.values())
+    lines.append(
+        f"  the stages one after the other on these cores, 1 / sum(1 / ceiling): {in_series:,.0f}/s; "
+        f"pipeline = {ratios['in_series']:.0%} of it"
+    )
+    lines.append(f"  the sum of the ceilings: {total:,.0f}/s; pipeline = {ratios['sum']:.1%} of it")  # fmt: skip
     base = results["baseline_per_s"]
     lines.append(f"  baseline (original style)  {base:>12,.0f}   pipeline = {best / base:,.0f}x baseline")
     return "\n".join(lines)
+
+
+def ceiling_medians(results: dict[str, Any]) -> dict[str, float]:
+    """Each part's ceiling, the median over the rounds."""
+    return {name: statistics.median(c[name] for c in results["ceilings"]) for name in ("broker", "store", "spark")}
+
+
+def ceiling_ratios(best: float, ceilings: dict[str, float]) -> dict[str, float]:
+    """The sustained rate over: the tightest ceiling; the rate of the stages run one after the other on
+    the same cores, 1 / sum(1 / ceiling) (each reading costs every stage its share of the machine:
+    the bound for stages that share the cores); and the plain sum of the ceilings."""
+    return {
+        "tightest": best / min(ceilings.values()),
+        "in_series": best * sum(1 / c for c in ceilings.values()),
+        "sum": best / sum(ceilings.values()),
+    }
 
 
 def min_median_max(values: list[float], digits: int) -> str:
@@ -757,23 +867,27 @@ def rounds(results: dict[str, Any]) -> list[int]:
 
 
 def spread(results: dict[str, Any]) -> list[str]:
-    """With several rounds (``--repeat``): min / median / max per rate of the clean delay's p50 and p99 and
-    the pipeline's CPU per 1,000 readings, and of the sustained rate (a rate counts where it kept up)."""
+    """With several rounds (``--repeat``): min / median / max per rate, over every round that ran it (kept
+    up or not), of the delay to the reader (what "kept up" judges: after the commit) at p50 and p99,
+    the clean delay's p99 (to the broker's append, inside the transaction) and the pipeline's CPU per
+    1,000 readings; and of the sustained rate."""
     if len(rounds(results)) < 2:
         return []
-    lines = ["", f"Spread over {len(rounds(results))} rounds: min / median / max",
-             f"{'rate/s':>8} {'kept up':>8} | {'clean p50 (s)':>20} | {'clean p99 (s)':>20} | "
-             f"{'pipeline CPU ms/1k':>22}"]  # fmt: skip
+    lines = ["", f"Spread over {len(rounds(results))} rounds: min / median / max, every round that ran the rate",
+             f"{'rate/s':>8} {'kept up':>8} | {'read p50 (s)':>20} | {'read p99 (s)':>20} | "
+             f"{'clean p99 (s)':>20} | {'pipeline CPU ms/1k':>22}"]  # fmt: skip
 
     by_rate: dict[float, list[dict[str, Any]]] = {}
     for step in results["live"] + results["steps"]:
         by_rate.setdefault(step["rate"], []).append(step)
     for rate, steps in sorted(by_rate.items()):
         kept = [s for s in steps if s["kept_up"]]
-        p50 = min_median_max([s["clean_delay_s"]["p50"] for s in kept], 2)
-        p99 = min_median_max([s["clean_delay_s"]["p99"] for s in kept], 2)
-        cpu = min_median_max([s["cpu_ms_per_1k"]["pipeline"] for s in kept], 0)
-        lines.append(f"{rate:>8,.0f} {f'{len(kept)} of {len(steps)}':>8} | {p50:>20} | {p99:>20} | {cpu:>22}")
+        p50 = min_median_max([s["visible_delay_s"]["p50"] for s in steps], 2)
+        p99 = min_median_max([s["visible_delay_s"]["p99"] for s in steps], 2)
+        clean = min_median_max([s["clean_delay_s"]["p99"] for s in steps], 2)
+        cpu = min_median_max([s["cpu_ms_per_1k"]["pipeline"] for s in steps], 0)
+        lines.append(f"{rate:>8,.0f} {f'{len(kept)} of {len(steps)}':>8} | {p50:>20} | {p99:>20} | {clean:>20} | "
+                     f"{cpu:>22}")  # fmt: skip
     sustained = results["sustained_per_round"]
     lines.append(f"  max sustained per round: {', '.join(f'{v:,.0f}' for v in sustained)} "
                  f"(min / median / max {min_median_max(sustained, 0)})")  # fmt: skip
@@ -809,16 +923,36 @@ def chart(results: dict[str, Any], path: Path) -> None:
     right.set_title("CPU per stage")
     right.tick_params(axis="x", rotation=45)
     right.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle(f"sensor-pipeline bench, {results['date']}, {results['machine']['cores']} cores")
+    fig.suptitle(f"sensor-pipeline bench, commit {results['commit']}, {results['date']}, "
+                 f"{results['machine']['cores']} cores (round 1)")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
 
 def machine() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())  # fmt: skip
+    """The machine: cores, CPU (model name, family, model, stepping, clock), memory, kernel."""
+    cpu: dict[str, str] = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "cpu family", "model", "stepping", "cpu MHz") and key.strip() not in cpu:
+            cpu[key.strip()] = value.strip()
     memory = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
-    return {"cores": os.cpu_count(), "cpu": model, "memory_gib": memory, "kernel": platform.release()}
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu.get("model name", platform.processor()),
+        "cpu_id": {key: cpu.get(key) for key in ("cpu family", "model", "stepping", "cpu MHz")},
+        "memory_gib": memory,
+        "kernel": platform.release(),
+    }
+
+
+def source_state() -> tuple[str, bool]:
+    """The commit measured and whether the work tree differs from it (then its figures are not the commit's)."""
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                            check=False)  # fmt: skip
+    return commit.stdout.strip() or "unknown", bool(status.stdout.strip())
 
 
 def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it prints
@@ -848,7 +982,7 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
     parser.add_argument(
         "--capacity-only", action="store_true",
         help="only the warm-up and the capacity search over --steps (no ceilings, baseline or live rates); "
-        "writes capacity.json beside bench.json",
+        "writes capacity-<commit>.json",
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:
@@ -865,13 +999,23 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
     base = settings_from_env_map(load(ROOT).settings)
     work = ROOT / ".local-stack" / "bench"
     work.mkdir(parents=True, exist_ok=True)
-    git = ["git", "rev-parse", "--short", "HEAD"]
-    commit = subprocess.run(git, cwd=ROOT, capture_output=True, text=True, check=False).stdout
+    commit, dirty = source_state()
+    definition = load(ROOT)
     results: dict[str, Any] = {
         "options": {key: str(value) for key, value in vars(args).items()},
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit.strip() or "unknown",
+        "commit": commit,
+        "dirty": dirty,
         "machine": machine(),
+        "versions": definition.versions,
+        "stack": {  # what the local stack ran with
+            "trigger_seconds": args.trigger_seconds if args.trigger_seconds is not None else base.trigger_seconds,
+            "topic_partitions": base.topic_partitions,
+            "insert_chunk": base.insert_chunk,
+            "max_offsets_per_trigger": base.max_offsets_per_trigger,
+            "ferretdb_insert_batch": artifacts.FERRETDB_INSERT_BATCH,
+            "spark_master": "local[2]",
+        },
     }
     print(f"machine: {results['machine']}", flush=True)
     with local_infra(base):
@@ -880,20 +1024,14 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
             meter = CpuMeter()
             infra_pids(meter, base)
             if not args.capacity_only:
-                print("ceilings (each part alone) ...", flush=True)
-                results["ceilings"] = {
-                    "broker": broker_ceiling(bench, args.ceiling_count),
-                    "store": store_ceiling(bench, args.ceiling_count // 2),
-                    "spark": spark_ceiling(args.ceiling_count),
-                }
-                print(f"  {json.dumps({k: round(v) for k, v in results['ceilings'].items()})}", flush=True)
                 print(f"baseline, original style, {args.baseline_count} readings ...", flush=True)
                 results["baseline_per_s"] = baseline(bench, args.baseline_count)
             clean = CleanDelays(bench.settings)
             job_args = ("--trigger-seconds", str(args.trigger_seconds)) if args.trigger_seconds is not None else ()
             with job_and_dashboard(bench, meter, args.dashboard_port, job_args):
                 clean.start()
-                stream = Stream(bench, meter, clean, work / "job.log")
+                trigger = args.trigger_seconds if args.trigger_seconds is not None else base.trigger_seconds
+                stream = Stream(bench, meter, clean, work / "job.log", trigger)
                 print(
                     f"warming up at 1,000 readings/s until the JIT settles (< {JIT_SETTLED} cores, at most "
                     f"{args.warmup_seconds:.0f} s; not reported) ...",
@@ -901,6 +1039,8 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
                 )
                 results["warmup"] = warm_up(stream, args.warmup_seconds)
                 results["live"], results["steps"], results["sustained_per_round"] = [], [], []
+                if not args.capacity_only:
+                    results["ceilings"] = []
                 for number in range(1, args.repeat + 1):
                     if args.repeat > 1:
                         print(f"round {number} of {args.repeat}", flush=True)
@@ -913,19 +1053,33 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
                     results["steps"] += [step | {"round": number} for step in searched]
                     kept = [s["sent_per_s"] for s in live if s["kept_up"]]
                     results["sustained_per_round"].append(max([best, *kept]))
+                    if not args.capacity_only:
+                        # Each part alone, in every round, beside the idle job and dashboard; Spark on
+                        # micro-batches of the size the job met at the round's sustained rate.
+                        batch = max(1000, round(results["sustained_per_round"][-1] * trigger))
+                        print(f"ceilings (each part alone; Spark in batches of {batch:,}) ...", flush=True)
+                        ceilings = {
+                            "broker": broker_ceiling(bench, args.ceiling_count),
+                            "store": store_ceiling(bench, args.ceiling_count // 2),
+                            "spark": spark_ceiling(args.ceiling_count, batch),
+                        }
+                        results["ceilings"].append(ceilings | {"round": number, "spark_batch": batch})
+                        print(f"  {json.dumps({k: round(v) for k, v in ceilings.items()})}", flush=True)
                 results["max_sustained_per_s"] = statistics.median(results["sustained_per_round"])
                 clean.stop.set()
         finally:
             bench.cleanup()
+    if "ceilings" in results:
+        results["ceiling_ratios"] = ceiling_ratios(results["max_sustained_per_s"], ceiling_medians(results))
     print(table(results))
     args.out.mkdir(parents=True, exist_ok=True)
+    name = f"{'capacity' if args.capacity_only else 'bench'}-{commit}{'-dirty' if dirty else ''}"
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     if args.capacity_only:
-        (args.out / "capacity.json").write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwrote {args.out / 'capacity.json'}")
+        print(f"\nwrote {args.out / f'{name}.json'}")
         return 0
-    (args.out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    chart(results, args.out / "bench.png")
-    print(f"\nwrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
+    chart(results, args.out / f"{name}.png")
+    print(f"\nwrote {args.out / f'{name}.json'} and {args.out / f'{name}.png'}")
     return 0
 
 

@@ -281,3 +281,14 @@ def test_a_slice_starting_above_the_group_with_the_records_between_still_there_i
     """Another task holds offsets 5-19 (a partition split over tasks): delivering 20- would commit past them."""
     with pytest.raises(RuntimeError, match="split over Spark tasks"):
         deliver_after(faked, monkeypatch, group_at=5, log_start=0, slice_rows=raw_rows(20, 21))
+
+
+def test_the_store_delay_histogram_names_the_ids_it_holds_only_those_this_insert_stored(
+    faked: dict[str, Any],
+) -> None:
+    """``make bench`` gives each phase the histograms of its own readings, by these ids."""
+    faked["insert"] = store.WriteResult(2, duplicate_ids=(7,))  # 7: another record's, stored before
+    faked["sources"] = {7: source(99)}
+    one = delivery.Slice(SETTINGS, rows(5, 6, 7), dead_letter_refused=False)
+    one.insert(rows(5, 6, 7))
+    assert one.counts["store_ids"] == [5, 6] and sum(one.counts["store_delay"].values()) == 2

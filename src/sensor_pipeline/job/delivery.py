@@ -195,7 +195,7 @@ class Slice:
     def __init__(self, settings: Settings, rows: list[dict[str, Any]], dead_letter_refused: bool) -> None:
         self.settings, self.rows, self.dead_letter_refused = settings, rows, dead_letter_refused
         self.topic, self.partition = str(rows[0]["topic"]), int(rows[0]["partition"])
-        self.counts: dict[str, Any] = dict.fromkeys(COUNTS, 0) | {"store_delay": {}}
+        self.counts: dict[str, Any] = dict.fromkeys(COUNTS, 0) | {"store_delay": {}, "store_ids": []}
 
     def deliver(self, producer: Any) -> dict[str, Any]:
         from confluent_kafka import TopicPartition
@@ -312,10 +312,13 @@ class Slice:
         """Reading timestamp -> stored, for the documents this insert stored (``make bench``'s "stored")."""
         histogram: dict[int, int] = self.counts["store_delay"]
         skip = set(outcome.duplicate_ids) | {i for i, _ in outcome.rejected} | refused
-        for document in chunk:
-            if document["_id"] not in skip:
-                bucket = max(0, int(acknowledged - int(document["TimeStamp"])) // DELAY_BUCKET_MS)
-                histogram[bucket] = histogram.get(bucket, 0) + 1
+        stored = [document for document in chunk if document["_id"] not in skip]
+        for document in stored:
+            bucket = max(0, int(acknowledged - int(document["TimeStamp"])) // DELAY_BUCKET_MS)
+            histogram[bucket] = histogram.get(bucket, 0) + 1
+        # The lowest and highest id stored: whose readings the histogram holds (the bench's phases).
+        ids = [*self.counts["store_ids"], *(int(document["_id"]) for document in stored)]
+        self.counts["store_ids"] = [min(ids), max(ids)] if ids else []
 
     def rejection(self, row: dict[str, Any], error: str) -> str:
         """The ``store_rejected`` dead letter of a reading the store refused (InvalidSensorData's shape)."""

@@ -41,6 +41,9 @@ from sensor_pipeline.job import delivery, faults, transforms
 log = logging.getLogger("sensor_pipeline.job")
 #: The streaming query's name (the Spark UI's).
 QUERY_NAME = "structure_validate_store"
+#: A batch's store-delay histogram (reading timestamp -> the store's acknowledgement) and the lowest and
+#: highest MeasurementID it holds: ``make bench`` reads it (benchmarks/pipeline.py, by id).
+STORE_DELAY_LOG = "batch %d store delay (%d ms buckets, MeasurementIDs %d-%d): %s"
 
 
 def batch_time() -> datetime:
@@ -131,6 +134,7 @@ class BatchWriter:
         for one in slices:
             for bucket, number in one["store_delay"].items():
                 delay[bucket] = delay.get(bucket, 0) + number
+        ids = [int(i) for one in slices for i in one["store_ids"]]
         faults.hit("delivered")
         for name, value in counts.items():
             self.totals[name] += value
@@ -138,6 +142,4 @@ class BatchWriter:
         log.info("batch %d done in %.2f s: counts %s", batch_id, time.monotonic() - started, json.dumps(counts))
         if delay:
             ordered = dict(sorted(delay.items(), key=lambda item: int(item[0])))
-            log.info(
-                "batch %d store delay (%d ms buckets): %s", batch_id, delivery.DELAY_BUCKET_MS, json.dumps(ordered)
-            )
+            log.info(STORE_DELAY_LOG, batch_id, delivery.DELAY_BUCKET_MS, min(ids), max(ids), json.dumps(ordered))

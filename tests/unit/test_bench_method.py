@@ -1,0 +1,63 @@
+"""``make bench``'s judgements (benchmarks/pipeline.py): what counts as keeping up, whose store delays
+a phase reports, and how the sustained rate compares with the parts' ceilings. Figures only come from
+a bench run; these cases check the rules that turn samples into them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sensor_pipeline.job import delivery, writer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import pipeline
+
+
+def test_a_lag_that_keeps_growing_is_falling_behind_even_when_it_stays_small() -> None:
+    # 2 % slower than offered at 15,000/s: 300 more readings behind each second, for 45 s.
+    growing = [5_000 + 300 * second for second in range(45)]
+    assert max(growing) < 15_000 * pipeline.DRAIN_LIMIT, "the fixed lag limit alone passes it"
+    assert pipeline.lag_growing(growing, allowance=15_000 * 0.5)
+
+
+def test_a_micro_batch_sawtooth_is_not_a_growing_lag() -> None:
+    # A batch every 0.5 s at 15,000/s: the lag swings by a batch's worth and comes back.
+    sawtooth = [4_000 + (7_500 if second % 2 else 0) for second in range(45)]
+    assert not pipeline.lag_growing(sawtooth, allowance=15_000 * 0.5)
+
+
+def test_too_short_a_phase_shows_no_trend() -> None:
+    assert not pipeline.lag_growing([0, 10_000, 20_000, 30_000, 40_000], allowance=0)
+
+
+def histogram_line(batch: int, low: int, high: int, buckets: dict[str, int]) -> str:
+    """The job's log line, as its writer formats it."""
+    line = writer.STORE_DELAY_LOG % (batch, delivery.DELAY_BUCKET_MS, low, high, json.dumps(buckets))
+    return f"2026-12-07 01:00:00,000 INFO sensor_pipeline.job: {line}"
+
+
+def test_a_phase_takes_the_store_delays_of_its_own_readings_only() -> None:
+    first = pipeline.FIRST_ID + pipeline.PHASE_IDS  # the second phase's block of ids
+    log = "\n".join(
+        [
+            histogram_line(7, first - 50, first - 1, {"300": 50}),  # the previous phase's last batch, late
+            histogram_line(8, first, first + 99, {"40": 100}),
+            histogram_line(9, first + 100, first + 199, {"50": 100}),
+        ]
+    )
+    stored = pipeline.store_delays(log, first, first + pipeline.PHASE_IDS)
+    assert stored["n"] == 200
+    assert stored["p50"] == pytest.approx(0.41) and stored["max"] == pytest.approx(0.51)
+
+
+def test_the_sustained_rate_is_set_against_the_tightest_the_stages_in_series_and_the_sum() -> None:
+    ceilings = {"broker": 100_000.0, "store": 50_000.0, "spark": 25_000.0}
+    ratios: dict[str, Any] = pipeline.ceiling_ratios(10_000.0, ceilings)
+    assert ratios["tightest"] == pytest.approx(0.4)
+    # one reading costs 1/100,000 + 1/50,000 + 1/25,000 of a second of the machine: 14,286/s in series
+    assert ratios["in_series"] == pytest.approx(10_000 * (1 / 100_000 + 1 / 50_000 + 1 / 25_000))
+    assert ratios["sum"] == pytest.approx(10_000 / 175_000)
