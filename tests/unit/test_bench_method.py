@@ -30,6 +30,13 @@ def test_a_micro_batch_sawtooth_is_not_a_growing_lag() -> None:
     assert not pipeline.lag_growing(sawtooth, allowance=15_000 * 0.5)
 
 
+def test_batches_slower_than_the_trigger_are_a_sawtooth_not_a_trend() -> None:
+    # Near capacity a batch takes 2.02 s: sampled once a second, the sawtooth aliases into slow waves.
+    rate, period = 15_000, 2.02
+    sawtooth = [int(rate * ((second % period) + 0.3)) for second in range(60)]
+    assert not pipeline.lag_growing(sawtooth, allowance=rate * period)
+
+
 def test_too_short_a_phase_shows_no_trend() -> None:
     assert not pipeline.lag_growing([0, 10_000, 20_000, 30_000, 40_000], allowance=0)
 

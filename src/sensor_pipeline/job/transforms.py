@@ -168,7 +168,9 @@ def _validation(future_tolerance_seconds: int) -> tuple[Column, tuple[Column, ..
     # Flat CASE WHENs, and one format for the detail, chosen by the reason: the checks nested and
     # written again for the detail made generated code that Spark rebuilt as text for every
     # micro-batch (the cost grows with the nesting) and a method of 10,089 bytes of bytecode, which
-    # the JVM never compiles (HotSpot interprets a method above 8,000: its HugeMethodLimit).
+    # the JVM never compiles (HotSpot interprets a method above 8,000: its HugeMethodLimit). The JVM
+    # option -XX:-DontCompileHugeMethods would compile it, but must reach every driver and executor JVM
+    # (EMR's included); the unit case test_the_rules_compile_to_methods_the_jvm_compiles keeps it small.
     is_code = {code: F.col("reason") == code for code in failures}
     reason = _case([(failed, F.lit(code)) for code, (failed, _, _) in failures.items()])
     # A format without an argument must not read a '%' of its own text as one.
