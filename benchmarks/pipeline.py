@@ -121,6 +121,12 @@ def _stat(pid: int) -> tuple[int, float, float] | None:
     return ppid, (utime + stime) / TICKS, (cutime + cstime) / TICKS
 
 
+def _started(pid: int) -> int | None:
+    """A process's start time (clock ticks after boot): with its pid, who it is (pids are reused)."""
+    stat = _stat_fields(f"/proc/{pid}/stat")
+    return int(stat[1][19]) if stat is not None else None
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -176,9 +182,19 @@ def jit_delta(before: dict[str, float], after: dict[str, float], role: str) -> f
 
 @dataclass
 class CpuMeter:
-    """Cumulative CPU seconds per role; a role's processes are found by pid."""
+    """Cumulative CPU seconds per role; a role's processes are found by pid: the process tree under it.
+
+    A role's CPU is the sum, over its tree, of each process's own CPU and its reaped children's; a child
+    that ends is reaped by its parent, whose count takes over its CPU. A process that leaves the tree
+    (its parent ended first: re-parented to init) is still the role's: it is followed by pid and start
+    time, and when it ends outside the tree its last seen CPU stays counted. Without this, a Python
+    worker orphaned by PySpark's daemon took its CPU out of the sum: minus 50 s in one phase."""
 
     pids: dict[str, int] = field(default_factory=dict)
+    #: Each process of a role but its root seen so far: pid -> (start time, parent, counted as, CPU seconds).
+    known: dict[int, tuple[int | None, int, str, float]] = field(default_factory=dict)
+    #: CPU seconds of processes that ended where no process of their role reaped them, per role.
+    departed: dict[str, float] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, float]:
         out = dict.fromkeys(ROLES, 0.0)
@@ -187,22 +203,39 @@ class CpuMeter:
         for role in JIT_ROLES:
             if role in self.pids:
                 out |= {f"{role}_jit:{tid}": cpu for tid, cpu in jit_threads(self.pids[role]).items()}
+        members: dict[int, tuple[int, str, float]] = {}  # pid -> (parent, counted as, CPU seconds)
         for role, pid in self.pids.items():
-            if role != "spark_jvm":
-                out[role] += sum(cpu for _, cpu in tree_cpu(pid).values())
-                continue
-            # The JVM alone; its children split into the job's Python driver and Spark's workers.
             stat = _stat(pid)
             if stat is None:
                 continue
-            out["spark_jvm"] += stat[1]
+            if role == "spark_jvm":  # the JVM alone; its children are the job's Python driver and Spark's workers
+                out["spark_jvm"] += stat[1]
+                out["spark_py_workers"] += stat[2]  # reaped workers
+            else:
+                out[role] += stat[1] + stat[2]
             for child, (cmdline, cpu) in tree_cpu(pid).items():
-                if child == pid:
-                    out["spark_py_workers"] += stat[2]  # reaped workers
-                elif "structure_validate_store" in cmdline:
-                    out["spark_py_driver"] += cpu
-                else:
-                    out["spark_py_workers"] += cpu
+                if child != pid:
+                    kind = role
+                    if role == "spark_jvm":
+                        kind = "spark_py_driver" if "structure_validate_store" in cmdline else "spark_py_workers"
+                    members[child] = ((_stat(child) or (pid,))[0], kind, cpu)
+        for child, (started, parent, kind, cpu) in list(self.known.items()):
+            if child in members:
+                continue
+            stat = _stat(child)
+            if stat is not None and _started(child) == started:  # alive outside the tree: still the role's
+                members[child] = (stat[0], kind, stat[1] + stat[2])
+            elif parent not in members and parent not in self.pids.values():  # ended, reaped by no member
+                self.departed[kind] = self.departed.get(kind, 0.0) + cpu
+                del self.known[child]
+            else:  # ended; its parent's count of reaped children holds its CPU
+                del self.known[child]
+        for child, (parent, kind, cpu) in members.items():
+            out[kind] += cpu
+            started = self.known[child][0] if child in self.known else _started(child)
+            self.known[child] = (started, parent, kind, cpu)
+        for kind, cpu in self.departed.items():
+            out[kind] += cpu
         return out
 
 

@@ -68,3 +68,53 @@ def test_the_sustained_rate_is_set_against_the_tightest_the_stages_in_series_and
     # one reading costs 1/100,000 + 1/50,000 + 1/25,000 of a second of the machine: 14,286/s in series
     assert ratios["in_series"] == pytest.approx(10_000 * (1 / 100_000 + 1 / 50_000 + 1 / 25_000))
     assert ratios["sum"] == pytest.approx(10_000 / 175_000)
+
+
+CHILD = """
+import os, sys, time
+open(sys.argv[1] + "/child", "w").write(str(os.getpid()))
+while not os.path.exists(sys.argv[1] + "/stop"):
+    pass  # busy: CPU the role used
+"""
+MIDDLE = """
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1]])
+while not os.path.exists(sys.argv[1] + "/release"):
+    time.sleep(0.01)
+"""  # exits without waiting for its child: the child is re-parented out of the role's tree
+ROOT = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1], sys.argv[3]]).wait()
+time.sleep(60)
+"""
+
+
+def test_a_process_that_leaves_its_roles_tree_keeps_its_cpu_in_the_role(tmp_path: Path) -> None:
+    """PySpark's daemon can end before its workers; their CPU once went out of the sum (minus 50 s)."""
+    import subprocess
+    import time
+
+    root = subprocess.Popen([sys.executable, "-c", ROOT, str(tmp_path), MIDDLE, CHILD])
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "child").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int((tmp_path / "child").read_text())
+        meter = pipeline.CpuMeter(pids={"store": root.pid})
+        time.sleep(0.3)
+        inside = meter.snapshot()["store"]
+        (tmp_path / "release").touch()  # the middle process ends: the busy child is re-parented
+        time.sleep(0.5)
+        assert pipeline._stat(child) is not None and pipeline._stat(child)[0] != root.pid  # type: ignore[index]
+        outside = meter.snapshot()["store"]
+        (tmp_path / "stop").touch()  # the child ends, reaped outside the tree
+        while pipeline._stat(child) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ended = meter.snapshot()["store"]
+    finally:
+        (tmp_path / "release").touch()
+        (tmp_path / "stop").touch()
+        root.kill()
+        root.wait()
+    assert outside - inside >= 0.2, "the child's CPU outside the tree is the role's"
+    assert ended >= outside, "a child that ended outside the tree keeps its CPU counted"
