@@ -858,6 +858,12 @@ def table(results: dict[str, Any]) -> str:
                      f"{fmt(c['p50']):>9} {fmt(c['p95']):>6} "
                      f"{fmt(c['p99']):>6} {fmt(c['max']):>6} | {fmt(s['p50']):>10} {fmt(s['p95']):>6} "
                      f"{fmt(s['p99']):>6} {fmt(s['max']):>6}")  # fmt: skip
+    warmup = results.get("warmup", {})
+    lines += [
+        "",
+        f"Warm-up: {warmup.get('seconds', 0):.0f} s, the JIT compilers "
+        f"{'settled' if warmup.get('settled') else 'NOT settled (the CPU figures include their work)'}",
+    ]
     lines += ["", "CPU ms per 1,000 readings, per process (from /proc)",
               f"{'rate/s':>8} " + " ".join(f"{r:>16}" for r in (*ROLES, "pipeline"))]  # fmt: skip
     for step in results["live"] + results["steps"]:
