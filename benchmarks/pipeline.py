@@ -184,16 +184,23 @@ def jit_delta(before: dict[str, float], after: dict[str, float], role: str) -> f
 class CpuMeter:
     """Cumulative CPU seconds per role; a role's processes are found by pid: the process tree under it.
 
-    A role's CPU is the sum, over its tree, of each process's own CPU and its reaped children's; a child
-    that ends is reaped by its parent, whose count takes over its CPU. A process that leaves the tree
-    (its parent ended first: re-parented to init) is still the role's: it is followed by pid and start
-    time, and when it ends outside the tree its last seen CPU stays counted. Without this, a Python
-    worker orphaned by PySpark's daemon took its CPU out of the sum: minus 50 s in one phase."""
+    A role's CPU is the sum, over its tree, of each process's own CPU and its reaped children's. Every
+    process seen is followed by pid and start time, because two things take CPU out of that sum:
+
+    - a child that ends under a parent ignoring SIGCHLD is reaped by the kernel, which discards its CPU
+      (the parent's count of reaped children does not grow): PySpark's daemon does this, and Spark
+      closes Python workers idle for 60 s. In one ``make bench`` phase the workers read minus 50 s;
+    - a process whose parent ends first is re-parented out of the tree.
+
+    So a process that ended keeps its last seen CPU counted, except for what its parent's count of
+    reaped children grew by since; one alive outside the tree is still counted as its role's."""
 
     pids: dict[str, int] = field(default_factory=dict)
     #: Each process of a role but its root seen so far: pid -> (start time, parent, counted as, CPU seconds).
     known: dict[int, tuple[int | None, int, str, float]] = field(default_factory=dict)
-    #: CPU seconds of processes that ended where no process of their role reaped them, per role.
+    #: CPU seconds of the reaped children of each process seen, at the last snapshot.
+    reaped: dict[int, float] = field(default_factory=dict)
+    #: CPU seconds of processes that ended where no process of their role counted them, per role.
     departed: dict[str, float] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, float]:
@@ -203,37 +210,47 @@ class CpuMeter:
         for role in JIT_ROLES:
             if role in self.pids:
                 out |= {f"{role}_jit:{tid}": cpu for tid, cpu in jit_threads(self.pids[role]).items()}
-        members: dict[int, tuple[int, str, float]] = {}  # pid -> (parent, counted as, CPU seconds)
+        members: dict[int, tuple[int | None, int, str, float]] = {}  # pid -> (start time, parent, counted as, CPU)
+        reaped: dict[int, float] = {}
         for role, pid in self.pids.items():
             stat = _stat(pid)
             if stat is None:
                 continue
+            reaped[pid] = stat[2]
             if role == "spark_jvm":  # the JVM alone; its children are the job's Python driver and Spark's workers
                 out["spark_jvm"] += stat[1]
                 out["spark_py_workers"] += stat[2]  # reaped workers
             else:
                 out[role] += stat[1] + stat[2]
-            for child, (cmdline, cpu) in tree_cpu(pid).items():
-                if child != pid:
-                    kind = role
-                    if role == "spark_jvm":
-                        kind = "spark_py_driver" if "structure_validate_store" in cmdline else "spark_py_workers"
-                    members[child] = ((_stat(child) or (pid,))[0], kind, cpu)
-        for child, (started, parent, kind, cpu) in list(self.known.items()):
-            if child in members:
+            for child, (cmdline, _cpu) in tree_cpu(pid).items():
+                child_stat = _stat(child)
+                if child == pid or child_stat is None:
+                    continue
+                kind = role
+                if role == "spark_jvm":
+                    kind = "spark_py_driver" if "structure_validate_store" in cmdline else "spark_py_workers"
+                members[child] = (_started(child), child_stat[0], kind, child_stat[1] + child_stat[2])
+                reaped[child] = child_stat[2]
+        ended: dict[int, list[tuple[str, float]]] = {}  # parent -> (counted as, last CPU) of its children that ended
+        for child, (started, parent, kind, cpu) in self.known.items():
+            if child in members and members[child][0] == started:
                 continue
             stat = _stat(child)
-            if stat is not None and _started(child) == started:  # alive outside the tree: still the role's
-                members[child] = (stat[0], kind, stat[1] + stat[2])
-            elif parent not in members and parent not in self.pids.values():  # ended, reaped by no member
-                self.departed[kind] = self.departed.get(kind, 0.0) + cpu
-                del self.known[child]
-            else:  # ended; its parent's count of reaped children holds its CPU
-                del self.known[child]
-        for child, (parent, kind, cpu) in members.items():
+            if child not in members and stat is not None and _started(child) == started:
+                members[child] = (started, stat[0], kind, stat[1] + stat[2])  # alive outside the tree: the role's
+                reaped[child] = stat[2]
+            else:  # ended (its pid may be another process's now)
+                ended.setdefault(parent, []).append((kind, cpu))
+        for parent, children in ended.items():
+            last = sum(cpu for _, cpu in children)
+            # What the parent's count of reaped children grew by holds them; the kernel discarded the rest.
+            grew = reaped[parent] - self.reaped.get(parent, reaped[parent]) if parent in reaped else 0.0
+            held = min(last, max(0.0, grew))
+            for kind, cpu in children:
+                self.departed[kind] = self.departed.get(kind, 0.0) + cpu * (1 - held / last if last else 0.0)
+        for _started_at, _parent, kind, cpu in members.values():
             out[kind] += cpu
-            started = self.known[child][0] if child in self.known else _started(child)
-            self.known[child] = (started, parent, kind, cpu)
+        self.known, self.reaped = members, reaped
         for kind, cpu in self.departed.items():
             out[kind] += cpu
         return out
@@ -1157,6 +1174,9 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
                         }
                         results["ceilings"].append(ceilings | {"round": number, "spark_batch": batch})
                         print(f"  {json.dumps({k: round(v) for k, v in ceilings.items()})}", flush=True)
+                        # Unmeasured: the job sat idle through the ceilings, and Spark closes Python workers
+                        # idle for 60 s; the next round would start with new ones (a 1.4 s p99 at 100/s).
+                        stream.run(1000.0, WARMUP_PHASE)
                 results["max_sustained_per_s"] = statistics.median(results["sustained_per_round"])
                 clean.stop.set()
         finally:

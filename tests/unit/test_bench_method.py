@@ -71,50 +71,83 @@ def test_the_sustained_rate_is_set_against_the_tightest_the_stages_in_series_and
 
 
 CHILD = """
-import os, sys, time
+import os, sys
 open(sys.argv[1] + "/child", "w").write(str(os.getpid()))
 while not os.path.exists(sys.argv[1] + "/stop"):
     pass  # busy: CPU the role used
 """
 MIDDLE = """
-import os, subprocess, sys, time
+import os, signal, subprocess, sys, time
+if sys.argv[3] == "ignore":  # as PySpark's daemon: the kernel reaps its children and discards their CPU
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1]])
 while not os.path.exists(sys.argv[1] + "/release"):
     time.sleep(0.01)
 """  # exits without waiting for its child: the child is re-parented out of the role's tree
 ROOT = """
 import subprocess, sys, time
-subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1], sys.argv[3]]).wait()
+subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1], sys.argv[3], sys.argv[4]]).wait()
 time.sleep(60)
 """
 
 
-def test_a_process_that_leaves_its_roles_tree_keeps_its_cpu_in_the_role(tmp_path: Path) -> None:
-    """PySpark's daemon can end before its workers; their CPU once went out of the sum (minus 50 s)."""
-    import subprocess
+def own_cpu(pid: int) -> float:
+    stat = pipeline._stat(pid)
+    return stat[1] if stat is not None else 0.0
+
+
+def wait_for(condition: Any, what: str) -> None:
+    """Polls ``condition`` (not a timing assertion: the deadline only stops a hung case)."""
     import time
 
-    root = subprocess.Popen([sys.executable, "-c", ROOT, str(tmp_path), MIDDLE, CHILD])
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def tree(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """A role's tree root -> middle -> busy child; (root pid, child pid, folder)."""
+    import subprocess
+
+    mode = getattr(request, "param", "wait")
+    root = subprocess.Popen([sys.executable, "-c", ROOT, str(tmp_path), MIDDLE, CHILD, mode])
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "child").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text(), "the child started")
         child = int((tmp_path / "child").read_text())
-        meter = pipeline.CpuMeter(pids={"store": root.pid})
-        time.sleep(0.3)
-        inside = meter.snapshot()["store"]
-        (tmp_path / "release").touch()  # the middle process ends: the busy child is re-parented
-        time.sleep(0.5)
-        assert pipeline._stat(child) is not None and pipeline._stat(child)[0] != root.pid  # type: ignore[index]
-        outside = meter.snapshot()["store"]
-        (tmp_path / "stop").touch()  # the child ends, reaped outside the tree
-        while pipeline._stat(child) is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        ended = meter.snapshot()["store"]
+        wait_for(lambda: own_cpu(child) >= 0.2, "the child used CPU")
+        yield root.pid, child, tmp_path
     finally:
         (tmp_path / "release").touch()
         (tmp_path / "stop").touch()
         root.kill()
         root.wait()
-    assert outside - inside >= 0.2, "the child's CPU outside the tree is the role's"
-    assert ended >= outside, "a child that ended outside the tree keeps its CPU counted"
+
+
+def test_a_process_that_leaves_its_roles_tree_keeps_its_cpu_in_the_role(tree: Any) -> None:
+    root, child, folder = tree
+    meter = pipeline.CpuMeter(pids={"store": root})
+    inside, at_inside = meter.snapshot()["store"], own_cpu(child)
+    (folder / "release").touch()  # the middle process ends: the busy child is re-parented out of the tree
+    wait_for(lambda: (pipeline._stat(child) or (root,))[0] not in (root, 0) and own_cpu(child) >= at_inside + 0.2,
+             "the child re-parented, busy")  # fmt: skip
+    used = own_cpu(child) - at_inside
+    outside = meter.snapshot()["store"]
+    assert outside - inside >= used, "the child's CPU outside the tree is the role's"
+    (folder / "stop").touch()  # the child ends, reaped outside the tree
+    wait_for(lambda: pipeline._stat(child) is None, "the child ended")
+    assert meter.snapshot()["store"] >= outside, "a child that ended outside the tree keeps its CPU counted"
+
+
+@pytest.mark.parametrize("tree", ["ignore"], indirect=True)
+def test_a_child_whose_parent_ignores_sigchld_keeps_its_cpu_when_it_ends(tree: Any) -> None:
+    """PySpark's daemon ignores SIGCHLD, and Spark closes workers idle for 60 s: the kernel discards an
+    ended worker's CPU instead of adding it to the daemon's reaped children. It once read minus 50 s."""
+    root, child, folder = tree
+    meter = pipeline.CpuMeter(pids={"spark_jvm": root})  # the JVM's tree: the worker counts as a worker
+    before = meter.snapshot()["spark_py_workers"]
+    assert before >= 0.2, "the busy child is in the tree"
+    (folder / "stop").touch()
+    wait_for(lambda: pipeline._stat(child) is None, "the child ended, reaped by the kernel")
+    assert meter.snapshot()["spark_py_workers"] >= before, "the ended child's CPU left the sum"
