@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -187,6 +188,11 @@ def test_stack_down_empties_the_scratch_folder_only_when_no_job_uses_it(tmp_path
     # A job outside supervisord (a test harness's, the bench's) still running with that folder:
     job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", f"-Djava.io.tmpdir={paths.scratch}"])
     try:
+        # Popen returns when the exec closes the child's close-on-exec pipe, before the kernel has set up
+        # the new command line: for a moment /proc shows none.
+        cmdline = Path(f"/proc/{job.pid}/cmdline")
+        while f"-Djava.io.tmpdir={paths.scratch}".encode() not in cmdline.read_bytes():
+            time.sleep(0.01)
         assert clear_scratch(paths) is False and paths.scratch.is_dir()
     finally:
         job.kill()
