@@ -80,7 +80,9 @@ MIDDLE = """
 import os, signal, subprocess, sys, time
 if sys.argv[3] == "ignore":  # as PySpark's daemon: the kernel reaps its children and discards their CPU
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1]])
+child = subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1]])
+if sys.argv[3] == "reap":  # waits for its child: its count of reaped children takes the child's CPU over
+    child.wait()
 while not os.path.exists(sys.argv[1] + "/release"):
     time.sleep(0.01)
 """  # exits without waiting for its child: the child is re-parented out of the role's tree
@@ -151,3 +153,14 @@ def test_a_child_whose_parent_ignores_sigchld_keeps_its_cpu_when_it_ends(tree: A
     (folder / "stop").touch()
     wait_for(lambda: pipeline._stat(child) is None, "the child ended, reaped by the kernel")
     assert meter.snapshot()["spark_py_workers"] >= before, "the ended child's CPU left the sum"
+
+
+@pytest.mark.parametrize("tree", ["reap"], indirect=True)
+def test_a_child_its_parent_reaps_is_counted_once(tree: Any) -> None:
+    root, child, folder = tree
+    meter = pipeline.CpuMeter(pids={"store": root})
+    before, used_before = meter.snapshot()["store"], own_cpu(child)
+    (folder / "stop").touch()
+    wait_for(lambda: pipeline._stat(child) is None, "the child ended, reaped by its parent")
+    grew = meter.snapshot()["store"] - before
+    assert grew < used_before / 2, f"the child's {used_before:.2f} s counted again ({grew:.2f} s more)"
