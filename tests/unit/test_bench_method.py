@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sensor_pipeline.job import delivery, writer
+from tests.waiting import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import pipeline
@@ -98,16 +99,6 @@ def own_cpu(pid: int) -> float:
     return stat[1] if stat is not None else 0.0
 
 
-def wait_for(condition: Any, what: str) -> None:
-    """Polls ``condition`` (not a timing assertion: the deadline only stops a hung case)."""
-    import time
-
-    deadline = time.monotonic() + 60
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def tree(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     """A role's tree root -> middle -> busy child; (root pid, child pid, folder)."""
@@ -116,9 +107,14 @@ def tree(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     mode = getattr(request, "param", "wait")
     root = subprocess.Popen([sys.executable, "-c", ROOT, str(tmp_path), MIDDLE, CHILD, mode])
     try:
-        wait_for(lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text(), "the child started")
+        wait_for(
+            lambda: (tmp_path / "child").exists() and (tmp_path / "child").read_text(),
+            60,
+            "the child started",
+            interval=0.02,
+        )
         child = int((tmp_path / "child").read_text())
-        wait_for(lambda: own_cpu(child) >= 0.2, "the child used CPU")
+        wait_for(lambda: own_cpu(child) >= 0.2, 60, "the child used CPU", interval=0.02)
         yield root.pid, child, tmp_path
     finally:
         (tmp_path / "release").touch()
@@ -132,13 +128,15 @@ def test_a_process_that_leaves_its_roles_tree_keeps_its_cpu_in_the_role(tree: An
     meter = pipeline.CpuMeter(pids={"store": root})
     inside, at_inside = meter.snapshot()["store"], own_cpu(child)
     (folder / "release").touch()  # the middle process ends: the busy child is re-parented out of the tree
-    wait_for(lambda: (pipeline._stat(child) or (root,))[0] not in (root, 0) and own_cpu(child) >= at_inside + 0.2,
-             "the child re-parented, busy")  # fmt: skip
+    reparented = lambda: (pipeline._stat(child) or (root,))[0] not in (root, 0)  # noqa: E731
+    wait_for(
+        lambda: reparented() and own_cpu(child) >= at_inside + 0.2, 60, "the child re-parented, busy", interval=0.02
+    )
     used = own_cpu(child) - at_inside
     outside = meter.snapshot()["store"]
     assert outside - inside >= used, "the child's CPU outside the tree is the role's"
     (folder / "stop").touch()  # the child ends, reaped outside the tree
-    wait_for(lambda: pipeline._stat(child) is None, "the child ended")
+    wait_for(lambda: pipeline._stat(child) is None, 60, "the child ended", interval=0.02)
     assert meter.snapshot()["store"] >= outside, "a child that ended outside the tree keeps its CPU counted"
 
 
@@ -151,7 +149,7 @@ def test_a_child_whose_parent_ignores_sigchld_keeps_its_cpu_when_it_ends(tree: A
     before = meter.snapshot()["spark_py_workers"]
     assert before >= 0.2, "the busy child is in the tree"
     (folder / "stop").touch()
-    wait_for(lambda: pipeline._stat(child) is None, "the child ended, reaped by the kernel")
+    wait_for(lambda: pipeline._stat(child) is None, 60, "the child ended, reaped by the kernel", interval=0.02)
     assert meter.snapshot()["spark_py_workers"] >= before, "the ended child's CPU left the sum"
 
 
@@ -161,6 +159,6 @@ def test_a_child_its_parent_reaps_is_counted_once(tree: Any) -> None:
     meter = pipeline.CpuMeter(pids={"store": root})
     before, used_before = meter.snapshot()["store"], own_cpu(child)
     (folder / "stop").touch()
-    wait_for(lambda: pipeline._stat(child) is None, "the child ended, reaped by its parent")
+    wait_for(lambda: pipeline._stat(child) is None, 60, "the child ended, reaped by its parent", interval=0.02)
     grew = meter.snapshot()["store"] - before
     assert grew < used_before / 2, f"the child's {used_before:.2f} s counted again ({grew:.2f} s more)"

@@ -8,7 +8,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,6 +27,7 @@ from sensor_pipeline.local.definition import (
     render_compose,
 )
 from sensor_pipeline.local.runner import Paths, clear_scratch, kafka_properties, program_commands, supervisord_conf
+from tests.waiting import wait_for
 
 ROOT = find_root(Path(__file__))
 CONTRACT_PORTS = {"sensor-api": 3030, "kafka": 9092, "mongodb": 27017, "aws": 4566, "dashboard": 5006}
@@ -191,8 +191,8 @@ def test_stack_down_empties_the_scratch_folder_only_when_no_job_uses_it(tmp_path
         # Popen returns when the exec closes the child's close-on-exec pipe, before the kernel has set up
         # the new command line: for a moment /proc shows none.
         cmdline = Path(f"/proc/{job.pid}/cmdline")
-        while f"-Djava.io.tmpdir={paths.scratch}".encode() not in cmdline.read_bytes():
-            time.sleep(0.01)
+        wait_for(lambda: f"-Djava.io.tmpdir={paths.scratch}".encode() in cmdline.read_bytes(), 30, "its exec",
+                 interval=0.01)  # fmt: skip
         assert clear_scratch(paths) is False and paths.scratch.is_dir()
     finally:
         job.kill()
