@@ -1104,11 +1104,12 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
         parser.error("--repeat takes 1 or more rounds")
     # SIGTERM (a CI timeout, kill) ends the run as Ctrl-C does: the job, dashboard and topics are cleaned up.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
-    base = settings_from_env_map(load(ROOT).settings)
+    definition = load(ROOT)
+    base = settings_from_env_map(definition.settings)
+    trigger = args.trigger_seconds if args.trigger_seconds is not None else base.trigger_seconds
     work = ROOT / ".local-stack" / "bench"
     work.mkdir(parents=True, exist_ok=True)
     commit, dirty = source_state()
-    definition = load(ROOT)
     results: dict[str, Any] = {
         "options": {key: str(value) for key, value in vars(args).items()},
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1117,7 +1118,7 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
         "machine": machine(),
         "versions": definition.versions,
         "stack": {  # what the local stack ran with
-            "trigger_seconds": args.trigger_seconds if args.trigger_seconds is not None else base.trigger_seconds,
+            "trigger_seconds": trigger,
             "topic_partitions": base.topic_partitions,
             "insert_chunk": base.insert_chunk,
             "max_offsets_per_trigger": base.max_offsets_per_trigger,
@@ -1139,7 +1140,6 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
             job_args = ("--trigger-seconds", str(args.trigger_seconds)) if args.trigger_seconds is not None else ()
             with job_and_dashboard(bench, meter, args.dashboard_port, job_args):
                 clean.start()
-                trigger = args.trigger_seconds if args.trigger_seconds is not None else base.trigger_seconds
                 stream = Stream(bench, meter, clean, work / "job.log", trigger)
                 print(
                     f"warming up at 1,000 readings/s until the JIT settles (< {JIT_SETTLED} cores, at most "
