@@ -16,8 +16,8 @@ down: its load would be counted), this measures:
    phase's tail.
 2. **Maximum sustained rate**: offered rates stepped up; a rate is kept up with when every reading
    was read within 5 s of the last send, the lag (sampled each second) never exceeded 5 s of input
-   and did not grow over the step (its last third's mean within one trigger's worth of input of its
-   first third's), and the 99th percentile reading -> read was within 2 s.
+   and did not grow over the step (its last third's mean within one micro-batch's worth of input of
+   its first third's), and the 99th percentile reading -> read was within 2 s.
 3. **CPU ms per 1,000 readings for each process**, from ``/proc/<pid>/stat`` (user + system,
    children included), per phase: broker, store, Spark JVM, the job's Python driver, Spark's Python
    workers, dashboard, load generator, and the bench's own process (``harness``: its reader of
@@ -452,7 +452,7 @@ class Stream:
     meter: CpuMeter
     clean: CleanDelays
     job_log: Path
-    #: The job's trigger: the lag a kept-up step may gain over its course is one trigger's worth of input.
+    #: The job's trigger: the shortest micro-batch period, which the lag allowance of a step starts from.
     trigger_seconds: float
     next_id: int = FIRST_ID
     #: Readings each phase sent, by its first id.
