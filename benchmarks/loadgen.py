@@ -8,6 +8,8 @@ MeasurementIDs are ``--first-id`` + sequence number, so the benchmark knows whic
 
 ``--clean`` sends what the job publishes on CleanSensorData instead (JSON, the contract's keys), and
 ``--dead-topic T --dead-every N`` makes every Nth message a dead letter on T (benchmarks/dashboard.py).
+``--transaction-size N`` sends in Kafka transactions of N messages, as the job publishes (the broker
+ceiling of ``make bench``).
 
 Prints one JSON line when done: ``sent``, ``started``/``ended`` (epoch seconds), ``errors``, ``cpu`` (s).
 Rate 0 sends ``--count`` lines as fast as librdkafka takes them (the broker ceiling).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -71,7 +74,7 @@ def dead_letter(line: str, seq: int) -> bytes:
     ).encode()
 
 
-def main(argv: list[str]) -> int:
+def arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
@@ -82,11 +85,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clean", action="store_true", help="send clean readings (JSON), not raw lines")
     parser.add_argument("--dead-topic", help="with --dead-every: where the dead letters go")
     parser.add_argument("--dead-every", type=int, default=0, help="every Nth message a dead letter (0: none)")
+    parser.add_argument("--transaction-size", type=int, default=0, help="messages per transaction (0: none)")
     args = parser.parse_args(argv)
     if args.rate < 0 or args.seconds <= 0 or (args.rate == 0 and args.count <= 0):
         parser.error("--rate must be >= 0, --seconds > 0, and --rate 0 needs --count > 0")
     if args.dead_every < 0 or (args.dead_every and not args.dead_topic):
         parser.error("--dead-every must be >= 0 and needs --dead-topic")
+    if args.transaction_size < 0:
+        parser.error("--transaction-size must be >= 0")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = arguments(argv)
     errors = 0
 
     def delivered(error: object, _message: object) -> None:
@@ -104,7 +115,11 @@ def main(argv: list[str]) -> int:
             "compression.type": "none" if args.clean else "lz4",
             "queue.buffering.max.messages": 1_000_000,
         }
+        | ({"transactional.id": f"loadgen-{os.getpid()}"} if args.transaction_size else {})
     )
+    if args.transaction_size:
+        producer.init_transactions(60)
+        producer.begin_transaction()
     pool = bodies()
     total = args.count if args.rate == 0 else int(args.rate * args.seconds)
     started = time.time()
@@ -127,11 +142,16 @@ def main(argv: list[str]) -> int:
                         break
                     except BufferError:
                         producer.poll(0.01)
+                if args.transaction_size and (seq + 1) % args.transaction_size == 0:
+                    producer.commit_transaction(60)
+                    producer.begin_transaction()
             sent = due
         producer.poll(0)
         if args.rate:
             time.sleep(TICK)
     ended = time.time()
+    if args.transaction_size:
+        producer.commit_transaction(60)  # the last, partial transaction (flushes)
     producer.flush(60)
     # CPU of the whole process, librdkafka's threads included: the benchmark's "loadgen" row.
     cpu = time.process_time()

@@ -87,6 +87,7 @@ DRAIN_LIMIT = 5.0  # seconds after the last send within which a kept-up rate has
 P99_LIMIT = 2.0  # seconds, reading -> read from CleanSensorData: a kept-up rate's 99th percentile is within it
 FIRST_ID = 1_000_000_001  # the stream's first MeasurementID; each phase numbers its readings from its own
 PHASE_IDS = 1_000_000_000  # block of this many ids
+CEILING_IDS = 10**18  # the store ceiling's documents: far above any phase's ids, a block per round
 #: The bench's own process ("harness": its CleanSensorData reader and monitoring) is measured and
 #: reported apart; the pipeline's figure is PIPELINE_ROLES alone.
 ROLES = ("broker", "store", "spark_jvm", "spark_py_driver", "spark_py_workers", "dashboard", "loadgen", "harness")
@@ -95,6 +96,8 @@ PIPELINE_ROLES = ("broker", "store", "spark_jvm", "spark_py_driver", "spark_py_w
 #: falls to near nothing once the hot code is compiled, which takes minutes at a few batches a second.
 JIT_ROLES = ("spark_jvm", "broker")
 JIT_SETTLED = 0.05  # cores: the warm-up ends when both JVMs' compiler threads used less than this together
+CONFIRM_TIMES = 3  # a sustained rate holds for this many times a step's length
+CONFIRMATIONS = 3  # rates tried, highest kept first, before a round's sustained rate is 0
 WARMUP_PHASE = 15.0  # seconds per warm-up phase at 1,000 readings/s
 
 
@@ -334,11 +337,12 @@ class Bench:
         return {**os.environ, **self.settings.to_env(), "PYSPARK_PYTHON": sys.executable}
 
     def loadgen(self, rate: float, seconds: float, first_id: int, count: int = 0,
-                topic: str | None = None) -> subprocess.Popen[str]:  # fmt: skip
+                topic: str | None = None, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:  # fmt: skip
         command = [
             sys.executable, str(ROOT / "benchmarks" / "loadgen.py"),
             "--bootstrap", self.settings.kafka_bootstrap, "--topic", topic or self.settings.raw_topic,
             "--rate", str(rate), "--seconds", str(seconds), "--first-id", str(first_id), "--count", str(count),
+            *extra,
         ]  # fmt: skip
         return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
@@ -368,20 +372,25 @@ class CleanDelays(threading.Thread):
         #: (MeasurementID, append delay, visible delay): to the broker's append time (inside the open
         #: transaction) and to the moment this read_committed reader got it (after the commit).
         self.delays: list[tuple[int, float, float]] = []
-        self.seen: dict[int, int] = {}  # phase's first id -> readings of that phase read so far
+        self.seen: dict[int, int] = {}  # phase's first id -> distinct readings of that phase read so far
+        #: The ids read of each phase not yet taken (a read twice is a duplicate, never a reading more).
+        self.ids: dict[int, set[int]] = {}
+        self.duplicates: dict[int, int] = {}  # phase's first id -> readings read more than once
         self.stop = threading.Event()
         self.lock = threading.Lock()
 
     def read(self, first: int) -> int:
-        """How many readings of the phase numbered from ``first`` were read so far."""
+        """How many distinct readings of the phase numbered from ``first`` were read so far."""
         with self.lock:
             return self.seen.get(first, 0)
 
     def take(self, first: int, end: int) -> tuple[list[float], list[float]]:
-        """(append, visible) delays of ids in [first, end); what is older is dropped, what is newer kept."""
+        """(append, visible) delays of ids in [first, end); what is older is dropped, what is newer kept.
+        The phase's ids are forgotten (memory): a copy read after this is no longer told from a first read."""
         with self.lock:
             mine = [(append, visible) for mid, append, visible in self.delays if first <= mid < end]
             self.delays = [row for row in self.delays if row[0] >= end]
+            self.ids.pop(first, None)
         return [a for a, _ in mine], [v for _, v in mine]
 
     def run(self) -> None:
@@ -405,16 +414,25 @@ class CleanDelays(threading.Thread):
                     at = value.find(self.ID) + len(self.ID)
                     mid = int(value[at : value.index(b",", at)])
                     delays.append((mid, message.timestamp()[1] / 1000 - stamp.timestamp(), now - stamp.timestamp()))
-                with self.lock:
-                    self.delays.extend(delays)
-                    for mid, _, _ in delays:
-                        phase = FIRST_ID + (mid - FIRST_ID) // PHASE_IDS * PHASE_IDS
-                        self.seen[phase] = self.seen.get(phase, 0) + 1
+                self.add(delays)
         finally:
             consumer.close()
 
+    def add(self, delays: list[tuple[int, float, float]]) -> None:
+        """Count readings read, by phase and id: a copy of one already read is a duplicate, not a reading."""
+        with self.lock:
+            self.delays.extend(delays)
+            for mid, _, _ in delays:
+                phase = FIRST_ID + (mid - FIRST_ID) // PHASE_IDS * PHASE_IDS
+                ids = self.ids.setdefault(phase, set())
+                if mid in ids:
+                    self.duplicates[phase] = self.duplicates.get(phase, 0) + 1
+                else:
+                    ids.add(mid)
+                    self.seen[phase] = self.seen.get(phase, 0) + 1
 
-BATCH_DONE = re.compile(r"batch \d+ done in ")
+
+BATCH_DONE = re.compile(r"batch \d+ done in [\d.]+ s: counts (\{.*\})")  # writer.BATCH_DONE_LOG
 STORE_DELAY = re.compile(r"store delay \((\d+) ms buckets, MeasurementIDs (\d+)-(\d+)\): (\{.*\})")
 
 
@@ -481,7 +499,10 @@ class Stream:
             time.sleep(1.0)
             raw = self.bench.end_offsets(self.bench.settings.raw_topic) - raw_start  # no markers: not transactional
             lags.append(raw - self.clean.read(first))
+            # Between the phase's edges too: a process that ends mid-phase keeps the CPU last seen of it.
+            self.meter.snapshot()
         sent = finish_loadgen(process)
+        log_sent = self.job_log.stat().st_size  # the job's batches while the load ran: its period, its sizes
         self.sent[first] = sent["sent"]
         drained = self.wait_drained(60.0 if rate <= 5000 else 30.0)
         drain = time.time() - sent["ended"] if drained is not None else None
@@ -492,15 +513,22 @@ class Stream:
         appended, visible = self.clean.take(first, self.next_id)
         clean, seen = summary(appended), summary(visible)
         # A micro-batch's worth of input: the lag's sawtooth. Batches come every trigger, or slower near
-        # capacity, when each takes longer than the trigger.
-        period = max(self.trigger_seconds, elapsed / max(self.batches_since(log_start), 1))
-        growing = lag_growing(lags[1:-1], rate * period)  # the first and last samples: before and after sending
+        # capacity, when each takes longer than the trigger: the period is measured while the load ran.
+        sizes = self.batch_sizes(log_start, log_sent)
+        period = max(self.trigger_seconds, (sent["ended"] - sent["started"]) / max(len(sizes), 1))
+        allowance = rate * period
+        trend = lags[1:-1]  # the first and last samples: before and after sending
+        growing = lag_growing(trend, allowance)
+        duplicates = self.clean.duplicates.get(first, 0)
+        if duplicates:
+            print(f"  {duplicates:,} readings of the {rate:,.0f}/s phase read twice from the clean topic", flush=True)
         kept_up = (
             drain is not None
             and drain <= DRAIN_LIMIT
             and max(lags, default=0) <= rate * DRAIN_LIMIT
             and not growing
-            and seen["n"] == sent["sent"]  # every reading of the phase read, none lost to a late take
+            and self.clean.read(first) == sent["sent"]  # every reading of the phase read, none lost to a late take
+            and duplicates == 0
             and seen["p99"] <= P99_LIMIT
         )
         jit = sum(jit_delta(before, after, role) for role in JIT_ROLES) / max(elapsed, 1e-9)
@@ -517,17 +545,30 @@ class Stream:
             "max_lag": max(lags, default=0),
             "lag_growing": growing,
             "lag_samples": lags,
+            # The trend test's inputs: the lag's least-squares slope (readings/s; what a shortfall adds
+            # each second), the allowance it is held to over the step, and the micro-batches' period and
+            # median size while the load ran.
+            "lag_slope_per_s": lag_slope(trend),
+            "lag_allowance": allowance,
+            "batch_period_s": period,
+            "batch_rows_median": statistics.median(sizes) if sizes else None,
+            "duplicates": duplicates,
             "elapsed_s": elapsed,
             "drain_s": drain,
             "kept_up": kept_up,
             "cpu_ms_per_1k": per_thousand(before, after, sent["sent"]),
         }
 
-    def batches_since(self, log_start: int) -> int:
-        """Micro-batches the job completed since ``log_start`` in its log."""
+    def batch_sizes(self, log_start: int, log_end: int) -> list[int]:
+        """Raw records in each micro-batch the job completed between two positions of its log."""
         with self.job_log.open("rb") as log:
             log.seek(log_start)
-            return len(BATCH_DONE.findall(log.read().decode(errors="replace")))
+            text = log.read(max(0, log_end - log_start)).decode(errors="replace")
+        sizes = []
+        for match in BATCH_DONE.finditer(text):
+            counts = json.loads(match.group(1))
+            sizes.append(sum(int(counts.get(key, 0)) for key in ("valid", "invalid", "skipped")))
+        return sizes
 
     def stored_delays(self, log_start: int, first: int, sent: int) -> dict[str, float]:
         """The phase's store delays; the job logs a batch's histogram after its transactions commit, so
@@ -554,6 +595,14 @@ def lag_growing(lags: list[int], allowance: float) -> bool:
     return statistics.mean(lags[-third:]) > statistics.mean(lags[:third]) + allowance
 
 
+def lag_slope(lags: list[int]) -> float:
+    """The least-squares slope of lag samples taken once a second: readings/s by which the pipeline
+    fell behind (negative: caught up), 0 with fewer than two samples."""
+    if len(lags) < 2:
+        return 0.0
+    return float(statistics.linear_regression(range(len(lags)), lags).slope)
+
+
 def warm_up(stream: Stream, limit: float) -> dict[str, Any]:
     """1,000 readings/s in phases of WARMUP_PHASE seconds until the job's JVM and the broker have compiled
     their hot code (their JIT compiler threads used under JIT_SETTLED cores in two phases in a row: the
@@ -574,37 +623,79 @@ def warm_up(stream: Stream, limit: float) -> dict[str, Any]:
 
 
 def max_sustained(stream: Stream, rates: list[float], seconds: float) -> tuple[float, list[dict[str, Any]]]:
-    """Step the offered rate up until the pipeline falls behind; the highest rate it kept up with."""
-    steps = []
-    best = 0.0
-    for rate in rates:
-        step = stream.run(rate, seconds)
+    """The highest rate the pipeline keeps up with, and every step run to find it:
+
+    1. step the offered rate up (``rates``, ``seconds`` each) until the pipeline falls behind;
+    2. one step halfway between the last rate kept and the first missed (rounded to 100/s; only when
+       they are over 5 % apart): the steps are coarse where the limit is not known in advance;
+    3. confirm: the highest rate kept, again for ``CONFIRM_TIMES`` times as long. Over one step, the
+       trend test sees a shortfall of about 2 % of the rate; over three, of about 0.6 %. A rate that
+       fails its confirmation gives way to the next lower rate kept, confirmed the same way (at most
+       ``CONFIRMATIONS`` of them; if none holds, the round's sustained rate is 0).
+
+    Each step is marked ``search``, ``bisect`` or ``confirm`` (``stage``)."""
+    steps: list[dict[str, Any]] = []
+
+    def run(rate: float, length: float, stage: str) -> dict[str, Any]:
+        step = stream.run(rate, length) | {"stage": stage}
         steps.append(step)
-        report_step("step", step)
+        report_step(stage, step)
         if not step["kept_up"]:
             stream.wait_drained(600.0)  # let the backlog drain before anything else is measured
+        return step
+
+    kept: list[dict[str, Any]] = []
+    missed: float | None = None
+    for rate in rates:
+        step = run(rate, seconds, "search")
+        if not step["kept_up"]:
+            missed = rate
             break
-        best = step["sent_per_s"]
-    return best, steps
+        kept.append(step)
+    if kept and missed is not None and missed > kept[-1]["rate"] * 1.05:
+        middle = round((kept[-1]["rate"] + missed) / 2, -2)
+        step = run(middle, seconds, "bisect")
+        if step["kept_up"]:
+            kept.append(step)
+    for candidate in sorted(kept, key=lambda s: s["rate"], reverse=True)[:CONFIRMATIONS]:
+        step = run(candidate["rate"], seconds * CONFIRM_TIMES, "confirm")
+        if step["kept_up"]:
+            return min(candidate["sent_per_s"], step["sent_per_s"]), steps
+    return 0.0, steps
 
 
 # --- ceilings ---------------------------------------------------------------------------------------
 
 
+#: The clean leg of the broker's work: clean messages (JSON, uncompressed) in transactions of about a
+#: micro-batch's slice, as the job publishes them, read by a read_committed consumer.
+CLEAN_LEG = ("--clean", "--transaction-size", "5000")
+
+
 def broker_ceiling(bench: Bench, count: int) -> float:
-    """librdkafka produce -> consume of ``count`` readings through a fresh topic, after an unmeasured
-    pass of a quarter of that through another (the broker's JIT and page cache warm): readings/s."""
-    produce_consume(bench, count // 4, f"{bench.settings.raw_topic}-ceiling-warm-{uuid.uuid4().hex[:6]}")
-    return produce_consume(bench, count, f"{bench.settings.raw_topic}-ceiling-{uuid.uuid4().hex[:6]}")
+    """The broker's two legs of the pipeline's work, each librdkafka produce -> consume of ``count``
+    readings through a fresh topic: raw lines (lz4, as the load generator sends them) read by one
+    consumer, and clean messages in transactions read ``read_committed``; after an unmeasured pass of
+    a quarter of that (the broker's JIT and page cache warm). The broker does both for every reading:
+    readings/s = 1 / (1 / raw + 1 / clean)."""
+    legs: list[float] = []
+    for name, extra, isolation in (("raw", (), "read_uncommitted"), ("clean", CLEAN_LEG, "read_committed")):
+        topic = f"{bench.settings.raw_topic}-ceiling-{name}"
+        produce_consume(bench, count // 4, f"{topic}-warm-{uuid.uuid4().hex[:6]}", extra, isolation)
+        legs.append(produce_consume(bench, count, f"{topic}-{uuid.uuid4().hex[:6]}", extra, isolation))
+    print(f"  broker: raw {legs[0]:,.0f}/s, clean {legs[1]:,.0f}/s", flush=True)
+    return 1 / sum(1 / leg for leg in legs)
 
 
-def produce_consume(bench: Bench, count: int, topic: str) -> float:
+def produce_consume(bench: Bench, count: int, topic: str, extra: tuple[str, ...] = (),
+                    isolation: str = "read_uncommitted") -> float:  # fmt: skip
     bench.create_topic(topic)
     consumer = Consumer({"bootstrap.servers": bench.settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "isolation.level": isolation})  # fmt: skip
     consumer.assign([TopicPartition(topic, p, 0) for p in range(bench.settings.topic_partitions)])
     started = time.time()
-    process = bench.loadgen(0, 1, 1, count=count, topic=topic)
+    process = bench.loadgen(0, 1, 1, count=count, topic=topic, extra=extra)
     received = 0
     while received < count and time.time() - started < 300:
         received += sum(1 for m in consumer.consume(10_000, 0.5) if not m.error())
@@ -616,8 +707,9 @@ def produce_consume(bench: Bench, count: int, topic: str) -> float:
     return float(received / max(last - sent["started"], 1e-9))
 
 
-def documents(count: int) -> list[dict[str, Any]]:
-    """The stored documents of ``count`` load-generator readings, as the job writes them."""
+def documents(count: int, first_id: int = 1) -> list[dict[str, Any]]:
+    """The stored documents of ``count`` load-generator readings, as the job writes them, numbered from
+    ``first_id``."""
     from sensor_pipeline.contract import rules, schema
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -627,7 +719,7 @@ def documents(count: int) -> list[dict[str, Any]]:
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     out = []
     for seq in range(count):
-        record = rules.validate_line(f"{stamp} {pool[seq % len(pool)][1]} {seq + 1}").record
+        record = rules.validate_line(f"{stamp} {pool[seq % len(pool)][1]} {first_id + seq}").record
         assert record is not None
         millis = int(record["TimeStamp"].timestamp() * 1000)
         document = schema.to_document({**record, "_id": record["MeasurementID"], "TimeStamp": millis})
@@ -636,13 +728,14 @@ def documents(count: int) -> list[dict[str, Any]]:
     return out
 
 
-def store_ceiling(bench: Bench, count: int) -> float:
+def store_ceiling(bench: Bench, count: int, first_id: int) -> float:
     """Unordered ``insert_many`` in the job's chunk size, majority write concern, from as many threads
-    as the job has insert tasks (Spark's parallelism), into a collection with the pipeline's indexes:
-    documents/s."""
-    docs = documents(count)
-    target = store.durable_readings(bench.mongo, bench.settings).database["ceiling"]
-    store.ensure_indexes(target)  # every insert maintains them, as in the readings' collection
+    as the job has insert tasks (Spark's parallelism), into the readings' own collection (its indexes,
+    and the millions of documents the pipeline stored before) with ids the pipeline never uses (from
+    ``first_id``): documents/s. They stay: deleting them would cost FerretDB a scan, and the bench's
+    database goes at the end of the run."""
+    docs = documents(count, first_id)
+    target = store.durable_readings(bench.mongo, bench.settings)
     chunk = bench.settings.insert_chunk
     parts = [docs[i::2] for i in range(2)]
 
@@ -656,9 +749,7 @@ def store_ceiling(bench: Bench, count: int) -> float:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
-    target.drop()
-    return count / elapsed
+    return count / (time.perf_counter() - started)
 
 
 SPARK_CEILING = """
@@ -885,7 +976,9 @@ def table(results: dict[str, Any]) -> str:
               f"{'rate/s':>8} " + " ".join(f"{r:>16}" for r in (*ROLES, "pipeline"))]  # fmt: skip
     for step in results["live"] + results["steps"]:
         cpu = step["cpu_ms_per_1k"]
-        lines.append(f"{step['rate']:>8,.0f} " + " ".join(f"{fmt(cpu[r], 1):>16}" for r in (*ROLES, "pipeline")))
+        mark = {"bisect": "b", "confirm": "c"}.get(step.get("stage", ""), " ")
+        lines.append(f"{step['rate']:>8,.0f}{mark}" + " ".join(f"{fmt(cpu[r], 1):>16}" for r in (*ROLES, "pipeline")))
+    lines.append(f"  b: the step halfway into the search's last gap; c: a confirmation, {CONFIRM_TIMES} steps long")
     lines += spread(results)
     best = results["max_sustained_per_s"]
     lines += ["", "Throughput (readings/s)" + (", the median of the rounds" if len(rounds(results)) > 1 else "")]
@@ -961,23 +1054,38 @@ def spread(results: dict[str, Any]) -> list[str]:
     if len(rounds(results)) < 2:
         return []
     lines = ["", f"Spread over {len(rounds(results))} rounds: min / median / max, every round that ran the rate",
-             f"{'rate/s':>8} {'kept up':>8} | {'read p50 (s)':>20} | {'read p99 (s)':>20} | "
+             f"{'rate/s':>8} {'kept up':>16} | {'read p50 (s)':>20} | {'read p99 (s)':>20} | "
              f"{'clean p99 (s)':>20} | {'pipeline CPU ms/1k':>22}"]  # fmt: skip
 
     by_rate: dict[float, list[dict[str, Any]]] = {}
     for step in results["live"] + results["steps"]:
-        by_rate.setdefault(step["rate"], []).append(step)
+        if step.get("stage") != "confirm":  # the confirmations are listed below
+            by_rate.setdefault(step["rate"], []).append(step)
+    total = len(rounds(results))
     for rate, steps in sorted(by_rate.items()):
         kept = [s for s in steps if s["kept_up"]]
         p50 = min_median_max([s["visible_delay_s"]["p50"] for s in steps], 2)
         p99 = min_median_max([s["visible_delay_s"]["p99"] for s in steps], 2)
         clean = min_median_max([s["clean_delay_s"]["p99"] for s in steps], 2)
         cpu = min_median_max([s["cpu_ms_per_1k"]["pipeline"] for s in steps], 0)
-        lines.append(f"{rate:>8,.0f} {f'{len(kept)} of {len(steps)}':>8} | {p50:>20} | {p99:>20} | {clean:>20} | "
-                     f"{cpu:>22}")  # fmt: skip
+        ran = len({s.get("round", 1) for s in steps})
+        # A round that fell behind below this rate never ran it: "of" counts only the rounds that did.
+        kept_up = f"{len(kept)} of {len(steps)}" + (f", {total - ran} not run" if ran < total else "")
+        lines.append(f"{rate:>8,.0f} {kept_up:>16} | {p50:>20} | {p99:>20} | {clean:>20} | {cpu:>22}")
+    for step in results["steps"]:
+        if step.get("stage") == "confirm":
+            held = "held" if step["kept_up"] else "FELL BEHIND"
+            lines.append(f"  confirmation, round {step.get('round', 1)}: {step['rate']:,.0f}/s for "
+                         f"{step['elapsed_s']:.0f} s {held} (lag slope {step['lag_slope_per_s']:+,.0f} readings/s, "
+                         f"read p99 {fmt(step['visible_delay_s']['p99'])} s)")  # fmt: skip
     sustained = results["sustained_per_round"]
     lines.append(f"  max sustained per round: {', '.join(f'{v:,.0f}' for v in sustained)} "
                  f"(min / median / max {min_median_max(sustained, 0)})")  # fmt: skip
+    if results.get("ceilings"):
+        # Each round's sustained rate against its own ceilings, not medians against medians.
+        per_round = [ceiling_ratios(best, {k: c[k] for k in ("broker", "store", "spark")})["in_series"]
+                     for best, c in zip(sustained, results["ceilings"], strict=False)]  # fmt: skip
+        lines.append(f"  pipeline / the stages in series, per round: {', '.join(f'{r:.0%}' for r in per_round)}")
     return lines
 
 
@@ -1164,12 +1272,17 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
                     results["sustained_per_round"].append(max([best, *kept]))
                     if not args.capacity_only:
                         # Each part alone, in every round, beside the idle job and dashboard; Spark on
-                        # micro-batches of the size the job met at the round's sustained rate.
-                        batch = max(1000, round(results["sustained_per_round"][-1] * trigger))
+                        # micro-batches of the size the job met at the round's sustained rate (the median
+                        # logged by its confirmation; sustained rate x trigger if none held).
+                        confirmed = [s for s in searched if s["stage"] == "confirm" and s["kept_up"]]
+                        logged = confirmed[-1]["batch_rows_median"] if confirmed else None
+                        batch = max(1000, round(logged or results["sustained_per_round"][-1] * trigger))
                         print(f"ceilings (each part alone; Spark in batches of {batch:,}) ...", flush=True)
                         ceilings = {
                             "broker": measured(lambda: broker_ceiling(bench, args.ceiling_count)),
-                            "store": measured(lambda: store_ceiling(bench, args.ceiling_count // 2)),
+                            "store": measured(
+                                lambda: store_ceiling(bench, args.ceiling_count // 2, CEILING_IDS + number * PHASE_IDS)  # noqa: B023
+                            ),
                             "spark": measured(lambda: spark_ceiling(args.ceiling_count, batch)),  # noqa: B023
                         }
                         results["ceilings"].append(ceilings | {"round": number, "spark_batch": batch})

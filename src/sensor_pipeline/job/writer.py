@@ -44,6 +44,8 @@ QUERY_NAME = "structure_validate_store"
 #: A batch's store-delay histogram (reading timestamp -> the store's acknowledgement) and the lowest and
 #: highest MeasurementID it holds: ``make bench`` reads it (benchmarks/pipeline.py, by id).
 STORE_DELAY_LOG = "batch %d store delay (%d ms buckets, MeasurementIDs %d-%d): %s"
+#: A batch written, with its counts (``delivery.COUNTS``): ``make bench`` reads the batches' period and size.
+BATCH_DONE_LOG = "batch %d done in %.2f s: counts %s"
 
 
 def batch_time() -> datetime:
@@ -139,7 +141,7 @@ class BatchWriter:
         for name, value in counts.items():
             self.totals[name] += value
         self.totals["batches"] += 1
-        log.info("batch %d done in %.2f s: counts %s", batch_id, time.monotonic() - started, json.dumps(counts))
+        log.info(BATCH_DONE_LOG, batch_id, time.monotonic() - started, json.dumps(counts))
         if delay:
             ordered = dict(sorted(delay.items(), key=lambda item: int(item[0])))
             log.info(STORE_DELAY_LOG, batch_id, delivery.DELAY_BUCKET_MS, min(ids), max(ids), json.dumps(ordered))
