@@ -14,20 +14,22 @@ down: its load would be counted), this measures:
    acknowledgement of its insert (the job's per-batch histograms, each naming the ids it holds).
    Each phase's figures are those of its own readings (by MeasurementID), never the previous
    phase's tail.
-2. **Maximum sustained rate**: offered rates stepped up; a rate is kept up with when every reading
-   was read within 5 s of the last send, the lag (sampled each second) never exceeded 5 s of input
-   and did not grow over the step (its last third's mean within one micro-batch's worth of input of
-   its first third's), and the 99th percentile reading -> read was within 2 s.
+2. **Maximum sustained rate**: offered rates stepped up, one step halfway into the last gap, and
+   the highest rate kept confirmed over a step ``CONFIRM_TIMES`` as long (:func:`max_sustained`); a
+   rate is kept up with when every reading was read, once, within 5 s of the last send, the lag
+   (sampled each second) never exceeded 5 s of input and did not grow over the step (its last
+   third's mean within one micro-batch's worth of input of its first third's), and the 99th
+   percentile reading -> read was within 2 s.
 3. **CPU ms per 1,000 readings for each process**, from ``/proc/<pid>/stat`` (user + system,
    children included), per phase: broker, store, Spark JVM, the job's Python driver, Spark's Python
    workers, dashboard, load generator, and the bench's own process (``harness``: its reader of
    CleanSensorData), which is reported apart from the pipeline's sum; with the machine's steal time
    (``/proc/stat``) per phase and its CPU model.
 4. **Ceilings**, each part alone, in every round after its capacity search (the job and dashboard
-   idle beside them): the broker (librdkafka produce -> consume, after an unmeasured pass), the store
-   (``insert_many`` of the same documents as the job writes them, into a collection with the
-   pipeline's indexes), Spark (the job's ``foreachBatch`` plan and its Python task without I/O, on
-   micro-batches of the size the job met at the round's sustained rate); and the sustained rate over
+   idle beside them): the broker (its raw and clean legs, :func:`broker_ceiling`), the store
+   (``insert_many`` of the same documents as the job writes them, into the readings' own collection),
+   Spark (the job's ``foreachBatch`` plan and its Python task without I/O, on micro-batches of the
+   median size the job logged at the round's confirmed rate); and the sustained rate over
    the tightest, over the stages one after the other on the same cores (1 / sum(1 / ceiling)) and
    over their sum.
 5. **Baseline**, the original design's per-reading path (HTTP GET, synchronous send, consume,
@@ -96,6 +98,7 @@ PIPELINE_ROLES = ("broker", "store", "spark_jvm", "spark_py_driver", "spark_py_w
 #: falls to near nothing once the hot code is compiled, which takes minutes at a few batches a second.
 JIT_ROLES = ("spark_jvm", "broker")
 JIT_SETTLED = 0.05  # cores: the warm-up ends when both JVMs' compiler threads used less than this together
+METER_EVERY = 5  # lag samples (seconds) between two readings of the CPU meter within a phase
 CONFIRM_TIMES = 3  # a sustained rate holds for this many times a step's length
 CONFIRMATIONS = 3  # rates tried, highest kept first, before a round's sustained rate is 0
 WARMUP_PHASE = 15.0  # seconds per warm-up phase at 1,000 readings/s
@@ -350,7 +353,7 @@ class Bench:
 def finish_loadgen(process: subprocess.Popen[str]) -> dict[str, Any]:
     out, _ = process.communicate(timeout=900)
     if process.returncode != 0:
-        raise SystemExit(f"the load generator failed ({process.returncode}): {out}")
+        raise RuntimeError(f"the load generator failed ({process.returncode}): {out}")
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
@@ -375,6 +378,9 @@ class CleanDelays(threading.Thread):
         self.seen: dict[int, int] = {}  # phase's first id -> distinct readings of that phase read so far
         #: The ids read of each phase not yet taken (a read twice is a duplicate, never a reading more).
         self.ids: dict[int, set[int]] = {}
+        #: Phases taken: what a reader still gets of them (a backlog after a step fell behind) is counted,
+        #: not kept by id (memory), and no longer told from a copy.
+        self.taken: set[int] = set()
         self.duplicates: dict[int, int] = {}  # phase's first id -> readings read more than once
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -391,6 +397,7 @@ class CleanDelays(threading.Thread):
             mine = [(append, visible) for mid, append, visible in self.delays if first <= mid < end]
             self.delays = [row for row in self.delays if row[0] >= end]
             self.ids.pop(first, None)
+            self.taken.add(first)
         return [a for a, _ in mine], [v for _, v in mine]
 
     def run(self) -> None:
@@ -424,6 +431,9 @@ class CleanDelays(threading.Thread):
             self.delays.extend(delays)
             for mid, _, _ in delays:
                 phase = FIRST_ID + (mid - FIRST_ID) // PHASE_IDS * PHASE_IDS
+                if phase in self.taken:
+                    self.seen[phase] = self.seen.get(phase, 0) + 1
+                    continue
                 ids = self.ids.setdefault(phase, set())
                 if mid in ids:
                     self.duplicates[phase] = self.duplicates.get(phase, 0) + 1
@@ -495,12 +505,20 @@ class Stream:
         before, steal_before, started = self.meter.snapshot(), steal_ticks(), time.monotonic()
         process = self.bench.loadgen(rate, seconds, first)
         lags: list[int] = []  # readings sent but not yet read, once a second
-        while process.poll() is None:
-            time.sleep(1.0)
-            raw = self.bench.end_offsets(self.bench.settings.raw_topic) - raw_start  # no markers: not transactional
-            lags.append(raw - self.clean.read(first))
-            # Between the phase's edges too: a process that ends mid-phase keeps the CPU last seen of it.
-            self.meter.snapshot()
+        times: list[float] = []  # when each was taken (monotonic seconds)
+        try:
+            while process.poll() is None:
+                time.sleep(1.0)
+                raw = self.bench.end_offsets(self.bench.settings.raw_topic) - raw_start  # no markers: not transactional
+                lags.append(raw - self.clean.read(first))
+                times.append(time.monotonic())
+                if len(lags) % METER_EVERY == 0:
+                    # Between the phase's edges too: a process that ends mid-phase keeps the CPU last seen of
+                    # it. Not every second: a snapshot reads every process's /proc files once per role.
+                    self.meter.snapshot()
+        finally:
+            if process.poll() is None:  # the bench is stopping (Ctrl-C, SIGTERM): no load left behind
+                process.kill()
         sent = finish_loadgen(process)
         log_sent = self.job_log.stat().st_size  # the job's batches while the load ran: its period, its sizes
         self.sent[first] = sent["sent"]
@@ -517,7 +535,7 @@ class Stream:
         sizes = self.batch_sizes(log_start, log_sent)
         period = max(self.trigger_seconds, (sent["ended"] - sent["started"]) / max(len(sizes), 1))
         allowance = rate * period
-        trend = lags[1:-1]  # the first and last samples: before and after sending
+        trend, trend_times = lags[1:-1], times[1:-1]  # the first and last samples: before and after sending
         growing = lag_growing(trend, allowance)
         duplicates = self.clean.duplicates.get(first, 0)
         if duplicates:
@@ -548,7 +566,7 @@ class Stream:
             # The trend test's inputs: the lag's least-squares slope (readings/s; what a shortfall adds
             # each second), the allowance it is held to over the step, and the micro-batches' period and
             # median size while the load ran.
-            "lag_slope_per_s": lag_slope(trend),
+            "lag_slope_per_s": lag_slope(trend_times, trend),
             "lag_allowance": allowance,
             "batch_period_s": period,
             "batch_rows_median": statistics.median(sizes) if sizes else None,
@@ -595,12 +613,12 @@ def lag_growing(lags: list[int], allowance: float) -> bool:
     return statistics.mean(lags[-third:]) > statistics.mean(lags[:third]) + allowance
 
 
-def lag_slope(lags: list[int]) -> float:
-    """The least-squares slope of lag samples taken once a second: readings/s by which the pipeline
-    fell behind (negative: caught up), 0 with fewer than two samples."""
-    if len(lags) < 2:
+def lag_slope(times: list[float], lags: list[int]) -> float:
+    """The least-squares slope of lag samples against the times they were taken (seconds): readings/s
+    by which the pipeline fell behind (negative: caught up), 0 with fewer than two samples."""
+    if len(lags) < 2 or len(set(times)) < 2:
         return 0.0
-    return float(statistics.linear_regression(range(len(lags)), lags).slope)
+    return float(statistics.linear_regression(times, lags).slope)
 
 
 def warm_up(stream: Stream, limit: float) -> dict[str, Any]:
@@ -622,7 +640,9 @@ def warm_up(stream: Stream, limit: float) -> dict[str, Any]:
             return {"seconds": round(time.monotonic() - started, 1), "jit_cores": phases, "settled": settled}
 
 
-def max_sustained(stream: Stream, rates: list[float], seconds: float) -> tuple[float, list[dict[str, Any]]]:
+def max_sustained(
+    stream: Stream, rates: list[float], seconds: float, also: list[dict[str, Any]] | None = None
+) -> tuple[float, list[dict[str, Any]]]:
     """The highest rate the pipeline keeps up with, and every step run to find it:
 
     1. step the offered rate up (``rates``, ``seconds`` each) until the pipeline falls behind;
@@ -631,7 +651,8 @@ def max_sustained(stream: Stream, rates: list[float], seconds: float) -> tuple[f
     3. confirm: the highest rate kept, again for ``CONFIRM_TIMES`` times as long. Over one step, the
        trend test sees a shortfall of about 2 % of the rate; over three, of about 0.6 %. A rate that
        fails its confirmation gives way to the next lower rate kept, confirmed the same way (at most
-       ``CONFIRMATIONS`` of them; if none holds, the round's sustained rate is 0).
+       ``CONFIRMATIONS`` of them; if none holds, the round's sustained rate is 0). ``also``: steps run
+       before (the live rates), candidates for the confirmation too when they kept up.
 
     Each step is marked ``search``, ``bisect`` or ``confirm`` (``stage``)."""
     steps: list[dict[str, Any]] = []
@@ -654,9 +675,11 @@ def max_sustained(stream: Stream, rates: list[float], seconds: float) -> tuple[f
         kept.append(step)
     if kept and missed is not None and missed > kept[-1]["rate"] * 1.05:
         middle = round((kept[-1]["rate"] + missed) / 2, -2)
-        step = run(middle, seconds, "bisect")
-        if step["kept_up"]:
-            kept.append(step)
+        if kept[-1]["rate"] < middle < missed:
+            step = run(middle, seconds, "bisect")
+            if step["kept_up"]:
+                kept.append(step)
+    kept += [s for s in also or [] if s["kept_up"] and s["rate"] not in {k["rate"] for k in kept}]
     for candidate in sorted(kept, key=lambda s: s["rate"], reverse=True)[:CONFIRMATIONS]:
         step = run(candidate["rate"], seconds * CONFIRM_TIMES, "confirm")
         if step["kept_up"]:
@@ -668,43 +691,67 @@ def max_sustained(stream: Stream, rates: list[float], seconds: float) -> tuple[f
 
 
 #: The clean leg of the broker's work: clean messages (JSON, uncompressed) in transactions of about a
-#: micro-batch's slice, as the job publishes them, read by a read_committed consumer.
+#: micro-batch's slice, as the job publishes them, read by two read_committed consumers (the bench's
+#: reader and the dashboard read the clean topic).
+#: Cores of the load generator's sending above which a leg is taken as bound by it (one Python thread).
+LOADGEN_BOUND = 0.8
 CLEAN_LEG = ("--clean", "--transaction-size", "5000")
 
 
-def broker_ceiling(bench: Bench, count: int) -> float:
+def broker_ceiling(bench: Bench, count: int, broker: int | None, legs: dict[str, Any]) -> float:
     """The broker's two legs of the pipeline's work, each librdkafka produce -> consume of ``count``
-    readings through a fresh topic: raw lines (lz4, as the load generator sends them) read by one
-    consumer, and clean messages in transactions read ``read_committed``; after an unmeasured pass of
-    a quarter of that (the broker's JIT and page cache warm). The broker does both for every reading:
-    readings/s = 1 / (1 / raw + 1 / clean)."""
-    legs: list[float] = []
-    for name, extra, isolation in (("raw", (), "read_uncommitted"), ("clean", CLEAN_LEG, "read_committed")):
+    readings through a fresh topic: raw lines (lz4, as the load generator sends them) read once, and
+    clean messages in transactions read by two ``read_committed`` consumers; each after an unmeasured
+    pass of a quarter of that (the broker's JIT and page cache warm). The broker does both for every
+    reading: readings/s = 1 / (1 / raw + 1 / clean). ``legs`` gets each leg's rate, the broker's CPU
+    per 1,000 readings (pid ``broker``; topic creation and the load generator's start-up included) and
+    the cores the load generator's sending took: a leg whose load generator used a whole core was
+    bound by it, not by the broker, and its rate is a floor."""
+    for name, extra, readers in (("raw", (), 1), ("clean", CLEAN_LEG, 2)):
         topic = f"{bench.settings.raw_topic}-ceiling-{name}"
-        produce_consume(bench, count // 4, f"{topic}-warm-{uuid.uuid4().hex[:6]}", extra, isolation)
-        legs.append(produce_consume(bench, count, f"{topic}-{uuid.uuid4().hex[:6]}", extra, isolation))
-    print(f"  broker: raw {legs[0]:,.0f}/s, clean {legs[1]:,.0f}/s", flush=True)
-    return 1 / sum(1 / leg for leg in legs)
+        produce_consume(bench, count // 4, f"{topic}-warm-{uuid.uuid4().hex[:6]}", extra, readers)
+        before = _stat(broker) if broker is not None else None
+        rate, loadgen_cores = produce_consume(bench, count, f"{topic}-{uuid.uuid4().hex[:6]}", extra, readers)
+        after = _stat(broker) if broker is not None else None
+        used = after[1] + after[2] - before[1] - before[2] if before and after else math.nan
+        legs[name] = {"rate": rate, "broker_ms_per_1k": used / count * 1e6, "loadgen_cores": loadgen_cores}
+        bound = ": the load generator's bound, a floor for the broker's" if loadgen_cores >= LOADGEN_BOUND else ""
+        print(f"  broker, {name} leg: {rate:,.0f}/s (broker {used / count * 1e6:.1f} ms per 1,000, load "
+              f"generator {loadgen_cores:.2f} cores{bound})", flush=True)  # fmt: skip
+    return float(1 / sum(1 / leg["rate"] for leg in legs.values()))
 
 
 def produce_consume(bench: Bench, count: int, topic: str, extra: tuple[str, ...] = (),
-                    isolation: str = "read_uncommitted") -> float:  # fmt: skip
+                    readers: int = 1) -> tuple[float, float]:  # fmt: skip
+    """(readings/s, the cores the load generator's sending took) of ``count`` readings sent to a new
+    topic and read by ``readers`` consumers (``read_committed`` when there are transactions)."""
     bench.create_topic(topic)
-    consumer = Consumer({"bootstrap.servers": bench.settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "isolation.level": isolation})  # fmt: skip
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(bench.settings.topic_partitions)])
+    consumers = []
+    for _ in range(readers):
+        consumer = Consumer({"bootstrap.servers": bench.settings.kafka_bootstrap, "group.id": f"bench-{uuid.uuid4()}",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                             "isolation.level": "read_committed" if extra else "read_uncommitted"})  # fmt: skip
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(bench.settings.topic_partitions)])
+        consumers.append(consumer)
     started = time.time()
     process = bench.loadgen(0, 1, 1, count=count, topic=topic, extra=extra)
-    received = 0
-    while received < count and time.time() - started < 300:
-        received += sum(1 for m in consumer.consume(10_000, 0.5) if not m.error())
+    received = [0] * readers
+    try:
+        while min(received) < count and time.time() - started < 300:
+            for i, consumer in enumerate(consumers):
+                if received[i] < count:
+                    received[i] += sum(1 for m in consumer.consume(10_000, 0.5) if not m.error())
+    finally:
+        if process.poll() is None and min(received) < count:
+            process.kill()
     last = time.time()
     # Timed from the load generator's first send (its process start-up is not the broker's) to the
-    # last record read.
+    # last record read by the last reader.
     sent = finish_loadgen(process)
-    consumer.close()
-    return float(received / max(last - sent["started"], 1e-9))
+    for consumer in consumers:
+        consumer.close()
+    sending = max(sent["flushed"] - sent["started"], 1e-9)
+    return float(min(received) / max(last - sent["started"], 1e-9)), float(sent["send_cpu"] / sending)
 
 
 def documents(count: int, first_id: int = 1) -> list[dict[str, Any]]:
@@ -1059,7 +1106,7 @@ def spread(results: dict[str, Any]) -> list[str]:
 
     by_rate: dict[float, list[dict[str, Any]]] = {}
     for step in results["live"] + results["steps"]:
-        if step.get("stage") != "confirm":  # the confirmations are listed below
+        if step.get("stage") not in ("confirm", "bisect"):  # listed below: their rates differ by round
             by_rate.setdefault(step["rate"], []).append(step)
     total = len(rounds(results))
     for rate, steps in sorted(by_rate.items()):
@@ -1073,9 +1120,10 @@ def spread(results: dict[str, Any]) -> list[str]:
         kept_up = f"{len(kept)} of {len(steps)}" + (f", {total - ran} not run" if ran < total else "")
         lines.append(f"{rate:>8,.0f} {kept_up:>16} | {p50:>20} | {p99:>20} | {clean:>20} | {cpu:>22}")
     for step in results["steps"]:
-        if step.get("stage") == "confirm":
+        if step.get("stage") in ("confirm", "bisect"):
             held = "held" if step["kept_up"] else "FELL BEHIND"
-            lines.append(f"  confirmation, round {step.get('round', 1)}: {step['rate']:,.0f}/s for "
+            kind = "confirmation" if step["stage"] == "confirm" else "halfway step"
+            lines.append(f"  {kind}, round {step.get('round', 1)}: {step['rate']:,.0f}/s for "
                          f"{step['elapsed_s']:.0f} s {held} (lag slope {step['lag_slope_per_s']:+,.0f} readings/s, "
                          f"read p99 {fmt(step['visible_delay_s']['p99'])} s)")  # fmt: skip
     sustained = results["sustained_per_round"]
@@ -1083,9 +1131,13 @@ def spread(results: dict[str, Any]) -> list[str]:
                  f"(min / median / max {min_median_max(sustained, 0)})")  # fmt: skip
     if results.get("ceilings"):
         # Each round's sustained rate against its own ceilings, not medians against medians.
-        per_round = [ceiling_ratios(best, {k: c[k] for k in ("broker", "store", "spark")})["in_series"]
-                     for best, c in zip(sustained, results["ceilings"], strict=False)]  # fmt: skip
-        lines.append(f"  pipeline / the stages in series, per round: {', '.join(f'{r:.0%}' for r in per_round)}")
+        per_round = []
+        for number, best in zip(rounds(results), sustained, strict=False):
+            ceilings = next((c for c in results["ceilings"] if c["round"] == number), None)
+            values = {k: ceilings[k] for k in ("broker", "store", "spark")} if ceilings else {}
+            if best and values and not any(math.isnan(v) for v in values.values()):
+                per_round.append(f"{ceiling_ratios(best, values)['in_series']:.0%} (round {number})")
+        lines.append(f"  pipeline / the stages in series, per round: {', '.join(per_round) or '-'}")
     return lines
 
 
@@ -1108,7 +1160,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
     left.grid(alpha=0.3)
     left.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     steps = live + [s for s in results["steps"] if s.get("round", 1) == 1]
-    labels = [f"{s['rate']:,.0f}/s" for s in steps]
+    marks = {"bisect": " (halfway)", "confirm": " (confirm)"}
+    labels = [f"{s['rate']:,.0f}/s{marks.get(s.get('stage', ''), '')}" for s in steps]
     bottom = [0.0] * len(steps)
     for role in ROLES:
         values = [s["cpu_ms_per_1k"][role] for s in steps]
@@ -1265,11 +1318,10 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
                     for rate in rates:
                         live.append(stream.run(rate, args.seconds) | {"round": number})
                         report_step("live", live[-1])
-                    best, searched = max_sustained(stream, steps, args.step_seconds)
+                    best, searched = max_sustained(stream, steps, args.step_seconds, also=live)
                     results["live"] += live
                     results["steps"] += [step | {"round": number} for step in searched]
-                    kept = [s["sent_per_s"] for s in live if s["kept_up"]]
-                    results["sustained_per_round"].append(max([best, *kept]))
+                    results["sustained_per_round"].append(best)  # confirmed, or 0
                     if not args.capacity_only:
                         # Each part alone, in every round, beside the idle job and dashboard; Spark on
                         # micro-batches of the size the job met at the round's sustained rate (the median
@@ -1278,14 +1330,19 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
                         logged = confirmed[-1]["batch_rows_median"] if confirmed else None
                         batch = max(1000, round(logged or results["sustained_per_round"][-1] * trigger))
                         print(f"ceilings (each part alone; Spark in batches of {batch:,}) ...", flush=True)
+                        legs: dict[str, Any] = {}
                         ceilings = {
-                            "broker": measured(lambda: broker_ceiling(bench, args.ceiling_count)),
+                            "broker": measured(
+                                lambda: broker_ceiling(bench, args.ceiling_count, meter.pids.get("broker"), legs)  # noqa: B023
+                            ),
                             "store": measured(
                                 lambda: store_ceiling(bench, args.ceiling_count // 2, CEILING_IDS + number * PHASE_IDS)  # noqa: B023
                             ),
                             "spark": measured(lambda: spark_ceiling(args.ceiling_count, batch)),  # noqa: B023
                         }
-                        results["ceilings"].append(ceilings | {"round": number, "spark_batch": batch})
+                        results["ceilings"].append(
+                            ceilings | {"round": number, "spark_batch": batch, "broker_legs": legs}
+                        )
                         print(f"  {json.dumps({k: round(v) for k, v in ceilings.items()})}", flush=True)
                         # Unmeasured: the job sat idle through the ceilings, and Spark closes Python workers
                         # idle for 60 s; the next round would start with new ones (a 1.4 s p99 at 100/s).

@@ -73,10 +73,11 @@ def test_the_sustained_rate_is_set_against_the_tightest_the_stages_in_series_and
 
 
 def test_the_lag_slope_is_what_a_shortfall_adds_each_second() -> None:
-    assert pipeline.lag_slope([5_000 + 300 * second for second in range(45)]) == pytest.approx(300)
-    sawtooth = [4_000 + (7_500 if second % 2 else 0) for second in range(45)]
-    assert abs(pipeline.lag_slope(sawtooth)) < 50  # a batch's worth up and down: no trend
-    assert pipeline.lag_slope([7]) == 0.0
+    seconds = [1.0 + 1.1 * i for i in range(45)]  # samples 1.1 s apart: a slow sampler is not a steeper lag
+    assert pipeline.lag_slope(seconds, [5_000 + int(300 * t) for t in seconds]) == pytest.approx(300, rel=0.01)
+    sawtooth = [4_000 + (7_500 if i % 2 else 0) for i in range(45)]
+    assert abs(pipeline.lag_slope(seconds, sawtooth)) < 50  # a batch's worth up and down: no trend
+    assert pipeline.lag_slope([1.0], [7]) == 0.0
 
 
 def test_a_reading_read_twice_is_a_duplicate_not_a_reading_more() -> None:
@@ -88,15 +89,30 @@ def test_a_reading_read_twice_is_a_duplicate_not_a_reading_more() -> None:
     assert clean.duplicates[first] == 1
 
 
+def test_a_phase_taken_still_counts_its_backlog_without_keeping_its_ids() -> None:
+    clean = pipeline.CleanDelays(cast(Settings, None))
+    first = pipeline.FIRST_ID
+    clean.add([(first, 0.1, 0.2)])
+    clean.take(first, first + pipeline.PHASE_IDS)  # a step that fell behind: its backlog is read later
+    clean.add([(first + 1, 5.0, 9.0), (first + 2, 5.0, 9.0)])
+    assert clean.read(first) == 3, "the drain after a step that fell behind waits for these"
+    assert first not in clean.ids, "a long run would keep every backlog's ids"
+
+
 def test_the_batches_period_and_size_come_from_the_jobs_log(tmp_path: Path) -> None:
     job_log = tmp_path / "job.log"
     counts = [dict.fromkeys(delivery.COUNTS, 0) | {"valid": 990, "invalid": 10}, dict.fromkeys(delivery.COUNTS, 0)]
     counts[1] |= {"valid": 1_500, "skipped": 500}  # a retried batch: what an earlier attempt delivered is skipped
-    lines = [writer.BATCH_DONE_LOG % (batch, 0.41, json.dumps(c)) for batch, c in enumerate(counts)]
-    job_log.write_text("".join(f"2026-12-07 01:00:00,000 INFO sensor_pipeline.job: {line}\n" for line in lines))
+    lines = [
+        f"2026-12-07 01:00:00,000 INFO sensor_pipeline.job: {writer.BATCH_DONE_LOG % (batch, 0.41, json.dumps(c))}\n"
+        for batch, c in enumerate(counts)
+    ]
+    job_log.write_text("".join(lines))
+    first_line, end = len(lines[0].encode()), job_log.stat().st_size
     stream = pipeline.Stream(cast(Any, None), cast(Any, None), cast(Any, None), job_log, trigger_seconds=0.5)
-    assert stream.batch_sizes(0, job_log.stat().st_size) == [1_000, 2_000]
-    assert stream.batch_sizes(len(lines[0]), job_log.stat().st_size) == [2_000], "only the lines after the start"
+    assert stream.batch_sizes(0, end) == [1_000, 2_000]
+    assert stream.batch_sizes(first_line, end) == [2_000], "only the lines after the start"
+    assert stream.batch_sizes(0, first_line) == [1_000], "only the lines before the end"
 
 
 class Capacity:
@@ -108,9 +124,12 @@ class Capacity:
 
     def run(self, rate: float, length: float) -> dict[str, Any]:
         self.runs.append((rate, length))
-        kept = rate <= (self.long if length > self.seconds else self.short)
+        longer = length > self.seconds
+        kept = rate <= (self.long if longer else self.short)
         delays = {"n": 1, "p50": 0.5, "p95": 0.8, "p99": 0.9, "max": 1.0}
-        return {"rate": rate, "sent_per_s": rate * 0.999, "kept_up": kept, "elapsed_s": length,
+        # The load generator sends a little less than offered, less still over a longer step.
+        sent = rate * (0.99 if longer else 0.999)
+        return {"rate": rate, "sent_per_s": sent, "kept_up": kept, "elapsed_s": length,
                 "clean_delay_s": delays, "visible_delay_s": delays, "stored_delay_s": delays, "max_lag": 0,
                 "lag_growing": not kept, "lag_slope_per_s": 0.0 if kept else 300.0, "drain_s": 1.0,
                 "jit_cores": 0.0, "steal_percent": 0.0, "cpu_ms_per_1k": {"pipeline": 80.0, "harness": 4.0}}  # fmt: skip
@@ -124,7 +143,13 @@ def test_the_capacity_search_bisects_the_last_gap_then_confirms_its_best_rate_fo
     best, steps = pipeline.max_sustained(cast(Any, pipeline_), [10_000, 15_000, 20_000], 45)
     assert pipeline_.runs == [(10_000, 45), (15_000, 45), (20_000, 45), (17_500, 45), (17_500, 135)]
     assert [s["stage"] for s in steps] == ["search", "search", "search", "bisect", "confirm"]
-    assert best == pytest.approx(17_500 * 0.999)
+    assert best == pytest.approx(17_500 * 0.99), "the lower of the rates sent in the step and its confirmation"
+
+
+def test_a_gap_of_5_percent_or_less_is_not_bisected() -> None:
+    pipeline_ = Capacity(short=16_200, long=16_200, seconds=45)
+    pipeline.max_sustained(cast(Any, pipeline_), [16_000, 16_800], 45)
+    assert pipeline_.runs == [(16_000, 45), (16_800, 45), (16_000, 135)]
 
 
 def test_a_rate_that_fails_its_longer_confirmation_gives_way_to_the_next_lower_one() -> None:
@@ -132,8 +157,22 @@ def test_a_rate_that_fails_its_longer_confirmation_gives_way_to_the_next_lower_o
     pipeline_ = Capacity(short=18_000, long=16_000, seconds=45)
     best, _ = pipeline.max_sustained(cast(Any, pipeline_), [10_000, 15_000, 20_000], 45)
     assert pipeline_.runs[-2:] == [(17_500, 135), (15_000, 135)]
-    assert best == pytest.approx(15_000 * 0.999)
-    assert pipeline.max_sustained(cast(Any, Capacity(1_000, 1_000, 45)), [10_000], 45)[0] == 0.0
+    assert best == pytest.approx(15_000 * 0.99)
+
+
+def test_at_most_three_rates_are_confirmed_then_the_round_sustained_none() -> None:
+    pipeline_ = Capacity(short=20_000, long=1_000, seconds=45)
+    best, _ = pipeline.max_sustained(cast(Any, pipeline_), [5_000, 10_000, 12_500, 15_000, 17_500], 45)
+    assert [rate for rate, length in pipeline_.runs if length == 135] == [17_500, 15_000, 12_500]
+    assert best == 0.0, "no rate held over a longer step: none is reported as sustained"
+
+
+def test_a_live_rate_that_kept_up_is_confirmed_when_no_search_step_did() -> None:
+    pipeline_ = Capacity(short=6_000, long=6_000, seconds=45)
+    live = pipeline_.run(5_000, 45)
+    best, _ = pipeline.max_sustained(cast(Any, pipeline_), [10_000], 45, also=[live])
+    assert pipeline_.runs[-1] == (5_000, 135), "a live rate counts only once confirmed like the others"
+    assert best == pytest.approx(5_000 * 0.99)
 
 
 CHILD = """
