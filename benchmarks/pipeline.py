@@ -690,11 +690,11 @@ def max_sustained(
 # --- ceilings ---------------------------------------------------------------------------------------
 
 
+#: Cores of the load generator's sending above which a leg is taken as bound by it (one Python thread).
+LOADGEN_BOUND = 0.8
 #: The clean leg of the broker's work: clean messages (JSON, uncompressed) in transactions of about a
 #: micro-batch's slice, as the job publishes them, read by two read_committed consumers (the bench's
 #: reader and the dashboard read the clean topic).
-#: Cores of the load generator's sending above which a leg is taken as bound by it (one Python thread).
-LOADGEN_BOUND = 0.8
 CLEAN_LEG = ("--clean", "--transaction-size", "5000")
 
 
@@ -714,11 +714,19 @@ def broker_ceiling(bench: Bench, count: int, broker: int | None, legs: dict[str,
         rate, loadgen_cores = produce_consume(bench, count, f"{topic}-{uuid.uuid4().hex[:6]}", extra, readers)
         after = _stat(broker) if broker is not None else None
         used = after[1] + after[2] - before[1] - before[2] if before and after else math.nan
-        legs[name] = {"rate": rate, "broker_ms_per_1k": used / count * 1e6, "loadgen_cores": loadgen_cores}
+        legs[name] = {
+            "rate": rate,
+            "broker_ms_per_1k": used / count * 1e6,
+            "loadgen_cores": loadgen_cores,
+            "bound_by_loadgen": loadgen_cores >= LOADGEN_BOUND,
+        }
         bound = ": the load generator's bound, a floor for the broker's" if loadgen_cores >= LOADGEN_BOUND else ""
         print(f"  broker, {name} leg: {rate:,.0f}/s (broker {used / count * 1e6:.1f} ms per 1,000, load "
               f"generator {loadgen_cores:.2f} cores{bound})", flush=True)  # fmt: skip
-    return float(1 / sum(1 / leg["rate"] for leg in legs.values()))
+    per_1k = sum(leg["broker_ms_per_1k"] for leg in legs.values())
+    # What the broker's own CPU would allow with the machine's cores to itself: a reference, not a ceiling.
+    legs["cpu_bound_per_s"] = (os.cpu_count() or 1) * 1e6 / per_1k if per_1k > 0 else math.nan
+    return float(1 / sum(1 / legs[name]["rate"] for name in ("raw", "clean")))
 
 
 def produce_consume(bench: Bench, count: int, topic: str, extra: tuple[str, ...] = (),
@@ -736,15 +744,19 @@ def produce_consume(bench: Bench, count: int, topic: str, extra: tuple[str, ...]
     started = time.time()
     process = bench.loadgen(0, 1, 1, count=count, topic=topic, extra=extra)
     received = [0] * readers
+    done = [math.inf] * readers  # when each reader had read every record
     try:
         while min(received) < count and time.time() - started < 300:
             for i, consumer in enumerate(consumers):
                 if received[i] < count:
-                    received[i] += sum(1 for m in consumer.consume(10_000, 0.5) if not m.error())
+                    # A short wait: a reader polled in turn with another must not sit idle at the end.
+                    received[i] += sum(1 for m in consumer.consume(10_000, 0.02) if not m.error())
+                    if received[i] >= count:
+                        done[i] = time.time()
     finally:
         if process.poll() is None and min(received) < count:
             process.kill()
-    last = time.time()
+    last = max(done) if min(received) >= count else time.time()
     # Timed from the load generator's first send (its process start-up is not the broker's) to the
     # last record read by the last reader.
     sent = finish_loadgen(process)
@@ -846,8 +858,9 @@ def run(frames):
 
 frames = [micro_batch(k) for k in range(max(count // batch, 1))]
 rates = []
-while len(rates) < 2 or abs(rates[-1] - rates[-2]) > 0.05 * rates[-1]:  # warm: until two passes agree
-    if len(rates) == 10:
+# Warm: at least 4 passes, until the last two agree within 2 % (at most 12).
+while len(rates) < 4 or abs(rates[-1] - rates[-2]) > 0.02 * rates[-1]:
+    if len(rates) == 12:
         break
     started = time.perf_counter()
     rows = run(frames)
@@ -860,17 +873,46 @@ print(json.dumps({"rate": rates[-1], "passes": rates}))
 SPARK_SUBMIT = "--master local[2] --driver-memory 2g --conf spark.ui.enabled=false pyspark-shell"
 
 
-def spark_ceiling(count: int, batch: int) -> float:
+def spark_ceiling(count: int, batch: int, passes: list[float]) -> float:
     """Spark alone: the job's ``foreachBatch`` plan (validation against the batch's time, the stored
     document and Kafka record of each row) and its Python task without I/O (rows out of Arrow, documents
-    built), on micro-batches of ``batch`` raw records held in memory, one after the other: readings/s."""
+    built), on micro-batches of ``batch`` raw records held in memory, one after the other: readings/s
+    of the last pass (``passes`` gets every pass's)."""
     out = subprocess.run([sys.executable, "-c", SPARK_CEILING, str(count), str(batch), str(ROOT / "benchmarks"),
                           str(ROOT / "jobs")],
                          env={**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_SUBMIT_ARGS": SPARK_SUBMIT},
                          capture_output=True, text=True, check=True, timeout=900)  # fmt: skip
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"  Spark: {', '.join(f'{r:,.0f}' for r in result['passes'])} readings/s per pass", flush=True)
+    passes += result["passes"]
     return float(result["rate"])
+
+
+def round_ceilings(
+    bench: Bench, meter: CpuMeter, count: int, number: int, searched: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Each part alone, after round ``number``'s capacity search, beside the idle job and dashboard;
+    Spark on micro-batches of the median size the job logged in the round's confirmation (none
+    confirmed: no batch size the job met, and no Spark ceiling for the round)."""
+    confirmed = [s for s in searched if s["stage"] == "confirm" and s["kept_up"]]
+    batch = max(1000, round(confirmed[-1]["batch_rows_median"] or 0)) if confirmed else 0
+    print(f"ceilings (each part alone; Spark in batches of {batch:,}) ...", flush=True)
+    legs: dict[str, Any] = {}
+    passes: list[float] = []
+    steal_before = steal_ticks()
+    ceilings = {
+        "broker": measured(lambda: broker_ceiling(bench, 5 * count, meter.pids.get("broker"), legs)),
+        "store": measured(lambda: store_ceiling(bench, count // 2, CEILING_IDS + number * PHASE_IDS)),
+        "spark": measured(lambda: spark_ceiling(count, batch, passes)) if batch else math.nan,
+    }
+    print(f"  {json.dumps({k: None if math.isnan(v) else round(v) for k, v in ceilings.items()})}", flush=True)
+    return ceilings | {
+        "round": number,
+        "spark_batch": batch,
+        "spark_passes": passes,
+        "broker_legs": legs,
+        "steal_percent": steal_percent(steal_before, steal_ticks()),
+    }
 
 
 # --- the original design's path ---------------------------------------------------------------------
@@ -1033,9 +1075,17 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"  pipeline, max sustained    {best:>12,.0f}")
         return "\n".join(lines)
     ceilings = ceiling_medians(results)
+    floor = broker_floor(results)
     for name, value in ceilings.items():
         spread_ = min_median_max([c[name] for c in results["ceilings"]], 0)
-        lines.append(f"  ceiling, {name} alone{'':<{10 - len(name)}} {value:>12,.0f}   (min / median / max {spread_})")
+        at_least = ">=" if name == "broker" and floor else "  "
+        lines.append(f"  ceiling, {name} alone{'':<{8 - len(name)}}{at_least} {value:>12,.0f}   "
+                     f"(min / median / max {spread_})")  # fmt: skip
+    if floor:
+        cpu_bound = min_median_max([c["broker_legs"].get("cpu_bound_per_s", math.nan) for c in results["ceilings"]
+                                    if "broker_legs" in c], 0)  # fmt: skip
+        lines.append(f"    the broker's: a floor, the load generator bound a leg; its own CPU alone would allow "
+                     f"{cpu_bound}/s on these cores")  # fmt: skip
     ratios = ceiling_ratios(best, ceilings)
     lines.append(
         f"  pipeline, max sustained    {best:>12,.0f}   = {ratios['tightest']:.0%} of the tightest ceiling "
@@ -1044,7 +1094,7 @@ def table(results: dict[str, Any]) -> str:
     in_series, total = 1 / sum(1 / c for c in ceilings.values()), sum(ceilings.values())
     lines.append(
         f"  the stages one after the other on these cores, 1 / sum(1 / ceiling): {in_series:,.0f}/s; "
-        f"pipeline = {ratios['in_series']:.0%} of it"
+        f"pipeline = {'at most ' if floor else ''}{ratios['in_series']:.0%} of it"
     )
     lines.append(f"  the sum of the ceilings: {total:,.0f}/s; pipeline = {ratios['sum']:.1%} of it")  # fmt: skip
     base = results["baseline_per_s"]
@@ -1129,6 +1179,7 @@ def spread(results: dict[str, Any]) -> list[str]:
     sustained = results["sustained_per_round"]
     lines.append(f"  max sustained per round: {', '.join(f'{v:,.0f}' for v in sustained)} "
                  f"(min / median / max {min_median_max(sustained, 0)})")  # fmt: skip
+    lines += brackets(results)
     if results.get("ceilings"):
         # Each round's sustained rate against its own ceilings, not medians against medians.
         per_round = []
@@ -1137,7 +1188,33 @@ def spread(results: dict[str, Any]) -> list[str]:
             values = {k: ceilings[k] for k in ("broker", "store", "spark")} if ceilings else {}
             if best and values and not any(math.isnan(v) for v in values.values()):
                 per_round.append(f"{ceiling_ratios(best, values)['in_series']:.0%} (round {number})")
-        lines.append(f"  pipeline / the stages in series, per round: {', '.join(per_round) or '-'}")
+        bounds = " (upper bounds: the broker's ceiling is a floor)" if broker_floor(results) else ""
+        lines.append(f"  pipeline / the stages in series, per round{bounds}: {', '.join(per_round) or '-'}")
+    return lines
+
+
+def broker_floor(results: dict[str, Any]) -> bool:
+    """Whether the load generator bound a leg of a broker ceiling: the broker's figure is then a floor,
+    and the ratios to the ceilings upper bounds."""
+    return any(
+        leg.get("bound_by_loadgen")
+        for c in results.get("ceilings", [])
+        for leg in c.get("broker_legs", {}).values()
+        if isinstance(leg, dict)
+    )
+
+
+def brackets(results: dict[str, Any]) -> list[str]:
+    """Per round, the highest rate kept and the lowest missed in the search (where the limit lies), or
+    that no step fell behind (the limit is above the highest step offered)."""
+    lines = []
+    for number in rounds(results):
+        steps = [s for s in results["steps"] if s.get("round", 1) == number and s.get("stage") != "confirm"]
+        kept = [s["rate"] for s in steps if s["kept_up"]]
+        missed = [s["rate"] for s in steps if not s["kept_up"]]
+        top = f"{max(kept):,.0f}/s kept" if kept else "no step kept"
+        limit = f"{min(missed):,.0f}/s missed" if missed else "no step missed: the limit is above the highest offered"
+        lines.append(f"  round {number}: {top}, {limit}")
     return lines
 
 
@@ -1237,11 +1314,14 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
         help="at most this long at 1,000 readings/s before anything is measured: until the JVMs' JIT settles",
     )
     parser.add_argument(
-        "--repeat", type=int, default=1,
-        help="rounds of the live rates and the capacity search, one after the other on the warm pipeline: "
-        "the table adds min / median / max per rate",
+        "--repeat", type=int,
+        help="rounds of the live rates, the capacity search and the ceilings, one after the other on the warm "
+        "pipeline: the table adds min / median / max per rate (default 3; 1 with --capacity-only)",
     )  # fmt: skip
-    parser.add_argument("--ceiling-count", type=int, default=200_000)
+    parser.add_argument(
+        "--ceiling-count", type=int, default=200_000,
+        help="readings per ceiling: Spark's; half for the store; five times for each of the broker's legs",
+    )  # fmt: skip
     parser.add_argument("--baseline-count", type=int, default=500)
     parser.add_argument("--dashboard-port", type=int, default=5106)
     parser.add_argument("--trigger-seconds", type=float, help="the job's trigger (default: the job's default)")
@@ -1261,6 +1341,8 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
         parser.error("--rates and --steps take comma-separated numbers, e.g. 100,1000")
     if any(r <= 0 for r in rates + steps) or args.seconds <= 0 or args.step_seconds <= 0:
         parser.error("rates and durations must be positive")
+    if args.repeat is None:
+        args.repeat = 1 if args.capacity_only else 3
     if args.repeat < 1:
         parser.error("--repeat takes 1 or more rounds")
     # SIGTERM (a CI timeout, kill) ends the run as Ctrl-C does: the job, dashboard and topics are cleaned up.
@@ -1323,27 +1405,7 @@ def main(argv: list[str]) -> int:  # noqa: PLR0915 - one run, in the order it pr
                     results["steps"] += [step | {"round": number} for step in searched]
                     results["sustained_per_round"].append(best)  # confirmed, or 0
                     if not args.capacity_only:
-                        # Each part alone, in every round, beside the idle job and dashboard; Spark on
-                        # micro-batches of the size the job met at the round's sustained rate (the median
-                        # logged by its confirmation; sustained rate x trigger if none held).
-                        confirmed = [s for s in searched if s["stage"] == "confirm" and s["kept_up"]]
-                        logged = confirmed[-1]["batch_rows_median"] if confirmed else None
-                        batch = max(1000, round(logged or results["sustained_per_round"][-1] * trigger))
-                        print(f"ceilings (each part alone; Spark in batches of {batch:,}) ...", flush=True)
-                        legs: dict[str, Any] = {}
-                        ceilings = {
-                            "broker": measured(
-                                lambda: broker_ceiling(bench, args.ceiling_count, meter.pids.get("broker"), legs)  # noqa: B023
-                            ),
-                            "store": measured(
-                                lambda: store_ceiling(bench, args.ceiling_count // 2, CEILING_IDS + number * PHASE_IDS)  # noqa: B023
-                            ),
-                            "spark": measured(lambda: spark_ceiling(args.ceiling_count, batch)),  # noqa: B023
-                        }
-                        results["ceilings"].append(
-                            ceilings | {"round": number, "spark_batch": batch, "broker_legs": legs}
-                        )
-                        print(f"  {json.dumps({k: round(v) for k, v in ceilings.items()})}", flush=True)
+                        results["ceilings"].append(round_ceilings(bench, meter, args.ceiling_count, number, searched))
                         # Unmeasured: the job sat idle through the ceilings, and Spark closes Python workers
                         # idle for 60 s; the next round would start with new ones (a 1.4 s p99 at 100/s).
                         stream.run(1000.0, WARMUP_PHASE)

@@ -271,3 +271,21 @@ def test_a_child_its_parent_reaps_is_counted_once(tree: Any) -> None:
     wait_for(lambda: pipeline._stat(child) is None, 60, "the child ended, reaped by its parent", interval=0.02)
     grew = meter.snapshot()["store"] - before
     assert grew < used_before / 2, f"the child's {used_before:.2f} s counted again ({grew:.2f} s more)"
+
+
+def test_each_round_says_where_its_limit_lies_or_that_no_step_reached_it() -> None:
+    def step(number: int, rate: float, kept: bool, stage: str = "search") -> dict[str, Any]:
+        return {"round": number, "rate": rate, "kept_up": kept, "stage": stage}
+
+    results = {
+        "live": [],
+        "steps": [
+            *(step(1, rate, rate < 17_500) for rate in (15_000, 16_000, 17_500)),
+            step(1, 16_000, True, "confirm"),
+            *(step(2, rate, True) for rate in (15_000, 16_000, 17_500)),  # the steps ended before the limit
+        ],
+    }
+    assert pipeline.brackets(results) == [
+        "  round 1: 16,000/s kept, 17,500/s missed",
+        "  round 2: 17,500/s kept, no step missed: the limit is above the highest offered",
+    ]
