@@ -68,7 +68,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -116,21 +116,29 @@ def _stat_fields(path: str) -> tuple[str, list[str]] | None:
     return text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()  # comm may hold spaces
 
 
-def _stat(pid: int) -> tuple[int, float, float] | None:
-    """(parent pid, own CPU s, reaped children's CPU s) of a process, or None when it is gone."""
+class Proc(NamedTuple):
+    """One read of a process's stat file."""
+
+    ppid: int
+    own: float  # CPU seconds
+    reaped: float  # CPU seconds of its reaped children
+    started: int  # clock ticks after boot: with its pid, who it is (pids are reused)
+
+
+def _proc(pid: int) -> Proc | None:
+    """A process's :class:`Proc`, or None when it is gone."""
     stat = _stat_fields(f"/proc/{pid}/stat")
     if stat is None:
         return None
     fields = stat[1]
-    ppid = int(fields[1])
     utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
-    return ppid, (utime + stime) / TICKS, (cutime + cstime) / TICKS
+    return Proc(int(fields[1]), (utime + stime) / TICKS, (cutime + cstime) / TICKS, int(fields[19]))
 
 
-def _started(pid: int) -> int | None:
-    """A process's start time (clock ticks after boot): with its pid, who it is (pids are reused)."""
-    stat = _stat_fields(f"/proc/{pid}/stat")
-    return int(stat[1][19]) if stat is not None else None
+def _stat(pid: int) -> tuple[int, float, float] | None:
+    """(parent pid, own CPU s, reaped children's CPU s) of a process, or None when it is gone."""
+    proc = _proc(pid)
+    return None if proc is None else (proc.ppid, proc.own, proc.reaped)
 
 
 def _cmdline(pid: int) -> str:
@@ -150,22 +158,31 @@ def find_process(*needles: str) -> int | None:
     return min(found) if found else None
 
 
-def tree_cpu(root: int) -> dict[int, tuple[str, float]]:
-    """CPU seconds (own + reaped children) of ``root`` and each descendant, with its command line."""
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
+def process_table() -> dict[int, Proc]:
+    """Every process's :class:`Proc`, from one pass over ``/proc``."""
+    table = {}
     for pid in _pids():
-        stat = _stat(pid)
-        if stat:
-            parents[pid] = stat[0]
-            cpu[pid] = stat[1] + stat[2]
-    members = {root} if root in cpu else set()
+        proc = _proc(pid)
+        if proc is not None:
+            table[pid] = proc
+    return table
+
+
+def descendants(root: int, table: dict[int, Proc]) -> set[int]:
+    """``root`` and every process under it in ``table`` (empty when ``root`` is not there)."""
+    members = {root} if root in table else set()
     grew = True
     while grew:
-        new = {p for p, parent in parents.items() if parent in members and p not in members}
+        new = {p for p, proc in table.items() if proc.ppid in members and p not in members}
         members |= new
         grew = bool(new)
-    return {p: (_cmdline(p), cpu[p]) for p in members}
+    return members
+
+
+def tree_cpu(root: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds (own + reaped children) of ``root`` and each descendant, with its command line."""
+    table = process_table()
+    return {p: (_cmdline(p), table[p].own + table[p].reaped) for p in descendants(root, table)}
 
 
 def jit_threads(pid: int) -> dict[str, float]:
@@ -203,7 +220,7 @@ class CpuMeter:
 
     pids: dict[str, int] = field(default_factory=dict)
     #: Each process of a role but its root seen so far: pid -> (start time, parent, counted as, CPU seconds).
-    known: dict[int, tuple[int | None, int, str, float]] = field(default_factory=dict)
+    known: dict[int, tuple[int, int, str, float]] = field(default_factory=dict)
     #: CPU seconds of the reaped children of each process seen, at the last snapshot.
     reaped: dict[int, float] = field(default_factory=dict)
     #: CPU seconds of processes that ended where no process of their role counted them, per role.
@@ -216,35 +233,35 @@ class CpuMeter:
         for role in JIT_ROLES:
             if role in self.pids:
                 out |= {f"{role}_jit:{tid}": cpu for tid, cpu in jit_threads(self.pids[role]).items()}
-        members: dict[int, tuple[int | None, int, str, float]] = {}  # pid -> (start time, parent, counted as, CPU)
+        members: dict[int, tuple[int, int, str, float]] = {}  # pid -> (start time, parent, counted as, CPU)
         reaped: dict[int, float] = {}
+        table = process_table()  # one pass over /proc for every role
         for role, pid in self.pids.items():
-            stat = _stat(pid)
-            if stat is None:
+            root = table.get(pid)
+            if root is None:
                 continue
-            reaped[pid] = stat[2]
+            reaped[pid] = root.reaped
             if role == "spark_jvm":  # the JVM alone; its children are the job's Python driver and Spark's workers
-                out["spark_jvm"] += stat[1]
-                out["spark_py_workers"] += stat[2]  # reaped workers
+                out["spark_jvm"] += root.own
+                out["spark_py_workers"] += root.reaped  # reaped workers
             else:
-                out[role] += stat[1] + stat[2]
-            for child, (cmdline, _cpu) in tree_cpu(pid).items():
-                child_stat = _stat(child)
-                if child == pid or child_stat is None:
-                    continue
+                out[role] += root.own + root.reaped
+            for child in descendants(pid, table) - {pid}:
+                proc = table[child]
                 kind = role
                 if role == "spark_jvm":
-                    kind = "spark_py_driver" if "structure_validate_store" in cmdline else "spark_py_workers"
-                members[child] = (_started(child), child_stat[0], kind, child_stat[1] + child_stat[2])
-                reaped[child] = child_stat[2]
+                    driver = "structure_validate_store" in _cmdline(child)
+                    kind = "spark_py_driver" if driver else "spark_py_workers"
+                members[child] = (proc.started, proc.ppid, kind, proc.own + proc.reaped)
+                reaped[child] = proc.reaped
         ended: dict[int, list[tuple[str, float]]] = {}  # parent -> (counted as, last CPU) of its children that ended
         for child, (started, parent, kind, cpu) in self.known.items():
             if child in members and members[child][0] == started:
                 continue
-            stat = _stat(child)
-            if child not in members and stat is not None and _started(child) == started:
-                members[child] = (started, stat[0], kind, stat[1] + stat[2])  # alive outside the tree: the role's
-                reaped[child] = stat[2]
+            alive = table.get(child)
+            if child not in members and alive is not None and alive.started == started:
+                members[child] = (started, alive.ppid, kind, alive.own + alive.reaped)  # alive outside the tree
+                reaped[child] = alive.reaped
             else:  # ended (its pid may be another process's now)
                 ended.setdefault(parent, []).append((kind, cpu))
         for parent, children in ended.items():
