@@ -76,7 +76,7 @@ from pymongo.uri_parser import parse_uri
 
 from sensor_pipeline.cloud import provision
 from sensor_pipeline.config import Settings, settings_from_env_map
-from sensor_pipeline.job import store
+from sensor_pipeline.job import store, writer
 from sensor_pipeline.local import artifacts
 from sensor_pipeline.local.definition import find_root, load
 from sensor_pipeline.local.runner import spark_submit_command
@@ -459,7 +459,6 @@ class CleanDelays(threading.Thread):
                     self.seen[phase] = self.seen.get(phase, 0) + 1
 
 
-BATCH_DONE = re.compile(r"batch \d+ done in [\d.]+ s: counts (\{.*\})")  # writer.BATCH_DONE_LOG
 STORE_DELAY = re.compile(r"store delay \((\d+) ms buckets, MeasurementIDs (\d+)-(\d+)\): (\{.*\})")
 
 
@@ -599,11 +598,8 @@ class Stream:
         with self.job_log.open("rb") as log:
             log.seek(log_start)
             text = log.read(max(0, log_end - log_start)).decode(errors="replace")
-        sizes = []
-        for match in BATCH_DONE.finditer(text):
-            counts = json.loads(match.group(1))
-            sizes.append(sum(int(counts.get(key, 0)) for key in ("valid", "invalid", "skipped")))
-        return sizes
+        counted = ("valid", "invalid", "skipped")
+        return [sum(int(counts.get(key, 0)) for key in counted) for counts in writer.logged_batch_counts(text)]
 
     def stored_delays(self, log_start: int, first: int, sent: int) -> dict[str, float]:
         """The phase's store delays; the job logs a batch's histogram after its transactions commit, so

@@ -15,9 +15,7 @@ instant: tests/integration/test_delivery.py.)
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +29,7 @@ import pytest
 
 from sensor_pipeline.config import Settings
 from sensor_pipeline.contract import rules
+from sensor_pipeline.job import writer
 from sensor_pipeline.local.health import free_port, http_ready, wait_until
 from sensor_pipeline.local.runner import Paths, Supervisor
 from tests.chaos.conftest import FULL, RESULTS
@@ -95,10 +94,7 @@ def record(case: str, result: Audit, job: Job, recovery: float | None = None) ->
 def wrote_rows(log: str) -> bool:
     """Whether a job's log shows a batch that delivered rows itself (not only skipped ones another
     driver had delivered): its "batch N done" line counts valid or invalid rows."""
-    return any(
-        counts["valid"] + counts["invalid"] > 0
-        for counts in (json.loads(m) for m in re.findall(r"batch \d+ done in [\d.]+ s: counts (\{.*\})", log))
-    )
+    return any(counts["valid"] + counts["invalid"] > 0 for counts in writer.logged_batch_counts(log))
 
 
 def feed(settings: Settings, until: threading.Event | None = None) -> Feeder:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -44,8 +45,15 @@ QUERY_NAME = "structure_validate_store"
 #: A batch's store-delay histogram (reading timestamp -> the store's acknowledgement) and the lowest and
 #: highest MeasurementID it holds: ``make bench`` reads it (benchmarks/pipeline.py, by id).
 STORE_DELAY_LOG = "batch %d store delay (%d ms buckets, MeasurementIDs %d-%d): %s"
-#: A batch written, with its counts (``delivery.COUNTS``): ``make bench`` reads the batches' period and size.
+#: A batch written, with its counts (``delivery.COUNTS``): ``make bench`` reads the batches' period and size,
+#: the fault suite which driver wrote rows (:func:`logged_batch_counts`).
 BATCH_DONE_LOG = "batch %d done in %.2f s: counts %s"
+_BATCH_DONE = re.compile(r"batch \d+ done in [\d.]+ s: counts (\{.*\})")
+
+
+def logged_batch_counts(log_text: str) -> list[dict[str, int]]:
+    """The counts of every batch a job's log says it wrote (:data:`BATCH_DONE_LOG` lines), in order."""
+    return [json.loads(match.group(1)) for match in _BATCH_DONE.finditer(log_text)]
 
 
 def batch_time() -> datetime:
