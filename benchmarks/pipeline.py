@@ -727,14 +727,14 @@ def broker_ceiling(bench: Bench, count: int, broker: int | None, legs: dict[str,
         rate, loadgen_cores = produce_consume(bench, count, f"{topic}-{uuid.uuid4().hex[:6]}", extra, readers)
         after = _stat(broker) if broker is not None else None
         used = after[1] + after[2] - before[1] - before[2] if before and after else math.nan
-        legs[name] = {
+        leg = legs[name] = {
             "rate": rate,
             "broker_ms_per_1k": used / count * 1e6,
             "loadgen_cores": loadgen_cores,
             "bound_by_loadgen": loadgen_cores >= LOADGEN_BOUND,
         }
-        bound = ": the load generator's bound, a floor for the broker's" if loadgen_cores >= LOADGEN_BOUND else ""
-        print(f"  broker, {name} leg: {rate:,.0f}/s (broker {used / count * 1e6:.1f} ms per 1,000, load "
+        bound = ": the load generator's bound, a floor for the broker's" if leg["bound_by_loadgen"] else ""
+        print(f"  broker, {name} leg: {rate:,.0f}/s (broker {leg['broker_ms_per_1k']:.1f} ms per 1,000, load "
               f"generator {loadgen_cores:.2f} cores{bound})", flush=True)  # fmt: skip
     per_1k = sum(leg["broker_ms_per_1k"] for leg in legs.values())
     # What the broker's own CPU would allow with the machine's cores to itself: a reference, not a ceiling.
