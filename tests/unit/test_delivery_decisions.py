@@ -90,6 +90,14 @@ def test_a_reading_refused_for_its_content_whose_id_another_record_stored_counts
     assert ([r["_id"] for r in publish], letters, one.counts["already_stored"]) == ([1], [], 1)
 
 
+def test_a_duplicate_whose_document_a_majority_does_not_hold_fails_the_slice(faked: dict[str, Any]) -> None:
+    """The insert met a document the majority-read does not see (on a replica set, a write a failover can
+    still roll back): neither "own" nor "another's" can be said yet, so the batch is retried."""
+    faked["insert"] = store.WriteResult(1, duplicate_ids=(2,))
+    with pytest.raises(store.StoreError, match="majority"):
+        published_and_refused(rows(1, 2), dead_letter_refused=False)
+
+
 def test_a_stored_source_with_more_keys_is_still_this_records() -> None:
     one = delivery.Slice(SETTINGS, rows(2), dead_letter_refused=False)
     assert one.stored_by(source(2) | {"topic_id": "x"}, rows(2)[0])

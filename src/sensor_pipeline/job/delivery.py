@@ -16,7 +16,8 @@ Spark task that holds the slice (one task per Kafka partition, rows in offset or
    ``Source`` (topic, partition, offset). A duplicate-key answer is this slice's own earlier attempt
    when the stored document's Source is this row's (its clean message is published now), another
    record's otherwise (a producer redelivery or a hostile duplicate id: not published again). A
-   document the store refused is looked up the same way before it becomes a dead letter;
+   document the store refused is looked up the same way before it becomes a dead letter. These
+   lookups read what a majority of the store holds (``store.durable_readings``);
 4. **publish and commit, atomically**: clean messages and dead letters, and the slice's next offset
    for the job group (``send_offsets_to_transaction``), in one transaction. A ``read_committed``
    consumer sees all of it or none of it, once.
@@ -299,6 +300,12 @@ class Slice:
         refused_ids = set(refused)
         asked = list(duplicates | refused_ids)
         owners = store.sources(readings, asked, self.settings.insert_chunk) if asked else {}
+        unseen = duplicates - set(owners)
+        if unseen:  # the key met a document a majority does not hold: who stored it is not settled yet
+            raise store.StoreError(
+                f"{len(unseen)} documents answered as duplicates are not in the store's majority-committed "
+                "data (a write a failover may still roll back); the batch is retried"
+            )
         own = {i for i in asked if self.stored_by(owners.get(i), first[i])}
         elsewhere = {i for i in refused_ids - own if i in owners}
         refused = {i: error for i, error in refused.items() if i not in own and i not in elsewhere}

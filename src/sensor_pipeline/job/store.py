@@ -21,6 +21,7 @@ from typing import Any
 from pymongo import ASCENDING, MongoClient, ReadPreference
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from sensor_pipeline.aws import aws_client
@@ -118,9 +119,25 @@ def readings(client: MongoClient[dict[str, Any]], settings: Settings) -> Collect
 
 
 def durable_readings(client: MongoClient[dict[str, Any]], settings: Settings) -> Collection[dict[str, Any]]:
-    """The readings for the job's writes: acknowledged by a majority before anything is published."""
+    """The readings for the job's writes and for who stored a document: writes acknowledged by a majority
+    before anything is published, reads of what a majority holds (never rolled back).
+
+    On a MongoDB replica set a read at ``local`` could see an older attempt's insert that a failover then
+    rolls back (the reading published, not stored): read concern ``majority`` "guarantees that the data
+    read has been acknowledged by a majority of the replica set members ... guaranteed to not roll back"
+    (https://www.mongodb.com/docs/manual/reference/read-concern-majority/). A duplicate-key answer to a
+    ``w: majority`` insert is sent once a majority holds the document it met (a failed or no-op write
+    waits for write concern at the primary's latest optime: SERVER-18522), so the read finds it.
+    Amazon DocumentDB reads and acknowledged writes are durable whatever is asked ("Data read from an
+    Amazon DocumentDB cluster is durable and will not be rolled back"; "An acknowledged write ... is
+    durable, and can't be rolled back":
+    https://docs.aws.amazon.com/documentdb/latest/developerguide/how-it-works.html) and it takes
+    ``readConcern`` (mongo-apis.html: cursor.readConcern, 5.0: Yes); FerretDB ignores it (one server)."""
     database = client.get_database(
-        settings.mongo_database, read_preference=ReadPreference.PRIMARY, write_concern=WriteConcern("majority")
+        settings.mongo_database,
+        read_preference=ReadPreference.PRIMARY,
+        write_concern=WriteConcern("majority"),
+        read_concern=ReadConcern("majority"),
     )
     return database[settings.mongo_collection]
 
