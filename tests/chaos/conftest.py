@@ -1,7 +1,7 @@
 """The fault and fuzz suites: the integration stack's fixtures, sizes, and the table they print.
 
 ``make test`` runs a CI-sized part: the transaction cases (kill -9 mid-publish and right after the
-commit, a task failure mid-publish) and 10,000 hostile records; the other cases are marked ``slow`` and listed as skipped. ``make chaos`` and
+commit, a task failure mid-publish), the two clocks and 10,000 hostile records; the other cases are marked ``slow`` and listed as skipped. ``make chaos`` and
 ``make test-all`` (``SP_TEST_ALL=1 SP_CHAOS=full``) run every case at full size.
 """
 

@@ -5,7 +5,8 @@ Cases: kill -9 of the whole job at each fault point of the delivery (``sensor_pi
 deterministic, not timed): after a slice's inserts before its transaction, mid-publish, after the
 commit before Spark marks the task done, after every slice before Spark's batch commit; Spark task
 failures at those points retried by Spark (``local[2,4]``); several kills in a row; a second driver
-beside the first; a graceful stop mid-stream and a new driver (a redeploy); broker and store restarts;
+beside the first; a graceful stop mid-stream and a new driver (a redeploy); two drivers whose clocks
+differ, one judging valid what the other finds in the future; broker and store restarts;
 producer kill -9; the sensor API down; the checkpoint deleted; the raw topic recreated. The job runs
 supervised (restarted when it exits), as supervisord and EMR's retry policy run it. The cases that
 stop the job (kills, task failures, a redeploy) also report how long after the fault it stored readings
@@ -15,23 +16,29 @@ instant: tests/integration/test_delivery.py.)
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import shutil
 import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 
 from sensor_pipeline.config import Settings
 from sensor_pipeline.contract import rules
-from sensor_pipeline.job import writer
+from sensor_pipeline.job import store, writer
 from sensor_pipeline.local.health import free_port, http_ready, wait_until
 from sensor_pipeline.local.runner import Paths, Supervisor
+from sensor_pipeline.source.simulator import BEACHES, SnowflakeIds, format_line
 from tests.chaos.conftest import FULL, RESULTS
 from tests.integration.conftest import read_all
 from tests.integration.harness import (
@@ -44,6 +51,8 @@ from tests.integration.harness import (
     idle,
     raw_end_offsets,
     stored_count,
+    tally,
+    valid_line,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.chaos]
@@ -216,6 +225,96 @@ def test_a_redeploy_mid_stream_stops_the_old_driver_gracefully(settings: Setting
             new.stop()
     assert new is not None
     record("redeploy: SIGTERM mid-stream, new driver", result, new, recovery)
+
+
+def test_a_reading_two_clocks_judge_differently_has_one_outcome(settings: Settings, tmp_path: Path) -> None:
+    """A driver whose clock runs 15 minutes ahead (another host: a second driver, a redeploy) judges
+    readings 13 minutes ahead valid, stores its slice and is killed before its transaction; the next
+    driver, on the host's clock, finds them in the future. A reading the first stored must be published,
+    not dead-lettered: each has one outcome, stored and published, or dead-lettered only."""
+    now, rng = datetime.now(UTC), random.Random(5)
+    ids = SnowflakeIds(worker=rng.randrange(1024))
+    # Future for 8 minutes on the host's clock, valid on one 15 minutes ahead.
+    ahead = now + timedelta(seconds=settings.future_tolerance_seconds + 480)
+    future = [format_line(ahead, 20, 1.5, 11, BEACHES[i % len(BEACHES)], ids.next()) for i in range(36)]
+    normal = [valid_line(ids, rng, now) for _ in range(36)]
+    invalid = [format_line(now, 99, 1.5, 11, BEACHES[i % len(BEACHES)], ids.next()) for i in range(6)]  # out_of_range
+    send_lines(settings, [line for pair in zip(future, normal, strict=True) for line in pair] + invalid)
+    marker = tmp_path / "fault.fired"
+    skewed = {"SP_FAULT": "stored:kill", "SP_FAULT_MARKER": str(marker), "SP_FAULT_CLOCK_SECONDS": "900"}
+    first = Job(settings, tmp_path / "first.log", env=skewed)
+    first.supervise = False  # its restart is the other host's driver, below
+    second = Job(settings, tmp_path / "second.log")
+    try:
+        first.start()
+        assert wait_until(marker.exists, 240, interval=0.1), f"fault point never reached; log {first.log}"
+        first.kill()
+        second.start()
+        result = outcomes(settings, {line.split()[5] for line in future})
+    finally:
+        first.kill()
+        second.stop()
+    record("two clocks: a reading stored, then judged future", result, second)
+    kept = int(result.notes[0].split()[0])
+    assert kept > 0, "the first driver stored none of the readings the second finds in the future: nothing measured"
+
+
+def send_lines(settings: Settings, lines: list[str]) -> None:
+    """Raw lines into RawSensorData, keyed by beach as the producer keys them, all delivered."""
+    producer = KafkaProducer(**settings.kafka_client_options(), acks="all")
+    try:
+        for line in lines:
+            producer.send(settings.raw_topic, key=(rules.beach_key(line) or "").encode() or None, value=line.encode())
+        producer.flush(60)
+    finally:
+        producer.close(30)
+
+
+def outcomes(settings: Settings, clocked: set[str]) -> Audit:
+    """The audit of a run whose ``clocked`` readings (MeasurementIDs) two clocks judged differently: each
+    may be stored and published once, or dead-lettered once; every other line has the usual outcome."""
+    assert wait_until(lambda: idle(settings), 180, interval=1), "the job never caught up with the raw topic"
+    raw = {(r.partition, r.offset): r.value.decode() for r in read_all(settings, settings.raw_topic)}
+    client = store.connect(settings)
+    try:
+        stored = {d["_id"]: d["Source"] for d in store.readings(client, settings).find({}, {"Source": 1})}
+    finally:
+        client.close()
+    clean = Counter(json.loads(r.value)["MeasurementID"] for r in read_all(settings, settings.clean_topic))
+    dead = Counter(
+        (s["partition"], s["offset"])
+        for s in (json.loads(r.value)["Source"] for r in read_all(settings, settings.invalid_topic))
+    )
+    expected_clean: set[int] = set()
+    expected_dead: set[tuple[int, int]] = set()
+    kept = two_outcomes = 0
+    for (partition, offset), line in raw.items():
+        reading = int(line.split()[5])
+        if line.split()[5] in clocked:
+            source = stored.get(reading)
+            if source is not None and (source["partition"], source["offset"]) == (partition, offset):
+                kept += 1
+                expected_clean.add(reading)
+                two_outcomes += dead[partition, offset] > 0
+            else:
+                expected_dead.add((partition, offset))
+                two_outcomes += clean[reading] > 0
+        elif rules.validate_line(line).record is not None:
+            expected_clean.add(reading)
+        else:
+            expected_dead.add((partition, offset))
+
+    return Audit(
+        valid=len(expected_clean),
+        invalid=len(expected_dead),
+        store=tally(Counter(stored.keys()), expected_clean),
+        clean=tally(clean, expected_clean),
+        dead=tally(dead, expected_dead),
+        unexpected=len(set(stored) - expected_clean) + two_outcomes,  # two outcomes: stored and dead-lettered
+        unexpected_clean=len(set(clean) - expected_clean),
+        unexpected_dead=len(set(dead) - expected_dead),
+        notes=[f"{kept} stored by the first clock, kept", f"{len(clocked) - kept} dead-lettered by the second"],
+    )
 
 
 def outage(name: str, seconds: float) -> None:

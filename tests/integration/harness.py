@@ -191,6 +191,12 @@ class Tally:
         return f"{self.lost}/{self.duplicated}"
 
 
+def tally(seen: Counter[Any], expected: set[Any]) -> Tally:
+    """What an output lost and repeated: ``seen`` counts what it holds, ``expected`` what it should."""
+    repeated = {k for k, n in seen.items() if n > 1}
+    return Tally(len(expected - set(seen)), sum(seen[k] - 1 for k in repeated), repeated)
+
+
 @dataclass
 class Audit:
     """Lost and duplicated readings per output, against what RawSensorData holds."""
@@ -285,10 +291,6 @@ def audit(settings: Settings, timeout: float = 180) -> Audit:
                                until=lambda rs: set(clean_ids(rs)) >= valid))  # fmt: skip
     dead = sources(read_all(settings, settings.invalid_topic, timeout=timeout / 2,
                             until=lambda rs: set(sources(rs)) >= invalid))  # fmt: skip
-
-    def tally(seen: Counter[Any], expected: set[Any]) -> Tally:
-        repeated = {k for k, n in seen.items() if n > 1}
-        return Tally(len(expected - set(seen)), sum(seen[k] - 1 for k in repeated), repeated)
 
     return Audit(
         valid=len(valid),

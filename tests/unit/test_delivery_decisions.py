@@ -6,6 +6,7 @@ real store gives rarely (a document it keeps refusing beside others it settled) 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -96,6 +97,40 @@ def test_a_duplicate_whose_document_a_majority_does_not_hold_fails_the_slice(fak
     faked["insert"] = store.WriteResult(1, duplicate_ids=(2,))
     with pytest.raises(store.StoreError, match="majority"):
         published_and_refused(rows(1, 2), dead_letter_refused=False)
+
+
+def clocked(*ids: int) -> list[dict[str, Any]]:
+    """Rows rejected by the clock alone: their clean record rides along (``transforms.routed``)."""
+    return [
+        r | {"reason": "future_timestamp", "clock_value": json.dumps({"MeasurementID": r["_id"]}), "_id": None}
+        for r in rows(*ids)
+    ]
+
+
+def test_a_reading_an_earlier_attempt_stored_is_published_though_this_clock_rejects_it(
+    faked: dict[str, Any],
+) -> None:
+    """Another clock judged 2 valid and stored it (its Source is this row's): the store holds the
+    reading, so it is published, not dead-lettered. 3 was stored by another record, 4 by no one: this
+    attempt's verdict stands (dead letters)."""
+    faked["sources"] = {2: source(2), 3: source(99)}
+    one = delivery.Slice(SETTINGS, clocked(2, 3, 4), dead_letter_refused=False)
+    assert sorted(one.stored_earlier(clocked(2, 3, 4))) == [source(2)["offset"]]
+    faked["sources"] = {}
+    assert one.stored_earlier(clocked(2, 3, 4)) == {}
+
+
+def test_no_read_without_a_clock_verdict_or_for_a_row_that_has_no_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row the clock rejected whose id a later check rejects too (its clean record has no MeasurementID:
+    to_json leaves nulls out) was stored by no attempt; a slice without clock verdicts reads nothing."""
+
+    def no_read(*_args: Any) -> dict[Any, Any]:
+        raise AssertionError("read the store")
+
+    monkeypatch.setattr(store, "sources", no_read)
+    no_id = clocked(2)[0] | {"clock_value": '{"Beach":"Calumet Beach"}'}
+    one = delivery.Slice(SETTINGS, rows(1), dead_letter_refused=False)
+    assert one.stored_earlier([]) == {} and one.stored_earlier([no_id]) == {}
 
 
 def test_a_stored_source_with_more_keys_is_still_this_records() -> None:

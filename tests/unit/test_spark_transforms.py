@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -88,6 +88,27 @@ def test_clean_messages_are_keyed_json_with_utc_z_timestamps(validated: Any) -> 
         "TimeStamp": "2020-02-17T13:00:00.000Z",
     }
     assert isinstance(messages[0][1]["MeasurementID"], int)
+
+
+def test_a_row_only_the_clock_rejects_carries_the_clean_record_a_later_clock_gives_it(spark: Any) -> None:
+    """Two attempts judging by different clocks: the one that finds a reading in the future still has the
+    clean record the other published (same key, same value), to publish when the other stored it; no
+    other row carries one."""
+    lines = ["2024-07-01T12:06:00Z 20.5 1.25 11.5 Calumet_Beach 7", LINES[2], LINES[0]]  # future at NOW, two others
+    frame = spark.createDataFrame(
+        [(line, "RawSensorData", 0, i) for i, line in enumerate(lines)],
+        "value string, topic string, partition int, offset long",
+    )
+
+    def routed(now: datetime) -> list[Any]:
+        return transforms.routed(transforms.validate(frame, now=transforms.instant(now))).orderBy("offset").collect()
+
+    early, late = routed(NOW), routed(NOW + timedelta(minutes=2))
+    assert [r.reason for r in early] == ["future_timestamp", "out_of_range", None]
+    assert late[0].reason is None, "two minutes later the reading is valid"
+    assert (early[0].key, early[0].clock_value) == (late[0].key, late[0].value)
+    assert early[0]._id is None and json.loads(early[0].value)["Reason"] == "future_timestamp"
+    assert all(r.clock_value is None for r in early[1:] + late)
 
 
 def test_dead_letters_carry_reason_detail_source_and_the_batch_time(validated: Any) -> None:

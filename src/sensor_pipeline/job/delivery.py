@@ -16,7 +16,9 @@ Spark task that holds the slice (one task per Kafka partition, rows in offset or
    ``Source`` (topic, partition, offset). A duplicate-key answer is this slice's own earlier attempt
    when the stored document's Source is this row's (its clean message is published now), another
    record's otherwise (a producer redelivery or a hostile duplicate id: not published again). A
-   document the store refused is looked up the same way before it becomes a dead letter. These
+   document the store refused is looked up the same way before it becomes a dead letter, and so is a
+   row only the clock rejected (``future_timestamp``): when an earlier attempt at the slice, judging by
+   another clock, stored its reading, its clean message is published instead of its dead letter. These
    lookups read what a majority of the store holds (``store.durable_readings``);
 4. **publish and commit, atomically**: clean messages and dead letters, and the slice's next offset
    for the job group (``send_offsets_to_transaction``), in one transaction. A ``read_committed``
@@ -44,7 +46,10 @@ from sensor_pipeline.job import faults, python_worker, store
 if TYPE_CHECKING:
     import pyarrow as pa
 
-COUNTS = ("valid", "invalid", "stored", "already_stored", "rejected", "published", "skipped", "lost_to_retention")
+COUNTS = (
+    "valid", "invalid", "stored", "already_stored", "rejected", "published", "kept_valid", "skipped",
+    "lost_to_retention",
+)  # fmt: skip
 COUNTS_SCHEMA = "counts string"
 log = logging.getLogger("sensor_pipeline.job.delivery")
 STORE_REJECTED = "store_rejected"
@@ -228,11 +233,13 @@ class Slice:
         valid = [r for r in todo if r["reason"] is None]
         self.counts["valid"], self.counts["invalid"] = len(valid), len(todo) - len(valid)
         clean, rejected = self.insert(valid)
+        kept = self.stored_earlier([r for r in todo if r["reason"] == rules.CLOCK_CHECK])
         faults.hit("stored")
-        letters = [(r["key"], r["value"]) for r in todo if r["reason"] is not None]
+        letters = [(r["key"], r["value"]) for r in todo if r["reason"] is not None and r["offset"] not in kept]
         letters += [(r["key"], self.rejection(r, error)) for r, error in rejected]
         records = [(self.settings.invalid_topic, k, v) for k, v in letters]
         records += [(self.settings.clean_topic, r["key"], r["value"]) for r in clean]
+        records += [(self.settings.clean_topic, r["key"], r["clock_value"]) for r in kept.values()]
         producer.begin_transaction()
         for i, (topic, key, value) in enumerate(records):
             if i == len(records) // 2:
@@ -245,7 +252,8 @@ class Slice:
         producer.send_offsets_to_transaction(next_offset, group, TIMEOUT)
         producer.commit_transaction(TIMEOUT)
         faults.hit("committed")
-        self.counts["published"] = len(clean)
+        self.counts["published"] = len(clean) + len(kept)
+        self.counts["kept_valid"] = len(kept)
         self.counts["rejected"] = len(rejected)
         return self.counts
 
@@ -265,6 +273,21 @@ class Slice:
         """Whether a stored document's ``Source`` is this row's raw record (other keys it may hold ignored)."""
         mine = self.source(row)
         return stored is not None and {key: stored.get(key) for key in mine} == mine
+
+    def stored_earlier(self, clocked: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+        """Rows this attempt rejected by the clock alone (:data:`rules.CLOCK_CHECK`) whose reading an earlier
+        attempt at the slice, judging by another clock (a second driver, a host whose clock differs),
+        stored: by offset. The store holds the reading, so its clean record is published instead of the
+        dead letter: one outcome per reading, the first attempt's. One read, for slices with such rows."""
+        # A later check may fail too (its clean record then lacks what that check rejects: an id, a
+        # number); no attempt stored such a row, whatever its clock. Only a row with an id is asked about.
+        ids = {int(r["offset"]): json.loads(r["clock_value"]).get("MeasurementID") for r in clocked}
+        asked = [r for r in clocked if isinstance(ids[int(r["offset"])], int)]
+        if not asked:
+            return {}
+        readings = store.durable_readings(store.shared_client(self.settings), self.settings)
+        owners = store.sources(readings, list({ids[int(r["offset"])] for r in asked}), self.settings.insert_chunk)
+        return {int(r["offset"]): r for r in asked if self.stored_by(owners.get(ids[int(r["offset"])]), r)}
 
     def insert(self, valid: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
         """Insert the slice's readings; (rows to publish as clean, (row, error) the store refused)."""

@@ -7,7 +7,8 @@ the job in a session of its own) or fails the Spark
 task or batch there (``fail``: an exception, which Spark retries with ``local[N,F]``). A marker file
 (``SP_FAULT_MARKER``) makes the fault fire once, across processes and restarts; with
 ``SP_FAULT_AFTER=N`` a process passes the point N times before it fires (so a fault can strike a
-later batch, with earlier readings stored).
+later batch, with earlier readings stored). ``SP_FAULT_CLOCK_SECONDS=N`` sets the driver's batch
+time N s off the host's clock: a second driver or a new build on a host whose clock differs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from datetime import timedelta
 
 log = logging.getLogger("sensor_pipeline.job.faults")
 
@@ -40,6 +42,15 @@ def armed() -> tuple[str, str] | None:
     if point not in POINTS or action not in ACTIONS:
         raise ValueError(f"SP_FAULT={spec!r}: expected <point>:<action>, point in {POINTS}, action in {ACTIONS}")
     return point, action
+
+
+def clock_offset() -> timedelta:
+    """How far the batch time is set off the host's clock (``SP_FAULT_CLOCK_SECONDS``; 0 unless a test sets it)."""
+    spec = os.environ.get("SP_FAULT_CLOCK_SECONDS", "")
+    try:
+        return timedelta(seconds=float(spec or 0))
+    except ValueError:
+        raise ValueError(f"SP_FAULT_CLOCK_SECONDS={spec!r}: expected a number of seconds") from None
 
 
 _passes: dict[str, int] = {}

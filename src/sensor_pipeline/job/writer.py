@@ -19,7 +19,9 @@ other writes, are dead-lettered (``store_rejected``) so that no record can stop 
 
 The batch's time is the driver's clock when the batch is first written. A replay after a restart
 judges against a later time: only ``future_timestamp`` depends on it, and only towards valid, and
-only one attempt's output is ever committed, so each reading still has one outcome.
+only one attempt's output is ever committed. An attempt on another host (a second driver, a
+redeploy) may judge by an earlier clock: a reading an earlier attempt stored is then published clean,
+not dead-lettered (``delivery.Slice.stored_earlier``), so each reading still has one outcome.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def logged_batch_counts(log_text: str) -> list[dict[str, int]]:
 
 
 def batch_time() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(UTC) + faults.clock_offset()
 
 
 class BatchWriter:
