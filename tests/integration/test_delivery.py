@@ -167,3 +167,47 @@ def test_the_batch_time_is_a_literal_that_compiled_code_reuses(spark: Any, setti
     for second in range(1, 4):
         writer.routed(frame, start + timedelta(seconds=second)).collect()
     assert compiled() == before, "a later batch recompiled the rules"
+
+
+def test_window_an_older_attempt_stalled_before_its_insert_stores_what_the_newer_dead_lettered(
+    spark: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window that remains, measured (docs/design.md, "Guarantees"): the newer attempt, on its
+    dead-letter attempt, meets a store that keeps refusing one document (not for what it holds), finds
+    it stored by no one and dead-letters it; the older attempt, fenced but stalled before its insert,
+    then stores it. The reading is stored and dead-lettered (store_rejected), and not published: one
+    reading with two outcomes. It takes a refusal that passes between two attempts' inserts, and a
+    zombie; the store has no fence a newer Kafka producer could raise against an older attempt's write."""
+    rows = slice_rows(spark, settings, readings(10))
+    refused = rows[3]["_id"]
+    paused, resume = threading.Event(), threading.Event()
+    insert_new = store.insert_new
+
+    def insert(collection: Any, documents: list[dict[str, Any]]) -> store.WriteResult:
+        if threading.current_thread().name == "older":  # stalled (a GC pause, a lost executor's network)
+            paused.set()
+            assert resume.wait(60)
+            return insert_new(collection, documents)
+        settled = insert_new(collection, [d for d in documents if d["_id"] != refused])
+        raise store.StoreError("refused", {refused: "1: InternalError"}, settled)  # refused this time only
+
+    monkeypatch.setattr(store, "insert_new", insert)
+    failure: list[BaseException] = []
+
+    def older() -> None:
+        try:
+            run(settings, rows)
+        except BaseException as error:
+            failure.append(error)
+
+    attempt = threading.Thread(target=older, name="older")
+    attempt.start()
+    assert paused.wait(60), "the older attempt never reached its insert"
+    newer = run(settings, rows, dead_letter_refused=True)
+    resume.set()
+    attempt.join(60)
+    assert failure and isinstance(failure[0], KafkaException), "the older attempt must be fenced"
+    assert (newer["stored"], newer["rejected"], newer["published"]) == (9, 1, 9)
+    clean, dead, stored = outputs(settings)
+    assert refused in stored and refused not in clean and dead == Counter({3: 1}), "the window's outcome"
+    assert len(stored) == 10 and set(clean.values()) == {1} and len(clean) == 9, "the others: exactly once"
