@@ -46,6 +46,12 @@ def faked(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(store, "durable_readings", lambda _client, _settings: object())
     monkeypatch.setattr(store, "takes_writes", lambda _client, _settings: True)
     monkeypatch.setattr(store, "insert_new", insert_new)
+    answers["barriers"] = 0
+
+    def barrier(_client: Any, _settings: Any) -> None:
+        answers["barriers"] += 1
+
+    monkeypatch.setattr(store, "majority_barrier", barrier)
     # Like the store: ids not stored are absent from the answer.
     monkeypatch.setattr(
         store,
@@ -65,6 +71,31 @@ def test_own_duplicates_are_published_anothers_are_not(faked: dict[str, Any]) ->
     faked["insert"] = store.WriteResult(1, duplicate_ids=(2, 3))
     faked["sources"] = {2: source(2), 3: source(99)}  # 2: this row's earlier attempt; 3: another record
     assert published_and_refused(rows(1, 2, 3), dead_letter_refused=False) == ([1, 2], [])
+
+
+def test_a_later_copy_of_an_id_that_an_earlier_attempt_stored_is_published_as_the_slices_own(
+    faked: dict[str, Any],
+) -> None:
+    """Two lines with one MeasurementID in the slice: an earlier attempt judged the first in the future (an
+    earlier clock) and stored the second; this attempt finds both valid and inserts the first. The stored
+    document is the second's: its clean message is published, once. Only the duplicate-key answer was
+    asked about, which is its own barrier: no extra write."""
+    first, later = (r | {"_id": 5} for r in rows(1, 2))
+    faked["insert"] = store.WriteResult(0, duplicate_ids=(5,))
+    faked["sources"] = {5: source(2)}
+    one = delivery.Slice(SETTINGS, [first, later], dead_letter_refused=False)
+    publish, letters = one.insert([first, later])
+    assert (publish, letters, faked["barriers"]) == ([later], [], 0)
+
+
+def test_lookups_no_insert_answered_first_pass_a_majority_barrier(faked: dict[str, Any]) -> None:
+    """Before reading who stored a refused document, or a reading the clock rejected, a majority write
+    makes what the primary applied before it (an older attempt's insert) visible to the majority read."""
+    faked["insert"] = store.StoreError("refused", {2: "1: internal"}, store.WriteResult(1))
+    published_and_refused(rows(1, 2), dead_letter_refused=True)
+    assert faked["barriers"] == 1
+    delivery.Slice(SETTINGS, clocked(3), dead_letter_refused=False).stored_earlier(clocked(3))
+    assert faked["barriers"] == 2
 
 
 def test_a_refused_reading_that_is_stored_after_all_is_not_dead_lettered(faked: dict[str, Any]) -> None:

@@ -285,15 +285,18 @@ class Slice:
         asked = [r for r in clocked if isinstance(ids[int(r["offset"])], int)]
         if not asked:
             return {}
-        readings = store.durable_readings(store.shared_client(self.settings), self.settings)
+        client = store.shared_client(self.settings)
+        store.majority_barrier(client, self.settings)
+        readings = store.durable_readings(client, self.settings)
         owners = store.sources(readings, list({ids[int(r["offset"])] for r in asked}), self.settings.insert_chunk)
         return {int(r["offset"]): r for r in asked if self.stored_by(owners.get(ids[int(r["offset"])]), r)}
 
     def insert(self, valid: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
         """Insert the slice's readings; (rows to publish as clean, (row, error) the store refused)."""
-        first: dict[Any, dict[str, Any]] = {}
+        copies: dict[Any, list[dict[str, Any]]] = {}
         for row in valid:
-            first.setdefault(row["_id"], row)  # a later copy in the same slice is the same reading, again
+            copies.setdefault(row["_id"], []).append(row)
+        first = {i: rows[0] for i, rows in copies.items()}  # a later copy is the same reading, again
         self.counts["already_stored"] += len(valid) - len(first)
         client = store.shared_client(self.settings)
         readings = store.durable_readings(client, self.settings)
@@ -317,10 +320,14 @@ class Slice:
             refused |= dict(outcome.rejected)
             duplicates.update(outcome.duplicate_ids)
             self.counts["stored"] += outcome.inserted
-        # Who stored the duplicates, and whether a document the store refused is stored after all: by a
-        # fenced older attempt at this slice, still running (its own: published clean now), or by another
-        # record with the same id (already stored: neither published nor dead-lettered).
+        # Who stored the duplicates, and whether a document the store refused is stored after all: an
+        # earlier attempt at this slice, from any of the slice's copies of the id (own: that copy's clean
+        # message is published now; an earlier attempt may have judged the first copy by an earlier clock
+        # and stored a later one), or another record with the same id (already stored: neither
+        # published nor dead-lettered).
         refused_ids = set(refused)
+        if refused_ids:
+            store.majority_barrier(client, self.settings)
         asked = list(duplicates | refused_ids)
         owners = store.sources(readings, asked, self.settings.insert_chunk) if asked else {}
         unseen = duplicates - set(owners)
@@ -329,11 +336,13 @@ class Slice:
                 f"{len(unseen)} documents answered as duplicates are not in the store's majority-committed "
                 "data (a write a failover may still roll back); the batch is retried"
             )
-        own = {i for i in asked if self.stored_by(owners.get(i), first[i])}
-        elsewhere = {i for i in refused_ids - own if i in owners}
+        own = {i: r for i in asked for r in copies[i] if self.stored_by(owners.get(i), r)}
+        elsewhere = {i for i in refused_ids - set(own) if i in owners}
         refused = {i: error for i, error in refused.items() if i not in own and i not in elsewhere}
-        self.counts["already_stored"] += len(duplicates - own) + len(elsewhere)
-        publish = [r for i, r in first.items() if i in own or (i not in duplicates and i not in refused_ids)]
+        self.counts["already_stored"] += len(duplicates - set(own)) + len(elsewhere)
+        publish = [
+            own.get(i, r) for i, r in first.items() if i in own or (i not in duplicates and i not in refused_ids)
+        ]
         return publish, [(first[i], error) for i, error in refused.items()]
 
     def _delays(

@@ -196,6 +196,18 @@ def takes_writes(client: MongoClient[dict[str, Any]], settings: Settings) -> boo
         return False
 
 
+def majority_barrier(client: MongoClient[dict[str, Any]], settings: Settings) -> None:
+    """A ``w: majority`` write (a probe document written and removed): once it is acknowledged, every
+    write the primary applied before it is majority-committed, so a ``majority`` read then sees it.
+    Called before the lookups that no insert of the same ``_id`` precedes (a duplicate-key answer is
+    its own barrier): an older attempt's insert that reached the primary first is then found, on a
+    replica set whose secondaries lag too."""
+    probes = client[settings.mongo_database].get_collection(
+        f"{settings.mongo_collection}_probe", write_concern=WriteConcern("majority")
+    )
+    probes.delete_one({"_id": probes.insert_one({"at": time.time()}).inserted_id})
+
+
 def insert_new(
     collection: Collection[dict[str, Any]],
     documents: Iterable[dict[str, Any]],
