@@ -33,13 +33,16 @@ def _group_clients() -> Iterator[None]:
     delivery.close_group_clients()  # each test's group is its own; the broker outlives none of them
 
 
-def slice_rows(spark: Any, settings: Settings, lines: list[str], first_offset: int = 0) -> list[dict[str, Any]]:
-    """Partition 0's rows of a batch, as the job's routed projection gives them to the task."""
+def slice_rows(
+    spark: Any, settings: Settings, lines: list[str], first_offset: int = 0, clock: timedelta = timedelta()
+) -> list[dict[str, Any]]:
+    """Partition 0's rows of a batch, as the job's routed projection gives them to the task (judged by a
+    clock ``clock`` off the host's)."""
     frame = spark.createDataFrame(
         [(line.encode(), settings.raw_topic, 0, first_offset + i) for i, line in enumerate(lines)],
         "value binary, topic string, partition int, offset long",
     )
-    rows = BatchWriter(settings).routed(frame, datetime.now(UTC)).collect()
+    rows = BatchWriter(settings).routed(frame, datetime.now(UTC) + clock).collect()
     return [row.asDict() for row in rows]
 
 
@@ -63,6 +66,35 @@ def outputs(settings: Settings) -> tuple[Counter[int], Counter[int], Counter[Any
     stored = Counter(d["_id"] for d in store.readings(client, settings).find({}, {"_id": 1}))
     client.close()
     return clean, dead, stored
+
+
+def beside_a_paused_older_attempt(
+    settings: Settings,
+    rows: list[dict[str, Any]],
+    paused: threading.Event,
+    resume: threading.Event,
+    dead_letter_refused: bool = False,
+    older_rows: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Two attempts at one slice at once: the older one (thread "older", which the test's hook pauses,
+    setting ``paused`` and waiting for ``resume``; ``older_rows`` if it judged them otherwise), then the
+    newer one, run to the end; then the older one resumes and must be fenced. The newer attempt's counts."""
+    failure: list[BaseException] = []
+
+    def older() -> None:
+        try:
+            run(settings, older_rows or rows)
+        except BaseException as error:
+            failure.append(error)
+
+    attempt = threading.Thread(target=older, name="older")
+    attempt.start()
+    assert paused.wait(60), "the older attempt never reached the paused step"
+    newer = run(settings, rows, dead_letter_refused)
+    resume.set()
+    attempt.join(60)
+    assert failure and isinstance(failure[0], KafkaException), "the older attempt must be fenced"
+    return newer
 
 
 def test_a_slice_is_stored_published_and_committed_once(spark: Any, settings: Settings) -> None:
@@ -92,6 +124,23 @@ def test_a_slice_that_starts_beyond_what_was_delivered_is_refused_not_skipped(sp
     assert len(clean) == 5 and len(stored) == 5, "the refused slice neither stored nor published anything"
 
 
+def test_window_a_second_driver_starting_at_latest_before_any_commit_skips_the_firsts_slice(
+    spark: Any, settings: Settings
+) -> None:
+    """A window that remains, measured (docs/design.md, "Guarantees"), with ``SP_STARTING_OFFSETS=latest``
+    only (the default is ``earliest``): two drivers, neither with a committed offset for a partition yet;
+    the second starts at the end of the topic and commits its first slice before the first driver's
+    slice below it. The group's offset then covers the first slice, which is skipped as delivered: its
+    readings are neither stored nor published. A committed offset is one number: it cannot say that
+    records below it were skipped by a choice of where to start rather than delivered."""
+    lines = readings(10)
+    later = run(settings, slice_rows(spark, settings, lines[5:], first_offset=5))  # nothing committed yet
+    earlier = run(settings, slice_rows(spark, settings, lines[:5]))
+    assert (later["published"], earlier["skipped"], earlier["published"]) == (5, 5, 0), "the window's outcome"
+    clean, _, stored = outputs(settings)
+    assert len(clean) == len(stored) == 5 and delivery.committed(settings, settings.raw_topic, 0) == 10
+
+
 def test_an_older_attempt_running_at_the_same_time_is_fenced_and_its_sends_never_seen(
     spark: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -108,21 +157,7 @@ def test_an_older_attempt_running_at_the_same_time_is_fenced_and_its_sends_never
         hit(point)
 
     monkeypatch.setattr(delivery.faults, "hit", hold)
-    failure: list[BaseException] = []
-
-    def older() -> None:
-        try:
-            run(settings, rows)
-        except BaseException as error:
-            failure.append(error)
-
-    attempt = threading.Thread(target=older, name="older")
-    attempt.start()
-    assert paused.wait(60), "the older attempt never reached its transaction"
-    newer = run(settings, rows)  # starts while the older one is mid-transaction
-    resume.set()
-    attempt.join(60)
-    assert failure and isinstance(failure[0], KafkaException), "the older attempt must be fenced"
+    newer = beside_a_paused_older_attempt(settings, rows, paused, resume)  # the older one is mid-transaction
     assert newer["published"] == 40
     clean, dead, stored = outputs(settings)
     assert set(clean.values()) == {1} and len(clean) == 40, "each reading published once"
@@ -169,45 +204,42 @@ def test_the_batch_time_is_a_literal_that_compiled_code_reuses(spark: Any, setti
     assert compiled() == before, "a later batch recompiled the rules"
 
 
+@pytest.mark.parametrize("path", ["refused", "clock"])
 def test_window_an_older_attempt_stalled_before_its_insert_stores_what_the_newer_dead_lettered(
-    spark: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    path: str, spark: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A window that remains, measured (docs/design.md, "Guarantees"): the newer attempt, on its
-    dead-letter attempt, meets a store that keeps refusing one document (not for what it holds), finds
-    it stored by no one and dead-letters it; the older attempt, fenced but stalled before its insert,
-    then stores it. The reading is stored and dead-lettered (store_rejected), and not published: one
-    reading with two outcomes. It takes a refusal that passes between two attempts' inserts, and a
-    zombie; the store has no fence a newer Kafka producer could raise against an older attempt's write."""
-    rows = slice_rows(spark, settings, readings(10))
-    refused = rows[3]["_id"]
+    """A window that remains, measured (docs/design.md, "Guarantees"): the older attempt at a slice is
+    fenced but stalled before its insert (a GC pause, a lost executor's network); the newer one finds
+    a reading stored by no one and dead-letters it, because the store refused it this time (``refused``,
+    from the dead-letter attempt on) or because its clock finds it in the future where the older one's,
+    15 minutes ahead, did not (``clock``); then the older one stores it. The reading is stored and
+    dead-lettered, not published; the slice's 9 others exactly once. The store has no fence that a
+    newer Kafka producer could raise against an older attempt's write."""
+    lines = readings(10)
+    if path == "clock":  # 13 minutes ahead: valid for the older attempt's clock only
+        ahead = datetime.now(UTC) + timedelta(seconds=settings.future_tolerance_seconds + 480)
+        lines[3] = format_line(ahead, 20, 1.5, 11, BEACHES[3], int(lines[3].split()[5]))
+    rows = slice_rows(spark, settings, lines)
+    older_rows = slice_rows(spark, settings, lines, clock=timedelta(minutes=15))
+    target = older_rows[3]["_id"]
     paused, resume = threading.Event(), threading.Event()
     insert_new = store.insert_new
 
     def insert(collection: Any, documents: list[dict[str, Any]]) -> store.WriteResult:
-        if threading.current_thread().name == "older":  # stalled (a GC pause, a lost executor's network)
+        if threading.current_thread().name == "older":  # stalled
             paused.set()
             assert resume.wait(60)
             return insert_new(collection, documents)
-        settled = insert_new(collection, [d for d in documents if d["_id"] != refused])
-        raise store.StoreError("refused", {refused: "1: InternalError"}, settled)  # refused this time only
+        if path == "clock":
+            return insert_new(collection, documents)
+        settled = insert_new(collection, [d for d in documents if d["_id"] != target])
+        raise store.StoreError("refused", {target: "1: InternalError"}, settled)  # refused this time only
 
     monkeypatch.setattr(store, "insert_new", insert)
-    failure: list[BaseException] = []
-
-    def older() -> None:
-        try:
-            run(settings, rows)
-        except BaseException as error:
-            failure.append(error)
-
-    attempt = threading.Thread(target=older, name="older")
-    attempt.start()
-    assert paused.wait(60), "the older attempt never reached its insert"
-    newer = run(settings, rows, dead_letter_refused=True)
-    resume.set()
-    attempt.join(60)
-    assert failure and isinstance(failure[0], KafkaException), "the older attempt must be fenced"
-    assert (newer["stored"], newer["rejected"], newer["published"]) == (9, 1, 9)
+    newer = beside_a_paused_older_attempt(
+        settings, rows, paused, resume, dead_letter_refused=path == "refused", older_rows=older_rows
+    )
+    assert (newer["stored"], newer["rejected"] + newer["invalid"], newer["published"]) == (9, 1, 9)
     clean, dead, stored = outputs(settings)
-    assert refused in stored and refused not in clean and dead == Counter({3: 1}), "the window's outcome"
+    assert target in stored and target not in clean and dead == Counter({3: 1}), "the window's outcome"
     assert len(stored) == 10 and set(clean.values()) == {1} and len(clean) == 9, "the others: exactly once"

@@ -69,3 +69,28 @@ def test_a_stop_request_ends_the_wait_and_fails_the_batch() -> None:
     with pytest.raises(ConnectionError):
         patient.with_retries("batch 9", failing(99, attempts))  # type: ignore[arg-type]
     assert attempts == [1]
+
+
+def test_refused_documents_are_dead_lettered_from_the_sixth_batch_attempt_whatever_failed_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A window, measured: the count is of batch attempts, not of one document's refusals. Five attempts
+    that failed for another reason (the store down during a failover) let the sixth dead-letter a valid
+    reading the store refuses once (docs/design.md, "No record stops the pipeline")."""
+    from sensor_pipeline.job import delivery
+
+    flags: list[bool] = []
+
+    class Routed:
+        def mapInArrow(self, task: object, schema: str) -> Routed:  # noqa: N802 - Spark's name
+            return self
+
+        def collect(self) -> list[object]:
+            return []
+
+    monkeypatch.setattr(delivery, "deliver", lambda _settings, dead_letter_refused: flags.append(dead_letter_refused))
+    made = writer()  # its attempt numbers count every failure (the case above)
+    for attempt in range(1, 8):
+        made.write(Routed(), 9, attempt)  # type: ignore[arg-type]
+    assert Settings().refusals_before_dead_letter == 6
+    assert flags == [False] * 5 + [True, True]
