@@ -204,6 +204,37 @@ def test_the_batch_time_is_a_literal_that_compiled_code_reuses(spark: Any, setti
     assert compiled() == before, "a later batch recompiled the rules"
 
 
+def refusing(target: int, insert_new: Callable[..., store.WriteResult]) -> Callable[..., store.WriteResult]:
+    """The real insert, except that the store refuses ``target`` every time (not for what it holds: an
+    InternalError, which a later attempt may not meet)."""
+
+    def insert(collection: Any, documents: list[dict[str, Any]]) -> store.WriteResult:
+        settled = insert_new(collection, [d for d in documents if d["_id"] != target])
+        if any(d["_id"] == target for d in documents):
+            raise store.StoreError("refused", {target: "1: InternalError"}, settled)
+        return settled
+
+    return insert
+
+
+def test_window_a_valid_reading_the_store_refuses_on_a_late_batch_attempt_is_dead_lettered(
+    spark: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window that remains, measured (docs/design.md, "No record stops the pipeline"): from a batch's 6th
+    attempt (whatever failed the first five: a store failover), a document the store refuses, in its chunk
+    and again on its own, while it takes other writes, becomes a ``store_rejected`` dead letter: a valid
+    reading neither stored nor published. The slice's 9 others: exactly once."""
+    rows = slice_rows(spark, settings, readings(10))
+    monkeypatch.setattr(store, "insert_new", refusing(rows[3]["_id"], store.insert_new))
+    counts = run(settings, rows, dead_letter_refused=True)
+    assert (counts["stored"], counts["rejected"], counts["published"]) == (9, 1, 9)
+    clean, dead, stored = outputs(settings)
+    assert rows[3]["_id"] not in stored and dead == Counter({3: 1}), "the window's outcome"
+    assert len(stored) == len(clean) == 9 and set(clean.values()) == {1}
+    (letter,) = (json.loads(r.value) for r in read_all(settings, settings.invalid_topic, timeout=10))
+    assert letter["Reason"] == "store_rejected" and "InternalError" in letter["Detail"]
+
+
 @pytest.mark.parametrize("path", ["refused", "clock"])
 def test_window_an_older_attempt_stalled_before_its_insert_stores_what_the_newer_dead_lettered(
     path: str, spark: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
@@ -232,8 +263,7 @@ def test_window_an_older_attempt_stalled_before_its_insert_stores_what_the_newer
             return insert_new(collection, documents)
         if path == "clock":
             return insert_new(collection, documents)
-        settled = insert_new(collection, [d for d in documents if d["_id"] != target])
-        raise store.StoreError("refused", {target: "1: InternalError"}, settled)  # refused this time only
+        return refusing(target, insert_new)(collection, documents)  # refused to this attempt only
 
     monkeypatch.setattr(store, "insert_new", insert)
     newer = beside_a_paused_older_attempt(

@@ -33,11 +33,14 @@ def source(i: int) -> dict[str, Any]:
 
 @pytest.fixture
 def faked(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The store's answers, set per test: ``insert`` (a WriteResult or a StoreError) and ``sources``."""
-    answers: dict[str, Any] = {"sources": {}}
+    """The store's answers, set per test: ``insert`` (a WriteResult, a StoreError, or a function of the
+    documents giving one) and ``sources``; ``calls`` lists the barriers and lookups in order."""
+    answers: dict[str, Any] = {"sources": {}, "calls": []}
 
     def insert_new(_collection: Any, documents: list[dict[str, Any]]) -> store.WriteResult:
         answer = answers["insert"]
+        if callable(answer):
+            answer = answer([d["_id"] for d in documents])
         if isinstance(answer, Exception):
             raise answer
         return answer  # type: ignore[no-any-return]
@@ -46,18 +49,16 @@ def faked(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(store, "durable_readings", lambda _client, _settings: object())
     monkeypatch.setattr(store, "takes_writes", lambda _client, _settings: True)
     monkeypatch.setattr(store, "insert_new", insert_new)
-    answers["barriers"] = 0
 
     def barrier(_client: Any, _settings: Any) -> None:
-        answers["barriers"] += 1
+        answers["calls"].append("barrier")
+
+    def sources(_collection: Any, ids: list[Any], _chunk: int) -> dict[Any, Any]:
+        answers["calls"].append("lookup")
+        return {i: answers["sources"][i] for i in ids if i in answers["sources"]}  # ids not stored: absent
 
     monkeypatch.setattr(store, "majority_barrier", barrier)
-    # Like the store: ids not stored are absent from the answer.
-    monkeypatch.setattr(
-        store,
-        "sources",
-        lambda _collection, ids, _chunk: {i: answers["sources"][i] for i in ids if i in answers["sources"]},
-    )
+    monkeypatch.setattr(store, "sources", sources)
     monkeypatch.setattr(delivery.schema, "to_document", lambda row: {"_id": row["_id"], "TimeStamp": 0})
     return answers
 
@@ -85,7 +86,7 @@ def test_a_later_copy_of_an_id_that_an_earlier_attempt_stored_is_published_as_th
     faked["sources"] = {5: source(2)}
     one = delivery.Slice(SETTINGS, [first, later], dead_letter_refused=False)
     publish, letters = one.insert([first, later])
-    assert (publish, letters, faked["barriers"]) == ([later], [], 0)
+    assert (publish, letters, faked["calls"]) == ([later], [], ["lookup"])
 
 
 def test_lookups_no_insert_answered_first_pass_a_majority_barrier(faked: dict[str, Any]) -> None:
@@ -93,9 +94,23 @@ def test_lookups_no_insert_answered_first_pass_a_majority_barrier(faked: dict[st
     makes what the primary applied before it (an older attempt's insert) visible to the majority read."""
     faked["insert"] = store.StoreError("refused", {2: "1: internal"}, store.WriteResult(1))
     published_and_refused(rows(1, 2), dead_letter_refused=True)
-    assert faked["barriers"] == 1
     delivery.Slice(SETTINGS, clocked(3), dead_letter_refused=False).stored_earlier(clocked(3))
-    assert faked["barriers"] == 2
+    assert faked["calls"] == ["barrier", "lookup", "barrier", "lookup"]
+
+
+def test_a_chunk_refused_whole_is_tried_again_document_by_document_before_any_dead_letter(
+    faked: dict[str, Any],
+) -> None:
+    """A busy moment refuses the whole chunk at once; on the dead-letter attempt each document is tried
+    again on its own: 1 and 3 are stored then, only 2, refused again, becomes a dead letter."""
+
+    def answer(ids: list[int]) -> Any:
+        if len(ids) > 1 or ids == [2]:
+            return store.StoreError("refused", dict.fromkeys(ids, "1: busy"), store.WriteResult(0))
+        return store.WriteResult(1)
+
+    faked["insert"] = answer
+    assert published_and_refused(rows(1, 2, 3), dead_letter_refused=True) == ([1, 3], [2])
 
 
 def test_a_refused_reading_that_is_stored_after_all_is_not_dead_lettered(faked: dict[str, Any]) -> None:
@@ -146,9 +161,23 @@ def test_a_reading_an_earlier_attempt_stored_is_published_though_this_clock_reje
     attempt's verdict stands (dead letters)."""
     faked["sources"] = {2: source(2), 3: source(99)}
     one = delivery.Slice(SETTINGS, clocked(2, 3, 4), dead_letter_refused=False)
-    assert sorted(one.stored_earlier(clocked(2, 3, 4))) == [source(2)["offset"]]
+    kept, settled = one.stored_earlier(clocked(2, 3, 4))
+    assert (sorted(kept), settled) == ([source(2)["offset"]], {source(2)["offset"]})
     faked["sources"] = {}
-    assert one.stored_earlier(clocked(2, 3, 4)) == {}
+    assert one.stored_earlier(clocked(2, 3, 4)) == ({}, set())
+
+
+def test_a_resent_copy_of_a_line_an_earlier_attempt_stored_is_already_stored_not_dead_lettered(
+    faked: dict[str, Any],
+) -> None:
+    """The producer resent a line (offsets 102 and 110, same line): the earlier attempt stored the first and
+    judged the second a duplicate. This attempt's clock rejects both: the first is published, the second
+    is neither published nor dead-lettered. Another line with the same id (offset 111) keeps its dead letter."""
+    first, resent, other = clocked(2, 2, 2)
+    resent, other = resent | {"offset": 110}, other | {"offset": 111, "clock_value": '{"MeasurementID":2,"x":1}'}
+    faked["sources"] = {2: source(2)}
+    kept, settled = delivery.Slice(SETTINGS, [first], dead_letter_refused=False).stored_earlier([first, resent, other])
+    assert (sorted(kept), settled) == ([102], {102, 110})
 
 
 def test_no_read_without_a_clock_verdict_or_for_a_row_that_has_no_id(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,7 +190,7 @@ def test_no_read_without_a_clock_verdict_or_for_a_row_that_has_no_id(monkeypatch
     monkeypatch.setattr(store, "sources", no_read)
     no_id = clocked(2)[0] | {"clock_value": '{"Beach":"Calumet Beach"}'}
     one = delivery.Slice(SETTINGS, rows(1), dead_letter_refused=False)
-    assert one.stored_earlier([]) == {} and one.stored_earlier([no_id]) == {}
+    assert one.stored_earlier([]) == ({}, set()) and one.stored_earlier([no_id]) == ({}, set())
 
 
 def test_a_stored_source_with_more_keys_is_still_this_records() -> None:

@@ -233,13 +233,15 @@ class Slice:
         valid = [r for r in todo if r["reason"] is None]
         self.counts["valid"], self.counts["invalid"] = len(valid), len(todo) - len(valid)
         clean, rejected = self.insert(valid)
-        kept = self.stored_earlier([r for r in todo if r["reason"] == rules.CLOCK_CHECK])
+        kept, settled = self.stored_earlier([r for r in todo if r["reason"] == rules.CLOCK_CHECK])
         faults.hit("stored")
-        letters = [(r["key"], r["value"]) for r in todo if r["reason"] is not None and r["offset"] not in kept]
+        letters = [(r["key"], r["value"]) for r in todo if r["reason"] is not None and r["offset"] not in settled]
         letters += [(r["key"], self.rejection(r, error)) for r, error in rejected]
         records = [(self.settings.invalid_topic, k, v) for k, v in letters]
-        records += [(self.settings.clean_topic, r["key"], r["value"]) for r in clean]
-        records += [(self.settings.clean_topic, r["key"], r["clock_value"]) for r in kept.values()]
+        # In offset order, so that a beach's readings reach CleanSensorData in the order they arrived.
+        published = sorted([*((r, r["value"]) for r in clean), *((r, r["clock_value"]) for r in kept.values())],
+                           key=lambda pair: int(pair[0]["offset"]))  # fmt: skip
+        records += [(self.settings.clean_topic, r["key"], value) for r, value in published]
         producer.begin_transaction()
         for i, (topic, key, value) in enumerate(records):
             if i == len(records) // 2:
@@ -252,8 +254,9 @@ class Slice:
         producer.send_offsets_to_transaction(next_offset, group, TIMEOUT)
         producer.commit_transaction(TIMEOUT)
         faults.hit("committed")
-        self.counts["published"] = len(clean) + len(kept)
+        self.counts["published"] = len(published)
         self.counts["kept_valid"] = len(kept)
+        self.counts["already_stored"] += len(settled) - len(kept)
         self.counts["rejected"] = len(rejected)
         return self.counts
 
@@ -274,22 +277,30 @@ class Slice:
         mine = self.source(row)
         return stored is not None and {key: stored.get(key) for key in mine} == mine
 
-    def stored_earlier(self, clocked: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    def stored_earlier(self, clocked: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], set[int]]:
         """Rows this attempt rejected by the clock alone (:data:`rules.CLOCK_CHECK`) whose reading an earlier
         attempt at the slice, judging by another clock (a second driver, a host whose clock differs),
-        stored: by offset. The store holds the reading, so its clean record is published instead of the
-        dead letter: one outcome per reading, the first attempt's. One read, for slices with such rows."""
+        stored: (the rows whose own raw record it stored, by offset: their clean record is published
+        instead of the dead letter; the offsets of every such row, with the copies of the same line that
+        it stored from another of the slice's records: already stored, neither published nor
+        dead-lettered). One outcome per reading, the first attempt's. One read, for slices with such rows.
+        """
         # A later check may fail too (its clean record then lacks what that check rejects: an id, a
         # number); no attempt stored such a row, whatever its clock. Only a row with an id is asked about.
         ids = {int(r["offset"]): json.loads(r["clock_value"]).get("MeasurementID") for r in clocked}
         asked = [r for r in clocked if isinstance(ids[int(r["offset"])], int)]
         if not asked:
-            return {}
+            return {}, set()
         client = store.shared_client(self.settings)
         store.majority_barrier(client, self.settings)
         readings = store.durable_readings(client, self.settings)
         owners = store.sources(readings, list({ids[int(r["offset"])] for r in asked}), self.settings.insert_chunk)
-        return {int(r["offset"]): r for r in asked if self.stored_by(owners.get(ids[int(r["offset"])]), r)}
+        kept = {int(r["offset"]): r for r in asked if self.stored_by(owners.get(ids[int(r["offset"])]), r)}
+        # A resent copy of a kept row's line (same clean record: same line): the earlier attempt judged it
+        # a duplicate of the stored reading. A different line with that id keeps this attempt's verdict.
+        lines = {r["clock_value"] for r in kept.values()}
+        copies = {int(r["offset"]) for r in asked if r["clock_value"] in lines}
+        return kept, copies
 
     def insert(self, valid: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
         """Insert the slice's readings; (rows to publish as clean, (row, error) the store refused)."""
@@ -304,8 +315,9 @@ class Slice:
         refused: dict[Any, str] = {}
         duplicates: set[Any] = set()
         for start in range(0, len(documents), self.settings.insert_chunk):
+            chunk = documents[start : start + self.settings.insert_chunk]
             try:
-                outcome = store.insert_new(readings, documents[start : start + self.settings.insert_chunk])
+                outcome = store.insert_new(readings, chunk)
             except store.StoreError as error:
                 # Refused for another reason than what it holds: the batch is retried; after
                 # SP_REFUSALS_BEFORE_DEAD_LETTER batch attempts, and while the store takes other writes,
@@ -313,9 +325,14 @@ class Slice:
                 # insert settled for the chunk's other documents still counts.
                 if not (self.dead_letter_refused and error.failed and store.takes_writes(client, self.settings)):
                     raise
-                refused |= error.failed
+                # Each refused document is tried once more on its own first: a chunk refused whole in a
+                # busy moment must not become dead letters together. Those refused again are.
                 outcome = error.partial
-            chunk = documents[start : start + self.settings.insert_chunk]
+                for document in (d for d in chunk if d["_id"] in error.failed):
+                    try:
+                        outcome += store.insert_new(readings, [document])
+                    except store.StoreError as again:
+                        refused |= again.failed
             self._delays(outcome, chunk, time.time() * 1000, set(refused))
             refused |= dict(outcome.rejected)
             duplicates.update(outcome.duplicate_ids)

@@ -65,6 +65,11 @@ class WriteResult:
     def duplicates(self) -> int:
         return len(self.duplicate_ids)
 
+    def __add__(self, other: WriteResult) -> WriteResult:
+        return WriteResult(
+            self.inserted + other.inserted, self.duplicate_ids + other.duplicate_ids, self.rejected + other.rejected
+        )
+
 
 def _secret_credentials(settings: Settings) -> tuple[str, str]:
     """Username and password from the DocumentDB-managed secret (JSON with ``username``/``password``)."""
