@@ -112,16 +112,48 @@ def test_a_slice_is_stored_published_and_committed_once(spark: Any, settings: Se
     assert outputs(settings)[:2] == (clean, dead)
 
 
+def to_raw_partition_0(settings: Settings, lines: list[str], transactional_id: str | None = None) -> None:
+    """Lines into RawSensorData's partition 0; with ``transactional_id``, in one committed transaction
+    (whose commit marker then takes the offset after them)."""
+    from confluent_kafka import Producer
+
+    options = settings.librdkafka_options()
+    producer = Producer(options | ({"transactional.id": transactional_id} if transactional_id else {}))
+    if transactional_id:
+        producer.init_transactions(30)
+        producer.begin_transaction()
+    for line in lines:
+        producer.produce(settings.raw_topic, value=line.encode(), partition=0)
+    if transactional_id:
+        producer.commit_transaction(30)
+    assert producer.flush(30) == 0
+
+
 def test_a_slice_that_starts_beyond_what_was_delivered_is_refused_not_skipped(spark: Any, settings: Settings) -> None:
     """A Kafka partition split over two tasks (one transactional.id): the later half must not commit
     first, or a retry of the earlier half would find it "done" and skip it."""
-    run(settings, slice_rows(spark, settings, readings(5)))  # offsets 0-4 delivered
-    later = slice_rows(spark, settings, readings(5), first_offset=10)  # 5-9 not delivered; still retained
+    lines = readings(15)
+    to_raw_partition_0(settings, lines)
+    run(settings, slice_rows(spark, settings, lines[:5]))  # offsets 0-4 delivered
+    later = slice_rows(spark, settings, lines[10:], first_offset=10)  # 5-9 not delivered; still retained
     with pytest.raises(RuntimeError, match="split over Spark tasks"):
         run(settings, later)
     assert delivery.committed(settings, settings.raw_topic, 0) == 5
     clean, _, stored = outputs(settings)
     assert len(clean) == 5 and len(stored) == 5, "the refused slice neither stored nor published anything"
+
+
+def test_a_transaction_marker_between_two_slices_is_no_gap(spark: Any, settings: Settings) -> None:
+    """A transactional producer wrote to the raw topic (Kafka Connect with exactly-once, say): its commit
+    marker takes an offset no consumer reads, so the next slice starts one above the group's offset. It
+    is delivered, not refused as a split partition (which stopped the job for good)."""
+    lines = readings(4)
+    to_raw_partition_0(settings, lines[:2], transactional_id=f"{settings.raw_topic}-writer")  # 0-1, marker 2
+    to_raw_partition_0(settings, lines[2:])  # 3-4
+    run(settings, slice_rows(spark, settings, lines[:2]))
+    later = run(settings, slice_rows(spark, settings, lines[2:], first_offset=3))
+    assert (later["published"], later["lost_to_retention"]) == (2, 0)
+    assert delivery.committed(settings, settings.raw_topic, 0) == 5 and len(outputs(settings)[0]) == 4
 
 
 def test_window_a_second_driver_starting_at_latest_before_any_commit_skips_the_firsts_slice(

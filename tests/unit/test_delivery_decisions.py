@@ -358,9 +358,10 @@ def raw_rows(*offsets: int) -> list[dict[str, Any]]:
 
 
 def deliver_after(faked: dict[str, Any], monkeypatch: pytest.MonkeyPatch, group_at: int, log_start: int,
-                  slice_rows: list[dict[str, Any]]) -> tuple[dict[str, Any], Producer]:  # fmt: skip
+                  slice_rows: list[dict[str, Any]], data_between: bool = True) -> tuple[dict[str, Any], Producer]:  # fmt: skip
     monkeypatch.setattr(delivery, "committed", lambda _s, _t, _p: group_at)
     monkeypatch.setattr(delivery, "log_start", lambda _s, _t, _p: log_start)
+    monkeypatch.setattr(delivery, "data_between", lambda _s, _t, _p, _low, _high: data_between)
     monkeypatch.setattr(delivery, "group_consumer", lambda _s: type("G", (), {"consumer_group_metadata": dict})())
     faked["insert"] = store.WriteResult(len(slice_rows))
     producer = Producer()
@@ -375,7 +376,7 @@ def test_records_retention_deleted_before_the_group_committed_them_are_counted_a
     counts, producer = deliver_after(faked, monkeypatch, group_at=5, log_start=20, slice_rows=raw_rows(20, 21))
     assert counts["lost_to_retention"] == 15 and counts["published"] == 2 and producer.committed
     assert [o.offset for o in producer.offsets] == [22]
-    assert "offsets 5-19 (15 records) were deleted by retention" in caplog.text
+    assert "offsets 5-19 (15 records, or transaction markers) were deleted by retention" in caplog.text
 
 
 def test_a_slice_starting_above_the_group_with_the_records_between_still_there_is_refused(
@@ -384,6 +385,40 @@ def test_a_slice_starting_above_the_group_with_the_records_between_still_there_i
     """Another task holds offsets 5-19 (a partition split over tasks): delivering 20- would commit past them."""
     with pytest.raises(RuntimeError, match="split over Spark tasks"):
         deliver_after(faked, monkeypatch, group_at=5, log_start=0, slice_rows=raw_rows(20, 21))
+
+
+def test_offsets_between_that_only_transaction_markers_hold_are_no_gap(
+    faked: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transactional producer wrote to the raw topic: its commit markers take offsets 5-19, which no
+    consumer reads. The slice from 20 is delivered; nothing was lost."""
+    counts, producer = deliver_after(faked, monkeypatch, 5, 0, raw_rows(20, 21), data_between=False)
+    assert (counts["published"], counts["lost_to_retention"], [o.offset for o in producer.offsets]) == (2, 0, [22])
+
+
+def test_clean_messages_go_out_in_offset_order_those_kept_from_the_store_included(
+    faked: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A beach's readings reach CleanSensorData in the order they arrived, a reading published because an
+    earlier attempt stored it (offset 11) among the others."""
+    kept = clocked(11)[0] | {"offset": 11, "key": "Beach"}
+    faked["sources"] = {11: {"topic": "RawSensorData", "partition": 0, "offset": 11}}
+    _counts, producer = deliver_after(faked, monkeypatch, 10, 0, [raw_rows(10)[0], kept, raw_rows(12)[0]])
+    assert [json.loads(value)["MeasurementID"] for _topic, value in producer.sent] == [10, 11, 12]
+
+
+def test_a_write_concern_error_on_a_refused_documents_own_try_fails_the_slice(faked: dict[str, Any]) -> None:
+    """Tried on its own on the dead-letter attempt, the document met an error of the store, not of itself
+    (no document named: a write concern error): it is neither published nor dead-lettered; the batch fails."""
+
+    def answer(ids: list[int]) -> Any:
+        if len(ids) > 1:
+            return store.StoreError("refused", dict.fromkeys(ids, "1: busy"), store.WriteResult(0))
+        return store.StoreError("the store did not confirm the insert (write concern error 64)")
+
+    faked["insert"] = answer
+    with pytest.raises(store.StoreError, match="write concern"):
+        published_and_refused(rows(1, 2), dead_letter_refused=True)
 
 
 def test_the_store_delay_histogram_names_the_ids_it_holds_only_those_this_insert_stored(
