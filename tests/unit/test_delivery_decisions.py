@@ -430,3 +430,58 @@ def test_the_store_delay_histogram_names_the_ids_it_holds_only_those_this_insert
     one = delivery.Slice(SETTINGS, rows(5, 6, 7), dead_letter_refused=False)
     one.insert(rows(5, 6, 7))
     assert one.counts["store_ids"] == [5, 6] and sum(one.counts["store_delay"].values()) == 2
+
+
+class _Message:
+    def __init__(self, offset: int = 0, error: Any = None) -> None:
+        self._offset, self._error = offset, error
+
+    def offset(self) -> int:
+        return self._offset
+
+    def error(self) -> Any:
+        return self._error
+
+
+def data_between_with(monkeypatch: pytest.MonkeyPatch, polled: list[Any]) -> bool:
+    """``delivery.data_between(..., 5, 20)`` against a consumer whose polls answer ``polled`` in turn."""
+    import confluent_kafka
+
+    class Consumer:
+        def __init__(self, config: dict[str, Any]) -> None:
+            assert config["auto.offset.reset"] == "error", "a deleted offset must not read as 'nothing between'"
+
+        def assign(self, partitions: list[Any]) -> None:
+            assert [p.offset for p in partitions] == [5]
+
+        def poll(self, _timeout: float) -> Any:
+            return polled.pop(0)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(confluent_kafka, "Consumer", Consumer)
+    return delivery.data_between(SETTINGS, "RawSensorData", 0, 5, 20)
+
+
+def test_a_gap_holds_data_when_a_record_lies_below_the_slice_and_not_when_only_markers_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    transport = KafkaError(KafkaError._TRANSPORT)  # a broker disconnect: librdkafka goes on
+    assert data_between_with(monkeypatch, [None, _Message(error=transport), _Message(12)]) is True
+    assert data_between_with(monkeypatch, [_Message(20)]) is False, "the first record is the slice's own"
+    assert data_between_with(monkeypatch, [_Message(error=KafkaError(KafkaError._PARTITION_EOF))]) is False
+    with pytest.raises(KafkaException):  # retention deleted offset 5 meanwhile: the batch is retried
+        data_between_with(monkeypatch, [_Message(error=KafkaError(KafkaError._AUTO_OFFSET_RESET))])
+
+
+def test_the_jobs_writes_wait_for_a_majority_for_a_minute_at_most_and_its_lookups_read_majority() -> None:
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, Any]] = MongoClient("mongodb://127.0.0.1:1", connect=False)
+    readings = store.durable_readings(client, SETTINGS)
+    assert readings.write_concern.document == {"w": "majority", "wtimeout": 60_000}
+    assert readings.read_concern.level == "majority"
+    client.close()

@@ -36,6 +36,10 @@ DOCUMENT_ERRORS = frozenset({2, 14, 52, 121, 10334, 17280})
 #: Attempts (with backoff from 0.5 s) for documents that met another write error while others in
 #: the same insert were written; a document still refused after them is dead-lettered.
 ATTEMPTS = 4
+#: How long a ``w: majority`` write waits for a majority (ms): a replica set that lost its majority then
+#: answers with a write concern error, which fails the batch (retried, then the job restarts) instead of
+#: blocking it, and a graceful stop, for ever. DocumentDB ignores ``w`` (its writes are always durable).
+MAJORITY = WriteConcern("majority", wtimeout=60_000)
 
 
 class StoreError(RuntimeError):
@@ -141,7 +145,7 @@ def durable_readings(client: MongoClient[dict[str, Any]], settings: Settings) ->
     database = client.get_database(
         settings.mongo_database,
         read_preference=ReadPreference.PRIMARY,
-        write_concern=WriteConcern("majority"),
+        write_concern=MAJORITY,
         read_concern=ReadConcern("majority"),
     )
     return database[settings.mongo_collection]
@@ -208,7 +212,7 @@ def majority_barrier(client: MongoClient[dict[str, Any]], settings: Settings) ->
     its own barrier): an older attempt's insert that reached the primary first is then found, on a
     replica set whose secondaries lag too."""
     probes = client[settings.mongo_database].get_collection(
-        f"{settings.mongo_collection}_probe", write_concern=WriteConcern("majority")
+        f"{settings.mongo_collection}_probe", write_concern=MAJORITY
     )
     probes.delete_one({"_id": probes.insert_one({"at": time.time()}).inserted_id})
 
