@@ -66,3 +66,17 @@ def test_a_server_that_writes_nothing_fails_the_batch_even_beside_a_duplicate() 
         insert({1: [14031], 2: [14031]}, [1, 2])  # disk full: retried as a batch, never dead-lettered
     with pytest.raises(store.StoreError, match="refused 1 of 1"):
         insert({1: [store.DUPLICATE_KEY], 2: [14031] * 10}, [1, 2])
+
+
+def test_a_write_concern_error_fails_the_call_naming_no_document() -> None:
+    """A majority not reached within the write concern's wtimeout: the documents may be written on the
+    primary only. No document is named (none may become a dead letter): the batch is retried."""
+
+    class Unconfirmed:
+        def insert_many(self, documents: list[dict[str, Any]], ordered: bool) -> Any:
+            raise BulkWriteError({"writeErrors": [], "nInserted": len(documents),
+                                  "writeConcernErrors": [{"code": 64, "errmsg": "waiting for replication timed out"}]})  # fmt: skip
+
+    with pytest.raises(store.StoreError, match="write concern error 64") as raised:
+        store.insert_new(Unconfirmed(), [{"_id": 1}], sleep=lambda _: None)  # type: ignore[arg-type]
+    assert raised.value.failed == {}

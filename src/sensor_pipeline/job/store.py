@@ -196,7 +196,7 @@ def sources(collection: Collection[dict[str, Any]], ids: list[Any], chunk: int =
 def takes_writes(client: MongoClient[dict[str, Any]], settings: Settings) -> bool:
     """Whether the store accepts a write now (a probe document written and removed): a document it keeps
     refusing is then refused for itself, not because the store is down or full."""
-    probes = client[settings.mongo_database][f"{settings.mongo_collection}_probe"]
+    probes = probe_collection(client, settings)
     try:
         inserted = probes.insert_one({"at": time.time()}).inserted_id
         probes.delete_one({"_id": inserted})
@@ -211,10 +211,13 @@ def majority_barrier(client: MongoClient[dict[str, Any]], settings: Settings) ->
     Called before the lookups that no insert of the same ``_id`` precedes (a duplicate-key answer is
     its own barrier): an older attempt's insert that reached the primary first is then found, on a
     replica set whose secondaries lag too."""
-    probes = client[settings.mongo_database].get_collection(
-        f"{settings.mongo_collection}_probe", write_concern=MAJORITY
-    )
+    probes = probe_collection(client, settings)
     probes.delete_one({"_id": probes.insert_one({"at": time.time()}).inserted_id})
+
+
+def probe_collection(client: MongoClient[dict[str, Any]], settings: Settings) -> Collection[dict[str, Any]]:
+    """Where the job writes and removes probe documents: majority writes, bounded like its inserts."""
+    return client[settings.mongo_database].get_collection(f"{settings.mongo_collection}_probe", write_concern=MAJORITY)
 
 
 def insert_new(
