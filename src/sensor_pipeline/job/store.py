@@ -196,10 +196,8 @@ def sources(collection: Collection[dict[str, Any]], ids: list[Any], chunk: int =
 def takes_writes(client: MongoClient[dict[str, Any]], settings: Settings) -> bool:
     """Whether the store accepts a write now (a probe document written and removed): a document it keeps
     refusing is then refused for itself, not because the store is down or full."""
-    probes = probe_collection(client, settings)
     try:
-        inserted = probes.insert_one({"at": time.time()}).inserted_id
-        probes.delete_one({"_id": inserted})
+        majority_barrier(client, settings)  # the same probe write: it fails when the store takes none
         return True
     except PyMongoError:
         return False
